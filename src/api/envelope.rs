@@ -1,0 +1,118 @@
+//! The response envelope: `{"success": true, "data": ..., "meta": ...}` on success and
+//! `{"success": false, "error", "code", "details", "request_id"}` on failure.
+
+use poem_openapi::{types::Example, Object};
+
+/// One invalid field.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorDetail {
+    /// The field: a body property (`name`, `outcomes[1]`), a query or path parameter, or `body`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Every error the server returns has this shape.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong, for a human.
+    pub error: String,
+    /// What went wrong, for a program: stable snake_case codes such as `validation_failed`,
+    /// `not_found`, `precondition_failed`.
+    pub code: String,
+    /// Per-field problems (empty when the error is not about fields).
+    pub details: Vec<ErrorDetail>,
+    /// The request's id (the `X-Request-Id` response header): quote it when reporting a problem.
+    pub request_id: String,
+}
+
+impl Example for ErrorBody {
+    fn example() -> Self {
+        ErrorBody {
+            success: false,
+            error: "validation failed".into(),
+            code: "validation_failed".into(),
+            details: vec![ErrorDetail { field: "limit".into(), message: "must be between 1 and 100".into() }],
+            request_id: "3f1c1a8e-2a8b-4d6e-9a53-0b6f4f7f2d11".into(),
+        }
+    }
+}
+
+/// Paging facts of a list.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ListMeta {
+    /// Page size used.
+    pub limit: u32,
+    /// Rows skipped.
+    pub offset: u64,
+    /// Rows matching the filters in all.
+    pub total: u64,
+}
+
+impl Example for ListMeta {
+    fn example() -> Self {
+        ListMeta { limit: 20, offset: 0, total: 1 }
+    }
+}
+
+/// Declares a success envelope around `data` (and `meta`, for lists).
+macro_rules! envelope {
+    ($(#[$doc:meta])* $name:ident { data: $data:ty }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, poem_openapi::Object)]
+        #[oai(example)]
+        pub struct $name {
+            /// Always `true`.
+            pub success: bool,
+            /// The result.
+            pub data: $data,
+        }
+
+        impl $name {
+            /// A success envelope around `data`.
+            pub fn new(data: $data) -> Self {
+                Self { success: true, data }
+            }
+        }
+
+        impl poem_openapi::types::Example for $name {
+            fn example() -> Self {
+                Self::new(poem_openapi::types::Example::example())
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident { data: Vec<$item:ty>, meta: $meta:ty }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, poem_openapi::Object)]
+        #[oai(example)]
+        pub struct $name {
+            /// Always `true`.
+            pub success: bool,
+            /// The page's items, in order.
+            pub data: Vec<$item>,
+            /// Paging facts.
+            pub meta: $meta,
+        }
+
+        impl $name {
+            /// A success envelope around a page.
+            pub fn new(data: Vec<$item>, meta: $meta) -> Self {
+                Self { success: true, data, meta }
+            }
+        }
+
+        impl poem_openapi::types::Example for $name {
+            fn example() -> Self {
+                Self::new(
+                    vec![poem_openapi::types::Example::example()],
+                    poem_openapi::types::Example::example(),
+                )
+            }
+        }
+    };
+}
+pub(crate) use envelope;

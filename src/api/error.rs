@@ -1,0 +1,163 @@
+//! The one place where failures become HTTP: [`AppError`] from services and `poem::Error`s
+//! raised by the framework (routing, parameter and body parsing, limits) both end up as an
+//! [`ApiError`], whose body is always the JSON [`ErrorBody`].
+
+use poem::{
+    error::{MethodNotAllowedError, NotFoundError, ReadBodyError},
+    http::StatusCode,
+    IntoResponse, Response,
+};
+use poem_openapi::{
+    error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
+    payload::Json,
+    ApiResponse,
+};
+
+use super::envelope::{ErrorBody, ErrorDetail};
+use crate::{domain::FieldError, error::AppError, middleware::request_id};
+
+/// Every error response an operation can give.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed or invalid: bad JSON, a wrong type, a value out of range.
+    /// `details` names each offending field.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such resource.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with the resource's current state.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `If-Match` does not match the resource's current ETag.
+    #[oai(status = 412)]
+    PreconditionFailed(Json<ErrorBody>),
+    /// The request body is larger than the server accepts (1 MiB by default).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// The request is well-formed but refers to something that cannot be used.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// An unexpected error; the details are in the server log under the request id.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The server cannot serve now (database busy or shutting down, request timed out);
+    /// retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Builds an error body for the current request.
+fn body(code: &str, message: impl Into<String>, details: Vec<ErrorDetail>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        success: false,
+        error: message.into(),
+        code: code.into(),
+        details,
+        request_id: request_id::current(),
+    })
+}
+
+fn details(fields: Vec<FieldError>) -> Vec<ErrorDetail> {
+    fields.into_iter().map(|f| ErrorDetail { field: f.field, message: f.message }).collect()
+}
+
+impl ApiError {
+    /// A 400 about one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        AppError::invalid(field, message).into()
+    }
+
+    /// The 500 sent for a bug; the cause is logged here, once, and never sent.
+    pub fn internal(cause: &str) -> Self {
+        tracing::error!(error = cause, "internal error");
+        ApiError::Internal(body("internal_error", "internal server error", vec![]))
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Validation(fields) => ApiError::BadRequest(body("validation_failed", "validation failed", details(fields))),
+            AppError::NotFound(what) => ApiError::NotFound(body("not_found", format!("{what} not found"), vec![])),
+            AppError::Conflict { code, message } => ApiError::Conflict(body(code, message, vec![])),
+            e @ AppError::PreconditionFailed { .. } => ApiError::PreconditionFailed(body("precondition_failed", e.to_string(), vec![])),
+            AppError::Unprocessable { message, details: fields } => {
+                ApiError::Unprocessable(body("unprocessable", message, details(fields)))
+            }
+            AppError::Unavailable(why) => {
+                tracing::warn!(error = %why, "service unavailable");
+                ApiError::Unavailable(body("unavailable", "service temporarily unavailable; retry later", vec![]))
+            }
+            AppError::Internal(why) => ApiError::internal(&why),
+        }
+    }
+}
+
+impl From<Vec<FieldError>> for ApiError {
+    fn from(fields: Vec<FieldError>) -> Self {
+        AppError::Validation(fields).into()
+    }
+}
+
+/// The answer to a request that took longer than the configured timeout.
+pub fn timeout_response() -> Response {
+    ApiError::Unavailable(body("timeout", "the request took too long; retry later", vec![])).into_response()
+}
+
+/// Turns any error raised outside a handler (routing, parsing, limits, timeouts) into the JSON
+/// envelope. Errors that already carry a response (a handler's [`ApiError`]) pass unchanged.
+pub fn error_response(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let api = if err.is::<NotFoundError>() {
+        ApiError::NotFound(body("route_not_found", "no route matches this path", vec![]))
+    } else if err.is::<MethodNotAllowedError>() {
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(body("method_not_allowed", "method not allowed on this path", vec![]).0))
+            .into_response();
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        param_error(e.name, &e.reason)
+    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        param_error(e.name, &e.reason)
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        payload_error(&e.reason)
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        ApiError::UnsupportedMediaType(body("unsupported_media_type", format!("{e}; send application/json"), vec![]))
+    } else if let Some(ReadBodyError::PayloadTooLarge) = err.downcast_ref::<ReadBodyError>() {
+        ApiError::PayloadTooLarge(body("payload_too_large", "request body too large", vec![]))
+    } else if err.status().is_client_error() {
+        ApiError::BadRequest(body("bad_request", err.to_string(), vec![]))
+    } else {
+        ApiError::internal(&err.to_string())
+    };
+    api.into_response()
+}
+
+fn param_error(name: &str, reason: &str) -> ApiError {
+    // poem-openapi reports path parameters by their internal names (`param0`, ...); every
+    // agora route has exactly one path parameter, `id`.
+    let name = if name.starts_with("param") && name[5..].bytes().all(|b| b.is_ascii_digit()) { "id" } else { name };
+    ApiError::BadRequest(body(
+        "invalid_parameter",
+        format!("invalid parameter `{name}`"),
+        vec![ErrorDetail { field: name.into(), message: reason.into() }],
+    ))
+}
+
+/// poem-openapi reports body problems as text; the field, when it names one, is the text
+/// between the first pair of backticks after "field ".
+fn payload_error(reason: &str) -> ApiError {
+    let field = reason
+        .split_once("field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map_or("body", |(field, _)| field);
+    ApiError::BadRequest(body(
+        "invalid_body",
+        "the request body is not valid",
+        vec![ErrorDetail { field: field.into(), message: reason.into() }],
+    ))
+}

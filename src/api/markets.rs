@@ -1,0 +1,259 @@
+//! The markets resource: list, read, create, replace, patch, delete. Handlers parse into
+//! domain types, call one service method and map the result; ETags are the market version.
+
+use std::sync::Arc;
+
+use poem_openapi::{
+    param::{Header, Path, Query},
+    payload::Json,
+    ApiResponse, OpenApi,
+};
+use time::OffsetDateTime;
+
+use super::{
+    envelope::ListMeta,
+    error::ApiError,
+    market_models::{
+        CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView, MarketView,
+        PatchMarketBody, ReplaceMarketBody, SortOrder,
+    },
+    ApiTags,
+};
+use crate::{
+    domain::market::{ListQuery, Market, MarketChanges, NewMarket},
+    service::markets::MarketService,
+};
+
+/// Markets API.
+pub struct MarketsApi {
+    /// The market use cases.
+    pub markets: Arc<MarketService>,
+}
+
+const CACHE_CONTROL: &str = "no-cache";
+
+/// A market, with its ETag.
+#[derive(ApiResponse)]
+pub enum MarketResponse {
+    /// The market.
+    #[oai(status = 200)]
+    Ok(
+        Json<MarketEnvelope>,
+        /// The market's version in quotes; send it back in `If-Match` / `If-None-Match`.
+        #[oai(header = "ETag")]
+        String,
+        /// Clients may store the market but must revalidate it (`If-None-Match`) before use.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// `If-None-Match` matched: the client's copy is current.
+    #[oai(status = 304)]
+    NotModified(
+        /// The current ETag.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// A created market.
+#[derive(ApiResponse)]
+pub enum CreatedMarket {
+    /// The market as stored.
+    #[oai(status = 201)]
+    Created(
+        Json<MarketEnvelope>,
+        /// Path of the new market.
+        #[oai(header = "Location")]
+        String,
+        /// The market's version in quotes.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// A deleted market.
+#[derive(ApiResponse)]
+pub enum DeletedMarket {
+    /// The market is gone.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+fn ok(market: Market) -> MarketResponse {
+    let tag = etag(market.version);
+    MarketResponse::Ok(Json(MarketEnvelope::new(market.into())), tag, CACHE_CONTROL.into())
+}
+
+/// The version an `If-Match` header demands: `None` for absent or `*`; an unparseable tag can
+/// match no version, so it becomes `-1` (and a 412).
+fn if_match_version(header: Option<&str>) -> Option<i64> {
+    let value = header?.trim();
+    if value == "*" {
+        return None;
+    }
+    Some(parse_tag(value).unwrap_or(-1))
+}
+
+fn parse_tag(tag: &str) -> Option<i64> {
+    let tag = tag.trim();
+    tag.strip_prefix("W/").unwrap_or(tag).strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// True when an `If-None-Match` header lists `version` (weak comparison) or is `*`.
+fn none_match_hits(header: &str, version: i64) -> bool {
+    header.split(',').any(|t| t.trim() == "*" || parse_tag(t) == Some(version))
+}
+
+#[OpenApi(prefix_path = "/api/markets", tag = "ApiTags::Markets")]
+impl MarketsApi {
+    /// List markets
+    ///
+    /// Filters by status and creator, sorts, and pages with `limit` and `offset`. Outcomes and
+    /// creators are included.
+    #[oai(path = "/", method = "get", operation_id = "list_markets")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_markets(
+        &self,
+        /// Only markets in this status.
+        status: Query<Option<MarketStatusView>>,
+        /// Only markets created by this user.
+        #[oai(validator(minimum(value = "1")))]
+        creator_id: Query<Option<i64>>,
+        /// Sort column (default `created_at`).
+        sort: Query<Option<MarketSort>>,
+        /// Sort direction (default: descending for `volume` and `created_at`, else ascending).
+        order: Query<Option<SortOrder>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// Rows to skip, up to 1,000,000 (default 0).
+        #[oai(validator(maximum(value = "1000000")))]
+        offset: Query<Option<u64>>,
+    ) -> Result<Json<MarketListEnvelope>, ApiError> {
+        let query = ListQuery::parse(
+            status.0.map(Into::into),
+            creator_id.0,
+            sort.0.map(Into::into),
+            order.0.map(|o| o == SortOrder::Desc),
+            limit.0,
+            offset.0,
+        )?;
+        let page = self.markets.list(query).await?;
+        let meta = ListMeta { limit: query.limit, offset: query.offset, total: page.total };
+        Ok(Json(MarketListEnvelope::new(page.items.into_iter().map(MarketView::from).collect(), meta)))
+    }
+
+    /// Get a market
+    ///
+    /// Returns the market with an `ETag`; with a matching `If-None-Match`, answers 304.
+    #[oai(path = "/:id", method = "get", operation_id = "get_market")]
+    async fn get_market(
+        &self,
+        /// Market id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// ETags the client already has.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> Result<MarketResponse, ApiError> {
+        let market = self.markets.get(id.0).await?;
+        match if_none_match.0.as_deref() {
+            Some(h) if none_match_hits(h, market.version) => Ok(MarketResponse::NotModified(etag(market.version))),
+            _ => Ok(ok(market)),
+        }
+    }
+
+    /// Create a market
+    ///
+    /// Outcomes default to YES/NO. The creator will come from the bearer token once
+    /// authentication lands; until then it is named in the body.
+    #[oai(path = "/", method = "post", operation_id = "create_market")]
+    async fn create_market(&self, body: Json<CreateMarketBody>) -> Result<CreatedMarket, ApiError> {
+        let market = NewMarket::parse(body.0.into(), OffsetDateTime::now_utc())?;
+        let market = self.markets.create(market).await?;
+        let (location, tag) = (format!("/api/markets/{}", market.id), etag(market.version));
+        Ok(CreatedMarket::Created(Json(MarketEnvelope::new(market.into())), location, tag))
+    }
+
+    /// Replace a market's editable fields
+    ///
+    /// Sets name, description and close time; omitted nullable fields are cleared. Only active
+    /// markets can be edited. With `If-Match`, a stale version gets 412.
+    #[oai(path = "/:id", method = "put", operation_id = "replace_market")]
+    async fn replace_market(
+        &self,
+        /// Market id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// The ETag the change is based on.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<ReplaceMarketBody>,
+    ) -> Result<MarketResponse, ApiError> {
+        self.change(id.0, if_match.0.as_deref(), body.0.into()).await
+    }
+
+    /// Update some of a market's fields
+    ///
+    /// Changes only the fields present; `null` clears a nullable field. Only active markets
+    /// can be edited. With `If-Match`, a stale version gets 412.
+    #[oai(path = "/:id", method = "patch", operation_id = "update_market")]
+    async fn update_market(
+        &self,
+        /// Market id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// The ETag the change is based on.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<PatchMarketBody>,
+    ) -> Result<MarketResponse, ApiError> {
+        self.change(id.0, if_match.0.as_deref(), body.0.into()).await
+    }
+
+    /// Delete a market
+    ///
+    /// Only a market without stakes can be deleted. With `If-Match`, a stale version gets 412.
+    #[oai(path = "/:id", method = "delete", operation_id = "delete_market")]
+    async fn delete_market(
+        &self,
+        /// Market id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// The ETag the deletion is based on.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<DeletedMarket, ApiError> {
+        self.markets.delete(id.0, if_match_version(if_match.0.as_deref())).await?;
+        Ok(DeletedMarket::NoContent)
+    }
+}
+
+impl MarketsApi {
+    async fn change(&self, id: i64, if_match: Option<&str>, changes: MarketChanges) -> Result<MarketResponse, ApiError> {
+        let changes = MarketChanges::parse(changes, OffsetDateTime::now_utc())?;
+        let market = self.markets.update(id, changes, if_match_version(if_match)).await?;
+        Ok(ok(market))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_round_trip_and_compare_weakly() {
+        assert_eq!(parse_tag(&etag(7)), Some(7));
+        assert_eq!(parse_tag("W/\"7\""), Some(7));
+        assert!(none_match_hits("\"3\", W/\"7\"", 7));
+        assert!(none_match_hits("*", 1));
+        assert!(!none_match_hits("\"8\"", 7));
+        assert_eq!(if_match_version(Some("*")), None);
+        assert_eq!(if_match_version(Some("garbage")), Some(-1));
+        assert_eq!(if_match_version(None), None);
+    }
+}

@@ -1,0 +1,121 @@
+//! Configuration: command-line flags, each also readable from an `AGORA_*` environment variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The `agora` command line.
+#[derive(Debug, Parser)]
+#[command(name = "agora", version, about = "Prediction-markets API server on embedded SQLite")]
+pub struct Cli {
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Print the OpenAPI document the server serves, then exit.
+    Openapi,
+    /// Fill the database with realistic demo users and markets.
+    Seed(SeedArgs),
+}
+
+/// Arguments of `agora seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Number of markets to create.
+    #[arg(long, default_value_t = 1_000, env = "AGORA_SEED_MARKETS")]
+    pub markets: u32,
+    /// Number of users to create (default: one per 10 markets, at least 10).
+    #[arg(long, env = "AGORA_SEED_USERS")]
+    pub users: Option<u32>,
+}
+
+/// Server and storage settings. Every flag is global, so it may appear before or after
+/// the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, global = true, env = "AGORA_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Directory holding the database and other runtime files; created if missing.
+    #[arg(long, global = true, env = "AGORA_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Log line format.
+    #[arg(long, global = true, env = "AGORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax (e.g. `info,agora=debug`).
+    #[arg(long, global = true, env = "AGORA_LOG", default_value = "info")]
+    pub log: String,
+    /// SQLite `synchronous` pragma: `normal` survives process crashes, `full` also power loss.
+    #[arg(long, global = true, env = "AGORA_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Normal)]
+    pub synchronous: Synchronous,
+    /// Number of read-only SQLite connections in the pool.
+    #[arg(long, global = true, env = "AGORA_DB_READERS", default_value_t = 8)]
+    pub db_readers: u32,
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, global = true, env = "AGORA_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Seconds a request may take before it is answered with 503.
+    #[arg(long, global = true, env = "AGORA_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Seconds to wait for in-flight requests on shutdown.
+    #[arg(long, global = true, env = "AGORA_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Config {
+    /// Configuration from the given arguments (program name first), for tests and tools.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map(|cli| cli.config)
+    }
+
+    /// Path of the SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("agora.db")
+    }
+
+    /// Request timeout as a [`Duration`].
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, coloured.
+    Pretty,
+}
+
+/// SQLite `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Synchronous {
+    /// fsync at checkpoints only: a committed write survives a process crash, not a power cut.
+    Normal,
+    /// fsync on every commit: a committed write survives a power cut.
+    Full,
+}
+
+impl Synchronous {
+    /// The pragma value.
+    pub fn as_pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Storage: one SQLite file in WAL mode, a pool of read-only connections and exactly one
+//! writer thread that group-commits, plus the embedded migrations.
+//!
+//! Reads never wait for writes (WAL). Every write is a closure run by the writer thread inside
+//! a `BEGIN IMMEDIATE` transaction that it shares with the other writes queued at that moment,
+//! each in its own `SAVEPOINT`: one failing write rolls back alone, and many writes share one
+//! commit (and one fsync).
+
+mod migrations;
+mod pool;
+mod writer;
+
+use std::{path::Path, sync::Mutex};
+
+use r2d2_sqlite::SqliteConnectionManager;
+pub use rusqlite;
+use rusqlite::Connection;
+
+pub use migrations::SCHEMA_VERSION;
+
+use crate::{config::Synchronous, telemetry::spawn_blocking_in_span};
+
+/// Failures of the storage machinery itself (not of a query).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Opening, configuring or migrating the database failed.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer agora.
+    #[error("database schema version {found} is newer than this agora supports ({supported}); upgrade agora")]
+    TooNew {
+        /// The file's `user_version`.
+        found: i64,
+        /// What this binary knows.
+        supported: i64,
+    },
+    /// No read connection became free in time.
+    #[error("no database connection available: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// The writer has stopped (shutdown).
+    #[error("the database is closed")]
+    Closed,
+    /// A query failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A database closure panicked; its work was rolled back.
+    #[error("a database task panicked")]
+    Panicked,
+}
+
+/// The database: readers and the writer.
+pub struct Db {
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    writer: Mutex<Option<writer::Writer>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, applies pragmas and migrations, and
+    /// starts the writer thread.
+    pub fn open(path: &Path, synchronous: Synchronous, readers: u32) -> Result<Self, DbError> {
+        let conn = pool::open_writer(path, synchronous)?;
+        let mut conn = conn;
+        migrations::apply(&mut conn).map_err(|e| match e {
+            DbError::Sqlite(source) => DbError::Open { path: path.display().to_string(), source },
+            other => other,
+        })?;
+        let readers = pool::readers(path, readers)?;
+        Ok(Db { readers, writer: Mutex::new(Some(writer::Writer::start(conn))) })
+    }
+
+    /// Runs `f` on a read-only connection, off the async runtime.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        spawn_blocking_in_span(move || {
+            let conn = pool.get().map_err(DbError::from)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| E::from(DbError::Panicked))?
+    }
+
+    /// Runs `f` on the writer inside a transaction (shared with concurrent writes, isolated by
+    /// a savepoint). `Ok` is returned only after the commit; an `Err` from `f` rolls back
+    /// exactly what `f` did.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let submitted = match self.writer.lock() {
+            Ok(guard) => guard.as_ref().map(|w| w.submit(f)),
+            Err(_) => None,
+        };
+        match submitted {
+            Some(rx) => rx.await.unwrap_or_else(|_| Err(E::from(DbError::Closed))),
+            None => Err(E::from(DbError::Closed)),
+        }
+    }
+
+    /// True when a write transaction can be started (used by readiness checks).
+    pub async fn ping_writer(&self) -> Result<(), DbError> {
+        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(DbError::from)).await
+    }
+
+    /// The migration version the database is at.
+    pub async fn schema_version(&self) -> Result<i64, DbError> {
+        self.read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(DbError::from))
+            .await
+    }
+
+    /// Stops the writer after the queued writes, runs `PRAGMA optimize` and checkpoints the WAL.
+    pub async fn close(&self) {
+        let writer = self.writer.lock().ok().and_then(|mut g| g.take());
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Connections: pragmas for the writer and the read-only pool.
+
+use std::{path::Path, time::Duration};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+use super::DbError;
+use crate::config::Synchronous;
+
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Opens the single writer connection, switching the file to WAL.
+pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, DbError> {
+    let open_err = |source| DbError::Open { path: path.display().to_string(), source };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {};
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;",
+        synchronous.as_pragma()
+    ))
+    .map_err(open_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Builds the pool of `query_only` reader connections.
+pub(super) fn readers(path: &Path, size: u32) -> Result<r2d2::Pool<SqliteConnectionManager>, DbError> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+        .with_init(|c| {
+            c.set_prepared_statement_cache_capacity(64);
+            c.execute_batch(&format!(
+                "PRAGMA query_only = ON;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+                 PRAGMA temp_store = MEMORY;
+                 PRAGMA cache_size = -16000;"
+            ))
+        });
+    Ok(r2d2::Pool::builder()
+        .max_size(size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .build(manager)?)
+}

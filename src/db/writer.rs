@@ -1,0 +1,128 @@
+//! The single writer thread and its group commit.
+//!
+//! Writes queue on a channel. The thread takes every write waiting at that moment (up to
+//! [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction, runs each write in its own
+//! `SAVEPOINT` (released on success, rolled back on error or panic), commits once, and only
+//! then answers each caller: an acknowledged write is committed.
+
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::mpsc,
+    thread::JoinHandle,
+};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::DbError;
+
+/// Most writes that share one commit.
+const MAX_BATCH: usize = 256;
+
+/// Delivers a write's outcome once the shared commit has succeeded (`None`) or failed.
+type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+/// A queued write: runs inside its savepoint and returns how to reply.
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// Handle to the writer thread.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the writer thread owning `conn`.
+    pub(super) fn start(conn: Connection) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("agora-db-writer".into())
+            .spawn(move || run(conn, rx))
+            .unwrap_or_else(|e| panic!("cannot start the database writer thread: {e}"));
+        Writer { tx, thread }
+    }
+
+    /// Queues `f`; the receiver yields its result after the commit.
+    pub(super) fn submit<T, E, F>(&self, f: F) -> oneshot::Receiver<Result<T, E>>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error| {
+                let result = match (result, commit_error) {
+                    (Ok(_), Some(e)) => Err(E::from(DbError::Sqlite(clone_error(e)))),
+                    (result, _) => result,
+                };
+                let _ = reply_tx.send(result);
+            })
+        });
+        // A send error means the thread has stopped; dropping the job drops `reply_tx`, which
+        // the caller sees as `Closed`.
+        let _ = self.tx.send(job);
+        reply_rx
+    }
+
+    /// Finishes the queued writes, then optimizes and checkpoints the database.
+    pub(super) fn stop(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the batch answers every caller with `Closed` (mapped to 503).
+            tracing::error!(error = %e, db.batch = batch.len(), "cannot begin a write transaction");
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT");
+        if commit.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, db.batch = replies.len(), "write transaction failed to commit");
+        }
+        for reply in replies {
+            reply(commit.as_ref().err());
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
+    tracing::info!("database writer stopped");
+}
+
+fn in_savepoint<T, E, F>(conn: &Connection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&Connection) -> Result<T, E>,
+    E: From<DbError>,
+{
+    conn.execute_batch("SAVEPOINT write").map_err(|e| E::from(DbError::Sqlite(e)))?;
+    let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| Err(E::from(DbError::Panicked)));
+    let end = if result.is_ok() { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+    match conn.execute_batch(end) {
+        Ok(()) => result,
+        Err(e) => Err(E::from(DbError::Sqlite(e))),
+    }
+}
+
+/// `rusqlite::Error` is not `Clone`; a commit failure is shared by the whole batch.
+fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}

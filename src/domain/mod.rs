@@ -1,0 +1,61 @@
+//! Plain domain types with `parse()` constructors: a value that exists past the API layer is
+//! valid. No I/O here.
+
+pub mod market;
+pub mod user;
+
+use std::fmt;
+
+/// One invalid field of a request: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's name as the client sent it (`name`, `outcomes[2]`, `limit`).
+    pub field: String,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects field errors while a value is parsed, so a client learns every problem at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    /// Records a problem with `field`.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// `Ok(value)` when nothing was recorded, else every recorded problem.
+    pub fn finish<T>(self, value: T) -> Result<T, Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.0)
+        }
+    }
+
+    /// Parses a required text field: trimmed, `min..=max` characters, no control characters.
+    pub fn text(&mut self, field: &str, raw: &str, min: usize, max: usize) -> String {
+        let value = raw.trim();
+        let len = value.chars().count();
+        if len < min || len > max {
+            self.add(field, format!("must be {min} to {max} characters long (after trimming)"));
+        } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            self.add(field, "must not contain control characters");
+        }
+        value.to_owned()
+    }
+}

@@ -1,0 +1,72 @@
+//! The `agora` binary: parses the command line and runs the chosen subcommand.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use agora::{
+    config::{Cli, Command},
+    App,
+};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            print!("{}", agora::api::spec_json());
+            ExitCode::SUCCESS
+        }
+        Command::Seed(args) => {
+            agora::telemetry::init(config.log_format, &config.log);
+            match agora::seed::run(&config, &args).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Serve => {
+            agora::telemetry::init(config.log_format, &config.log);
+            let app = match App::build(config).await {
+                Ok(app) => app,
+                Err(e) => return fail(&e),
+            };
+            match app.run_until_stopped(shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!(error = %e, "agora failed");
+    eprintln!("agora: {e}");
+    ExitCode::FAILURE
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,65 @@
+//! The outermost layer: assigns the request id, bounds the request's time, turns any error
+//! into the JSON envelope, echoes `X-Request-Id`, and writes one log line per request.
+
+use std::time::{Duration, Instant};
+
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem_openapi::OperationId;
+use tracing::Instrument as _;
+
+use super::request_id;
+use crate::api::error::{error_response, timeout_response};
+
+/// The request-context middleware.
+pub struct AccessLog {
+    /// Longest a request may take before it is answered with 503.
+    pub timeout: Duration,
+}
+
+impl<E: Endpoint> Middleware<E> for AccessLog {
+    type Output = AccessLogEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        AccessLogEndpoint { inner, timeout: self.timeout }
+    }
+}
+
+/// [`AccessLog`] around an endpoint.
+pub struct AccessLogEndpoint<E> {
+    inner: E,
+    timeout: Duration,
+}
+
+impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        let started = Instant::now();
+        let id = request_id::accept_or_generate(req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()));
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let span = tracing::info_span!("request", request_id = %id);
+
+        let call = async {
+            match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
+                Ok(Ok(out)) => out.into_response(),
+                Ok(Err(err)) => error_response(err),
+                Err(_) => timeout_response(),
+            }
+        };
+        let mut resp = request_id::scope(id.clone(), call.instrument(span)).await;
+
+        let route = resp.data::<OperationId>().map_or("-", |op| op.0);
+        let status = resp.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let method = method.as_str();
+        if status >= 500 {
+            tracing::warn!(request_id = %id, method, path, route, status, latency_ms, "request");
+        } else {
+            tracing::info!(request_id = %id, method, path, route, status, latency_ms, "request");
+        }
+        if let Ok(value) = id.parse() {
+            resp.headers_mut().insert(request_id::HEADER, value);
+        }
+        Ok(resp)
+    }
+}

@@ -1,0 +1,83 @@
+//! Data access behind traits. Each method is one SQL statement or one transaction and returns
+//! domain types. `app.rs` chooses the implementation (SQLite today, a cache decorator later).
+
+mod codes;
+pub mod sqlite_markets;
+
+use async_trait::async_trait;
+
+use crate::{
+    db::DbError,
+    domain::market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+};
+
+/// A repository failure, in terms a service can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No row with that key.
+    #[error("not found")]
+    NotFound,
+    /// A unique or primary-key constraint was violated.
+    #[error("already exists: {0}")]
+    Duplicate(String),
+    /// A referenced row does not exist.
+    #[error("a referenced row does not exist")]
+    MissingReference,
+    /// A CHECK or NOT NULL constraint was violated.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// The row's version is not the expected one (optimistic concurrency).
+    #[error("version mismatch (current {current})")]
+    VersionMismatch {
+        /// The row's version now.
+        current: i64,
+    },
+    /// The database cannot serve now (busy, full, read-only, shutting down).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or corruption.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<DbError> for RepoError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => codes::classify(e),
+            DbError::Closed | DbError::Pool(_) => RepoError::Unavailable(e.to_string()),
+            other => RepoError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Unix milliseconds, the stored form of a time.
+pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
+pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+impl From<rusqlite::Error> for RepoError {
+    fn from(e: rusqlite::Error) -> Self {
+        codes::classify(e)
+    }
+}
+
+/// Markets and their outcomes.
+#[async_trait]
+pub trait MarketRepository: Send + Sync {
+    /// One page of markets matching `query`, outcomes and creators included, with the total.
+    async fn list(&self, query: ListQuery) -> Result<MarketPage, RepoError>;
+    /// One market by id.
+    async fn get(&self, id: i64) -> Result<Option<Market>, RepoError>;
+    /// Inserts a market with its outcomes; returns it as stored.
+    async fn create(&self, market: NewMarket) -> Result<Market, RepoError>;
+    /// Applies `changes` if the market is still at `expected_version`; bumps the version.
+    async fn update(&self, id: i64, expected_version: i64, changes: MarketChanges) -> Result<Market, RepoError>;
+    /// Deletes the market if it is still at `expected_version`.
+    async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
+}

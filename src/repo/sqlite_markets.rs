@@ -1,0 +1,204 @@
+//! [`MarketRepository`] on SQLite. A page of markets, their creators and outcomes is one
+//! statement: outcomes are aggregated per row with `json_group_array`, so there is no N+1.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::{from_millis, to_millis, MarketRepository, RepoError};
+use crate::{
+    db::Db,
+    domain::{
+        market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome, SortKey},
+        user::UserSummary,
+    },
+};
+
+/// Markets stored in SQLite.
+pub struct SqliteMarketRepository {
+    db: Arc<Db>,
+}
+
+impl SqliteMarketRepository {
+    /// A repository over `db`.
+    pub fn new(db: Arc<Db>) -> Self {
+        Self { db }
+    }
+}
+
+const SELECT_MARKET: &str = "
+    SELECT m.id, m.name, m.description, m.creator_id, u.username, m.status, m.close_time,
+           m.resolution, m.volume, m.version, m.created_at, m.updated_at,
+           (SELECT json_group_array(json_array(o.label, o.pool) ORDER BY o.idx)
+              FROM outcomes o WHERE o.market_id = m.id)
+      FROM markets m JOIN users u ON u.id = m.creator_id";
+
+fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
+    let status: String = row.get(5)?;
+    let outcomes: String = row.get(12)?;
+    let outcomes: Vec<(String, i64)> = serde_json::from_str(&outcomes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(Market {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        creator: UserSummary { id: row.get(3)?, username: row.get(4)? },
+        status: MarketStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("status {status}").into())
+        })?,
+        outcomes: outcomes.into_iter().map(|(label, pool)| Outcome { label, pool }).collect(),
+        close_time: row.get::<_, Option<i64>>(6)?.map(from_millis),
+        resolution: row.get::<_, Option<i64>>(7)?.map(|i| i as usize),
+        volume: row.get(8)?,
+        version: row.get(9)?,
+        created_at: from_millis(row.get(10)?),
+        updated_at: from_millis(row.get(11)?),
+    })
+}
+
+fn get_market(conn: &Connection, id: i64) -> rusqlite::Result<Option<Market>> {
+    conn.prepare_cached(&format!("{SELECT_MARKET} WHERE m.id = ?1"))?
+        .query_row([id], market_from_row)
+        .optional()
+}
+
+/// The current version of a market, or `NotFound`.
+fn current_version(conn: &Connection, id: i64) -> Result<i64, RepoError> {
+    conn.prepare_cached("SELECT version FROM markets WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .ok_or(RepoError::NotFound)
+}
+
+fn list_sql(q: &ListQuery) -> (String, String) {
+    let mut filter = String::from(" WHERE 1 = 1");
+    if q.status.is_some() {
+        filter.push_str(" AND m.status = :status");
+    }
+    if q.creator_id.is_some() {
+        filter.push_str(" AND m.creator_id = :creator");
+    }
+    let dir = if q.descending { "DESC" } else { "ASC" };
+    let order = match q.sort {
+        SortKey::Volume => format!("m.volume {dir}, m.id {dir}"),
+        SortKey::CreatedAt => format!("m.created_at {dir}, m.id {dir}"),
+        SortKey::CloseTime => format!("m.close_time {dir} NULLS LAST, m.id {dir}"),
+        SortKey::Name => format!("m.name COLLATE NOCASE {dir}, m.id {dir}"),
+    };
+    (
+        format!("{SELECT_MARKET}{filter} ORDER BY {order} LIMIT :limit OFFSET :offset"),
+        format!("SELECT count(*) FROM markets m{filter}"),
+    )
+}
+
+#[async_trait]
+impl MarketRepository for SqliteMarketRepository {
+    #[tracing::instrument(skip_all)]
+    async fn list(&self, q: ListQuery) -> Result<MarketPage, RepoError> {
+        self.db
+            .read(move |conn| {
+                let (page_sql, count_sql) = list_sql(&q);
+                let status = q.status.map(MarketStatus::as_str);
+                let mut filters: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
+                if let Some(status) = &status {
+                    filters.push((":status", status));
+                }
+                if let Some(creator) = &q.creator_id {
+                    filters.push((":creator", creator));
+                }
+                // One read transaction: the page and the total see the same snapshot.
+                conn.execute_batch("BEGIN")?;
+                let result = (|| {
+                    let total: i64 = conn.prepare_cached(&count_sql)?.query_row(&filters[..], |r| r.get(0))?;
+                    let (limit, offset) = (i64::from(q.limit), q.offset as i64);
+                    let mut page_params = filters.clone();
+                    page_params.push((":limit", &limit));
+                    page_params.push((":offset", &offset));
+                    let items = conn
+                        .prepare_cached(&page_sql)?
+                        .query_map(&page_params[..], market_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok::<_, RepoError>(MarketPage { items, total: total as u64 })
+                })();
+                conn.execute_batch("COMMIT")?;
+                result
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = id))]
+    async fn get(&self, id: i64) -> Result<Option<Market>, RepoError> {
+        self.db.read(move |conn| Ok(get_market(conn, id)?)).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create(&self, m: NewMarket) -> Result<Market, RepoError> {
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                let id: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO markets (name, description, creator_id, close_time, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
+                    )?
+                    .query_row(
+                        params![m.name, m.description, m.creator_id, m.close_time.map(to_millis), now],
+                        |r| r.get(0),
+                    )?;
+                let mut insert = conn.prepare_cached("INSERT INTO outcomes (market_id, idx, label) VALUES (?1, ?2, ?3)")?;
+                for (idx, label) in m.outcomes.iter().enumerate() {
+                    insert.execute(params![id, idx as i64, label])?;
+                }
+                get_market(conn, id)?.ok_or(RepoError::NotFound)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = id))]
+    async fn update(&self, id: i64, expected_version: i64, c: MarketChanges) -> Result<Market, RepoError> {
+        self.db
+            .write(move |conn| {
+                let current = current_version(conn, id)?;
+                if current != expected_version {
+                    return Err(RepoError::VersionMismatch { current });
+                }
+                let now = to_millis(OffsetDateTime::now_utc());
+                conn.prepare_cached(
+                    "UPDATE markets SET
+                         name        = coalesce(?2, name),
+                         description = CASE WHEN ?3 THEN ?4 ELSE description END,
+                         close_time  = CASE WHEN ?5 THEN ?6 ELSE close_time END,
+                         version     = version + 1,
+                         updated_at  = ?7
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    c.name,
+                    c.description.is_some(),
+                    c.description.flatten(),
+                    c.close_time.is_some(),
+                    c.close_time.flatten().map(to_millis),
+                    now
+                ])?;
+                get_market(conn, id)?.ok_or(RepoError::NotFound)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = id))]
+    async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError> {
+        self.db
+            .write(move |conn| {
+                let current = current_version(conn, id)?;
+                if current != expected_version {
+                    return Err(RepoError::VersionMismatch { current });
+                }
+                conn.prepare_cached("DELETE FROM markets WHERE id = ?1")?.execute([id])?;
+                Ok(())
+            })
+            .await
+    }
+}

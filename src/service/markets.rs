@@ -1,0 +1,103 @@
+//! Market rules: creation, edits (only while active, guarded by version), deletion.
+
+use std::sync::Arc;
+
+use crate::{
+    domain::{
+        market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket},
+        FieldError,
+    },
+    error::AppError,
+    repo::{MarketRepository, RepoError},
+};
+
+/// How often an unconditional edit retries when a concurrent edit bumps the version between
+/// its read and its write.
+const EDIT_ATTEMPTS: usize = 3;
+
+/// Market use cases.
+pub struct MarketService {
+    repo: Arc<dyn MarketRepository>,
+}
+
+impl MarketService {
+    /// A service over `repo`.
+    pub fn new(repo: Arc<dyn MarketRepository>) -> Self {
+        Self { repo }
+    }
+
+    /// A page of markets.
+    pub async fn list(&self, query: ListQuery) -> Result<MarketPage, AppError> {
+        Ok(self.repo.list(query).await?)
+    }
+
+    /// One market, or `NotFound`.
+    pub async fn get(&self, id: i64) -> Result<Market, AppError> {
+        self.repo.get(id).await?.ok_or(AppError::NotFound("market"))
+    }
+
+    /// Creates a market; the creator must exist.
+    pub async fn create(&self, market: NewMarket) -> Result<Market, AppError> {
+        self.repo.create(market).await.map_err(|e| match e {
+            RepoError::MissingReference => AppError::Unprocessable {
+                message: "the creator does not exist".into(),
+                details: vec![FieldError::new("creator_id", "no user has this id")],
+            },
+            other => other.into(),
+        })
+    }
+
+    /// Changes a market's editable fields. With `if_match`, the change applies only to that
+    /// version (else 412); without, it applies to whatever version is current.
+    pub async fn update(&self, id: i64, changes: MarketChanges, if_match: Option<i64>) -> Result<Market, AppError> {
+        for _ in 0..EDIT_ATTEMPTS {
+            let market = self.get(id).await?;
+            check_precondition(&market, if_match)?;
+            ensure_editable(&market)?;
+            if changes.is_empty() {
+                return Ok(market);
+            }
+            match self.repo.update(id, market.version, changes.clone()).await {
+                Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,
+                Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
+                other => return Ok(other?),
+            }
+        }
+        Err(AppError::conflict("edit_conflict", "the market is being changed concurrently; retry"))
+    }
+
+    /// Deletes a market, optionally only at version `if_match`.
+    pub async fn delete(&self, id: i64, if_match: Option<i64>) -> Result<(), AppError> {
+        for _ in 0..EDIT_ATTEMPTS {
+            let market = self.get(id).await?;
+            check_precondition(&market, if_match)?;
+            if market.volume > 0 {
+                return Err(AppError::conflict("market_has_stakes", "a market with stakes cannot be deleted; cancel it"));
+            }
+            match self.repo.delete(id, market.version).await {
+                Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,
+                Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
+                other => return Ok(other?),
+            }
+        }
+        Err(AppError::conflict("edit_conflict", "the market is being changed concurrently; retry"))
+    }
+}
+
+fn check_precondition(market: &Market, if_match: Option<i64>) -> Result<(), AppError> {
+    match if_match {
+        Some(v) if v != market.version => Err(AppError::PreconditionFailed { current: market.version }),
+        _ => Ok(()),
+    }
+}
+
+fn ensure_editable(market: &Market) -> Result<(), AppError> {
+    if market.status == MarketStatus::Active {
+        Ok(())
+    } else {
+        Err(AppError::conflict(
+            "market_not_active",
+            format!("market {} is {} and can no longer be edited", market.id, market.status.as_str()),
+        ))
+    }
+}
