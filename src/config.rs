@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The `agora` command line.
 #[derive(Debug, Parser)]
-#[command(name = "agora", version, about = "Prediction-markets API server on embedded SQLite")]
+#[command(
+    name = "agora",
+    version,
+    about = "Prediction-markets API server on embedded SQLite"
+)]
 pub struct Cli {
     /// Settings shared by every subcommand.
     #[command(flatten)]
@@ -43,7 +47,12 @@ pub struct SeedArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, global = true, env = "AGORA_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
     pub bind: SocketAddr,
     /// Directory holding the database and other runtime files; created if missing.
     #[arg(long, global = true, env = "AGORA_DATA_DIR", default_value = "data")]
@@ -64,10 +73,20 @@ pub struct Config {
     #[arg(long, global = true, env = "AGORA_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
     /// Seconds a request may take before it is answered with 503.
-    #[arg(long, global = true, env = "AGORA_REQUEST_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_REQUEST_TIMEOUT",
+        default_value_t = 30
+    )]
     pub request_timeout_secs: u64,
     /// Seconds to wait for in-flight requests on shutdown.
-    #[arg(long, global = true, env = "AGORA_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_SHUTDOWN_TIMEOUT",
+        default_value_t = 10
+    )]
     pub shutdown_timeout_secs: u64,
 }
 

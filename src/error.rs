@@ -50,7 +50,10 @@ impl AppError {
 
     /// A conflict with a machine code.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        AppError::Conflict { code, message: message.into() }
+        AppError::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 }
 

@@ -27,21 +27,49 @@ pub struct SeedReport {
 
 impl fmt::Display for SeedReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "seeded {} users and {} markets in {:.2?}", self.users, self.markets, self.elapsed)
+        write!(
+            f,
+            "seeded {} users and {} markets in {:.2?}",
+            self.users, self.markets, self.elapsed
+        )
     }
 }
 
 const CHUNK: u32 = 10_000;
 
 const SUBJECTS: &[&str] = &[
-    "the Riverside bridge", "the city council", "the national team", "the central bank", "Mars Rover 3",
-    "the harbour tunnel", "the new metro line", "the mayor", "the stock index", "the tech giant",
-    "the climate summit", "the film festival", "the chess champion", "the heat pump subsidy", "the airline",
+    "the Riverside bridge",
+    "the city council",
+    "the national team",
+    "the central bank",
+    "Mars Rover 3",
+    "the harbour tunnel",
+    "the new metro line",
+    "the mayor",
+    "the stock index",
+    "the tech giant",
+    "the climate summit",
+    "the film festival",
+    "the chess champion",
+    "the heat pump subsidy",
+    "the airline",
 ];
 const EVENTS: &[&str] = &[
-    "reopen", "win the final", "cut interest rates", "announce a merger", "reach 1,000 users",
-    "publish its report", "hit a record high", "approve the budget", "launch on schedule", "be re-elected",
-    "break the world record", "sign the treaty", "double its revenue", "open to the public", "go bankrupt",
+    "reopen",
+    "win the final",
+    "cut interest rates",
+    "announce a merger",
+    "reach 1,000 users",
+    "publish its report",
+    "hit a record high",
+    "approve the budget",
+    "launch on schedule",
+    "be re-elected",
+    "break the world record",
+    "sign the treaty",
+    "double its revenue",
+    "open to the public",
+    "go bankrupt",
 ];
 const OUTCOME_SETS: &[&[&str]] = &[
     &["YES", "NO"],
@@ -99,7 +127,11 @@ pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartEr
         done += count;
     }
     db.close().await;
-    Ok(SeedReport { users, markets: args.markets, elapsed: started.elapsed() })
+    Ok(SeedReport {
+        users,
+        markets: args.markets,
+        elapsed: started.elapsed(),
+    })
 }
 
 struct DemoMarket {
@@ -123,8 +155,16 @@ fn demo_market(rng: &mut StdRng, now: OffsetDateTime, first_user: i64, users: u3
     let roll = rng.random_range(0..100);
     let (status, close_time, resolution) = match roll {
         0..80 => ("active", (roll % 4 != 0).then(|| to_millis(horizon)), None),
-        80..90 => ("closed", Some(to_millis(created + (now - created) / 2)), None),
-        90..95 => ("resolved", Some(to_millis(created + (now - created) / 2)), Some(rng.random_range(0..outcomes.len()) as i64)),
+        80..90 => (
+            "closed",
+            Some(to_millis(created + (now - created) / 2)),
+            None,
+        ),
+        90..95 => (
+            "resolved",
+            Some(to_millis(created + (now - created) / 2)),
+            Some(rng.random_range(0..outcomes.len()) as i64),
+        ),
         _ => ("cancelled", None, None),
     };
     DemoMarket {

@@ -35,7 +35,10 @@ impl Example for ErrorBody {
             success: false,
             error: "validation failed".into(),
             code: "validation_failed".into(),
-            details: vec![ErrorDetail { field: "limit".into(), message: "must be between 1 and 100".into() }],
+            details: vec![ErrorDetail {
+                field: "limit".into(),
+                message: "must be between 1 and 100".into(),
+            }],
             request_id: "3f1c1a8e-2a8b-4d6e-9a53-0b6f4f7f2d11".into(),
         }
     }
@@ -55,7 +58,11 @@ pub struct ListMeta {
 
 impl Example for ListMeta {
     fn example() -> Self {
-        ListMeta { limit: 20, offset: 0, total: 1 }
+        ListMeta {
+            limit: 20,
+            offset: 0,
+            total: 1,
+        }
     }
 }
 

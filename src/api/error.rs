@@ -62,7 +62,13 @@ fn body(code: &str, message: impl Into<String>, details: Vec<ErrorDetail>) -> Js
 }
 
 fn details(fields: Vec<FieldError>) -> Vec<ErrorDetail> {
-    fields.into_iter().map(|f| ErrorDetail { field: f.field, message: f.message }).collect()
+    fields
+        .into_iter()
+        .map(|f| ErrorDetail {
+            field: f.field,
+            message: f.message,
+        })
+        .collect()
 }
 
 impl ApiError {
@@ -81,16 +87,29 @@ impl ApiError {
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
-            AppError::Validation(fields) => ApiError::BadRequest(body("validation_failed", "validation failed", details(fields))),
-            AppError::NotFound(what) => ApiError::NotFound(body("not_found", format!("{what} not found"), vec![])),
-            AppError::Conflict { code, message } => ApiError::Conflict(body(code, message, vec![])),
-            e @ AppError::PreconditionFailed { .. } => ApiError::PreconditionFailed(body("precondition_failed", e.to_string(), vec![])),
-            AppError::Unprocessable { message, details: fields } => {
-                ApiError::Unprocessable(body("unprocessable", message, details(fields)))
+            AppError::Validation(fields) => ApiError::BadRequest(body(
+                "validation_failed",
+                "validation failed",
+                details(fields),
+            )),
+            AppError::NotFound(what) => {
+                ApiError::NotFound(body("not_found", format!("{what} not found"), vec![]))
             }
+            AppError::Conflict { code, message } => ApiError::Conflict(body(code, message, vec![])),
+            e @ AppError::PreconditionFailed { .. } => {
+                ApiError::PreconditionFailed(body("precondition_failed", e.to_string(), vec![]))
+            }
+            AppError::Unprocessable {
+                message,
+                details: fields,
+            } => ApiError::Unprocessable(body("unprocessable", message, details(fields))),
             AppError::Unavailable(why) => {
                 tracing::warn!(error = %why, "service unavailable");
-                ApiError::Unavailable(body("unavailable", "service temporarily unavailable; retry later", vec![]))
+                ApiError::Unavailable(body(
+                    "unavailable",
+                    "service temporarily unavailable; retry later",
+                    vec![],
+                ))
             }
             AppError::Internal(why) => ApiError::internal(&why),
         }
@@ -105,7 +124,12 @@ impl From<Vec<FieldError>> for ApiError {
 
 /// The answer to a request that took longer than the configured timeout.
 pub fn timeout_response() -> Response {
-    ApiError::Unavailable(body("timeout", "the request took too long; retry later", vec![])).into_response()
+    ApiError::Unavailable(body(
+        "timeout",
+        "the request took too long; retry later",
+        vec![],
+    ))
+    .into_response()
 }
 
 /// Turns any error raised outside a handler (routing, parsing, limits, timeouts) into the JSON
@@ -115,9 +139,23 @@ pub fn error_response(err: poem::Error) -> Response {
         return err.into_response();
     }
     let api = if err.is::<NotFoundError>() {
-        ApiError::NotFound(body("route_not_found", "no route matches this path", vec![]))
+        ApiError::NotFound(body(
+            "route_not_found",
+            "no route matches this path",
+            vec![],
+        ))
     } else if err.is::<MethodNotAllowedError>() {
-        return (StatusCode::METHOD_NOT_ALLOWED, Json(body("method_not_allowed", "method not allowed on this path", vec![]).0))
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(
+                body(
+                    "method_not_allowed",
+                    "method not allowed on this path",
+                    vec![],
+                )
+                .0,
+            ),
+        )
             .into_response();
     } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
         param_error(e.name, &e.reason)
@@ -126,7 +164,11 @@ pub fn error_response(err: poem::Error) -> Response {
     } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         payload_error(&e.reason)
     } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
-        ApiError::UnsupportedMediaType(body("unsupported_media_type", format!("{e}; send application/json"), vec![]))
+        ApiError::UnsupportedMediaType(body(
+            "unsupported_media_type",
+            format!("{e}; send application/json"),
+            vec![],
+        ))
     } else if let Some(ReadBodyError::PayloadTooLarge) = err.downcast_ref::<ReadBodyError>() {
         ApiError::PayloadTooLarge(body("payload_too_large", "request body too large", vec![]))
     } else if err.status().is_client_error() {
@@ -140,11 +182,18 @@ pub fn error_response(err: poem::Error) -> Response {
 fn param_error(name: &str, reason: &str) -> ApiError {
     // poem-openapi reports path parameters by their internal names (`param0`, ...); every
     // agora route has exactly one path parameter, `id`.
-    let name = if name.starts_with("param") && name[5..].bytes().all(|b| b.is_ascii_digit()) { "id" } else { name };
+    let name = if name.starts_with("param") && name[5..].bytes().all(|b| b.is_ascii_digit()) {
+        "id"
+    } else {
+        name
+    };
     ApiError::BadRequest(body(
         "invalid_parameter",
         format!("invalid parameter `{name}`"),
-        vec![ErrorDetail { field: name.into(), message: reason.into() }],
+        vec![ErrorDetail {
+            field: name.into(),
+            message: reason.into(),
+        }],
     ))
 }
 
@@ -158,6 +207,9 @@ fn payload_error(reason: &str) -> ApiError {
     ApiError::BadRequest(body(
         "invalid_body",
         "the request body is not valid",
-        vec![ErrorDetail { field: field.into(), message: reason.into() }],
+        vec![ErrorDetail {
+            field: field.into(),
+            message: reason.into(),
+        }],
     ))
 }

@@ -29,7 +29,10 @@ pub struct HealthStatus {
 
 impl Example for HealthStatus {
     fn example() -> Self {
-        HealthStatus { status: "ok".into(), schema_version: Some(SCHEMA_VERSION) }
+        HealthStatus {
+            status: "ok".into(),
+            schema_version: Some(SCHEMA_VERSION),
+        }
     }
 }
 
@@ -39,8 +42,11 @@ impl HealthApi {
     ///
     /// 200 while the process serves HTTP. Cheap: touches nothing else.
     #[oai(path = "/healthz", method = "get", operation_id = "get_health")]
-    async fn get_health(&self) -> Json<HealthStatus> {
-        Json(HealthStatus { status: "ok".into(), schema_version: None })
+    async fn get_health(&self) -> Result<Json<HealthStatus>, ApiError> {
+        Ok(Json(HealthStatus {
+            status: "ok".into(),
+            schema_version: None,
+        }))
     }
 
     /// Readiness
@@ -49,11 +55,23 @@ impl HealthApi {
     #[oai(path = "/readyz", method = "get", operation_id = "get_readiness")]
     async fn get_readiness(&self) -> Result<Json<HealthStatus>, ApiError> {
         let unavailable = |why: String| ApiError::from(AppError::Unavailable(why));
-        self.db.ping_writer().await.map_err(|e| unavailable(e.to_string()))?;
-        let version = self.db.schema_version().await.map_err(|e| unavailable(e.to_string()))?;
+        self.db
+            .ping_writer()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let version = self
+            .db
+            .schema_version()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         if version != SCHEMA_VERSION {
-            return Err(unavailable(format!("schema version {version}, expected {SCHEMA_VERSION}")));
+            return Err(unavailable(format!(
+                "schema version {version}, expected {SCHEMA_VERSION}"
+            )));
         }
-        Ok(Json(HealthStatus { status: "ok".into(), schema_version: Some(version) }))
+        Ok(Json(HealthStatus {
+            status: "ok".into(),
+            schema_version: Some(version),
+        }))
     }
 }

@@ -7,7 +7,10 @@ use poem_openapi::{
 };
 use time::{macros::datetime, OffsetDateTime};
 
-use super::envelope::{envelope, ListMeta};
+use super::{
+    envelope::{envelope, ListMeta},
+    text::Text,
+};
 use crate::domain::market::{Market, MarketChanges, MarketStatus, NewMarketInput, SortKey};
 
 /// Where a market is in its life: `active -> closed -> resolved`, or `active|closed -> cancelled`.
@@ -139,19 +142,30 @@ pub struct MarketView {
 impl From<Market> for MarketView {
     fn from(m: Market) -> Self {
         let probabilities = m.probabilities();
-        let resolution = m.resolution.and_then(|i| m.outcomes.get(i)).map(|o| o.label.clone());
+        let resolution = m
+            .resolution
+            .and_then(|i| m.outcomes.get(i))
+            .map(|o| o.label.clone());
         MarketView {
             id: m.id,
             name: m.name,
             description: m.description,
-            creator: UserSummaryView { id: m.creator.id, username: m.creator.username },
+            creator: UserSummaryView {
+                id: m.creator.id,
+                username: m.creator.username,
+            },
             status: m.status.into(),
             outcomes: m
                 .outcomes
                 .into_iter()
                 .zip(probabilities)
                 .enumerate()
-                .map(|(i, (o, probability))| OutcomeView { index: i as u32, label: o.label, pool: o.pool, probability })
+                .map(|(i, (o, probability))| OutcomeView {
+                    index: i as u32,
+                    label: o.label,
+                    pool: o.pool,
+                    probability,
+                })
                 .collect(),
             close_time: m.close_time,
             resolution,
@@ -169,12 +183,28 @@ impl Example for MarketView {
         MarketView {
             id: 42,
             name: "Will the Riverside bridge reopen before 2027-06-01?".into(),
-            description: Some("Resolves YES if the city reports the bridge open to traffic before June 1, 2027.".into()),
-            creator: UserSummaryView { id: 7, username: "alice".into() },
+            description: Some(
+                "Resolves YES if the city reports the bridge open to traffic before June 1, 2027."
+                    .into(),
+            ),
+            creator: UserSummaryView {
+                id: 7,
+                username: "alice".into(),
+            },
             status: MarketStatusView::Active,
             outcomes: vec![
-                OutcomeView { index: 0, label: "YES".into(), pool: 300, probability: 0.75 },
-                OutcomeView { index: 1, label: "NO".into(), pool: 100, probability: 0.25 },
+                OutcomeView {
+                    index: 0,
+                    label: "YES".into(),
+                    pool: 300,
+                    probability: 0.75,
+                },
+                OutcomeView {
+                    index: 1,
+                    label: "NO".into(),
+                    pool: 100,
+                    probability: 0.25,
+                },
             ],
             close_time: Some(datetime!(2027-05-31 23:59 UTC)),
             resolution: None,
@@ -201,16 +231,16 @@ envelope!(
 pub struct CreateMarketBody {
     /// The question, 3 to 200 characters after trimming.
     #[oai(validator(min_length = 3, max_length = 200))]
-    pub name: String,
+    pub name: Text,
     /// Resolution criteria and sources, up to 5000 characters.
     #[oai(validator(max_length = 5000), nullable)]
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Id of the creating user.
     #[oai(validator(minimum(value = "1")))]
     pub creator_id: i64,
     /// 2 to 10 distinct labels (case-insensitive), each 1 to 50 characters; default `["YES", "NO"]`.
     #[oai(validator(min_items = 2, max_items = 10, max_length = 50), nullable)]
-    pub outcomes: Option<Vec<String>>,
+    pub outcomes: Option<Vec<Text>>,
     /// When staking stops (RFC 3339); must be in the future.
     #[oai(nullable)]
     pub close_time: Option<OffsetDateTime>,
@@ -220,7 +250,10 @@ impl Example for CreateMarketBody {
     fn example() -> Self {
         CreateMarketBody {
             name: "Will the Riverside bridge reopen before 2027-06-01?".into(),
-            description: Some("Resolves YES if the city reports the bridge open to traffic before June 1, 2027.".into()),
+            description: Some(
+                "Resolves YES if the city reports the bridge open to traffic before June 1, 2027."
+                    .into(),
+            ),
             creator_id: 1,
             outcomes: Some(vec!["YES".into(), "NO".into()]),
             close_time: Some(datetime!(2027-05-31 23:59 UTC)),
@@ -231,10 +264,12 @@ impl Example for CreateMarketBody {
 impl From<CreateMarketBody> for NewMarketInput {
     fn from(b: CreateMarketBody) -> Self {
         NewMarketInput {
-            name: b.name,
-            description: b.description,
+            name: b.name.into(),
+            description: b.description.map(Into::into),
             creator_id: b.creator_id,
-            outcomes: b.outcomes,
+            outcomes: b
+                .outcomes
+                .map(|labels| labels.into_iter().map(Into::into).collect()),
             close_time: b.close_time,
         }
     }
@@ -246,10 +281,10 @@ impl From<CreateMarketBody> for NewMarketInput {
 pub struct ReplaceMarketBody {
     /// The question, 3 to 200 characters after trimming.
     #[oai(validator(min_length = 3, max_length = 200))]
-    pub name: String,
+    pub name: Text,
     /// Resolution criteria and sources, up to 5000 characters; omitted or null clears it.
     #[oai(validator(max_length = 5000), nullable)]
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// When staking stops (RFC 3339, future); omitted or null clears it.
     #[oai(nullable)]
     pub close_time: Option<OffsetDateTime>,
@@ -258,13 +293,21 @@ pub struct ReplaceMarketBody {
 impl Example for ReplaceMarketBody {
     fn example() -> Self {
         let c = CreateMarketBody::example();
-        ReplaceMarketBody { name: c.name, description: c.description, close_time: c.close_time }
+        ReplaceMarketBody {
+            name: c.name,
+            description: c.description,
+            close_time: c.close_time,
+        }
     }
 }
 
 impl From<ReplaceMarketBody> for MarketChanges {
     fn from(b: ReplaceMarketBody) -> Self {
-        MarketChanges { name: Some(b.name), description: Some(b.description), close_time: Some(b.close_time) }
+        MarketChanges {
+            name: Some(b.name.into()),
+            description: Some(b.description.map(Into::into)),
+            close_time: Some(b.close_time),
+        }
     }
 }
 
@@ -273,11 +316,14 @@ impl From<ReplaceMarketBody> for MarketChanges {
 #[oai(example, deny_unknown_fields)]
 pub struct PatchMarketBody {
     /// New question, 3 to 200 characters after trimming.
-    #[oai(validator(min_length = 3, max_length = 200))]
-    pub name: Option<String>,
+    #[oai(
+        validator(min_length = 3, max_length = 200),
+        skip_serializing_if_is_none
+    )]
+    pub name: Option<Text>,
     /// New description (up to 5000 characters), or `null` to clear it.
     #[oai(validator(max_length = 5000), nullable)]
-    pub description: MaybeUndefined<String>,
+    pub description: MaybeUndefined<Text>,
     /// New close time (RFC 3339, future), or `null` to clear it.
     #[oai(nullable)]
     pub close_time: MaybeUndefined<OffsetDateTime>,
@@ -303,6 +349,10 @@ fn tri_state<T>(v: MaybeUndefined<T>) -> Option<Option<T>> {
 
 impl From<PatchMarketBody> for MarketChanges {
     fn from(b: PatchMarketBody) -> Self {
-        MarketChanges { name: b.name, description: tri_state(b.description), close_time: tri_state(b.close_time) }
+        MarketChanges {
+            name: b.name.map(Into::into),
+            description: tri_state(b.description.map_value(Into::into)),
+            close_time: tri_state(b.close_time),
+        }
     }
 }

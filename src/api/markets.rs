@@ -14,8 +14,8 @@ use super::{
     envelope::ListMeta,
     error::ApiError,
     market_models::{
-        CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView, MarketView,
-        PatchMarketBody, ReplaceMarketBody, SortOrder,
+        CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
+        MarketView, PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
     ApiTags,
 };
@@ -34,6 +34,8 @@ const CACHE_CONTROL: &str = "no-cache";
 
 /// A market, with its ETag.
 #[derive(ApiResponse)]
+// Built and turned into a response at once; boxing the body would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum MarketResponse {
     /// The market.
     #[oai(status = 200)]
@@ -85,7 +87,11 @@ fn etag(version: i64) -> String {
 
 fn ok(market: Market) -> MarketResponse {
     let tag = etag(market.version);
-    MarketResponse::Ok(Json(MarketEnvelope::new(market.into())), tag, CACHE_CONTROL.into())
+    MarketResponse::Ok(
+        Json(MarketEnvelope::new(market.into())),
+        tag,
+        CACHE_CONTROL.into(),
+    )
 }
 
 /// The version an `If-Match` header demands: `None` for absent or `*`; an unparseable tag can
@@ -100,12 +106,19 @@ fn if_match_version(header: Option<&str>) -> Option<i64> {
 
 fn parse_tag(tag: &str) -> Option<i64> {
     let tag = tag.trim();
-    tag.strip_prefix("W/").unwrap_or(tag).strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+    tag.strip_prefix("W/")
+        .unwrap_or(tag)
+        .strip_prefix('"')?
+        .strip_suffix('"')?
+        .parse()
+        .ok()
 }
 
 /// True when an `If-None-Match` header lists `version` (weak comparison) or is `*`.
 fn none_match_hits(header: &str, version: i64) -> bool {
-    header.split(',').any(|t| t.trim() == "*" || parse_tag(t) == Some(version))
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || parse_tag(t) == Some(version))
 }
 
 #[OpenApi(prefix_path = "/api/markets", tag = "ApiTags::Markets")]
@@ -143,8 +156,15 @@ impl MarketsApi {
             offset.0,
         )?;
         let page = self.markets.list(query).await?;
-        let meta = ListMeta { limit: query.limit, offset: query.offset, total: page.total };
-        Ok(Json(MarketListEnvelope::new(page.items.into_iter().map(MarketView::from).collect(), meta)))
+        let meta = ListMeta {
+            limit: query.limit,
+            offset: query.offset,
+            total: page.total,
+        };
+        Ok(Json(MarketListEnvelope::new(
+            page.items.into_iter().map(MarketView::from).collect(),
+            meta,
+        )))
     }
 
     /// Get a market
@@ -162,7 +182,9 @@ impl MarketsApi {
     ) -> Result<MarketResponse, ApiError> {
         let market = self.markets.get(id.0).await?;
         match if_none_match.0.as_deref() {
-            Some(h) if none_match_hits(h, market.version) => Ok(MarketResponse::NotModified(etag(market.version))),
+            Some(h) if none_match_hits(h, market.version) => {
+                Ok(MarketResponse::NotModified(etag(market.version)))
+            }
             _ => Ok(ok(market)),
         }
     }
@@ -176,7 +198,11 @@ impl MarketsApi {
         let market = NewMarket::parse(body.0.into(), OffsetDateTime::now_utc())?;
         let market = self.markets.create(market).await?;
         let (location, tag) = (format!("/api/markets/{}", market.id), etag(market.version));
-        Ok(CreatedMarket::Created(Json(MarketEnvelope::new(market.into())), location, tag))
+        Ok(CreatedMarket::Created(
+            Json(MarketEnvelope::new(market.into())),
+            location,
+            tag,
+        ))
     }
 
     /// Replace a market's editable fields
@@ -194,7 +220,8 @@ impl MarketsApi {
         if_match: Header<Option<String>>,
         body: Json<ReplaceMarketBody>,
     ) -> Result<MarketResponse, ApiError> {
-        self.change(id.0, if_match.0.as_deref(), body.0.into()).await
+        self.change(id.0, if_match.0.as_deref(), body.0.into())
+            .await
     }
 
     /// Update some of a market's fields
@@ -212,7 +239,8 @@ impl MarketsApi {
         if_match: Header<Option<String>>,
         body: Json<PatchMarketBody>,
     ) -> Result<MarketResponse, ApiError> {
-        self.change(id.0, if_match.0.as_deref(), body.0.into()).await
+        self.change(id.0, if_match.0.as_deref(), body.0.into())
+            .await
     }
 
     /// Delete a market
@@ -228,15 +256,25 @@ impl MarketsApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
     ) -> Result<DeletedMarket, ApiError> {
-        self.markets.delete(id.0, if_match_version(if_match.0.as_deref())).await?;
+        self.markets
+            .delete(id.0, if_match_version(if_match.0.as_deref()))
+            .await?;
         Ok(DeletedMarket::NoContent)
     }
 }
 
 impl MarketsApi {
-    async fn change(&self, id: i64, if_match: Option<&str>, changes: MarketChanges) -> Result<MarketResponse, ApiError> {
+    async fn change(
+        &self,
+        id: i64,
+        if_match: Option<&str>,
+        changes: MarketChanges,
+    ) -> Result<MarketResponse, ApiError> {
         let changes = MarketChanges::parse(changes, OffsetDateTime::now_utc())?;
-        let market = self.markets.update(id, changes, if_match_version(if_match)).await?;
+        let market = self
+            .markets
+            .update(id, changes, if_match_version(if_match))
+            .await?;
         Ok(ok(market))
     }
 }

@@ -7,13 +7,14 @@ pub mod error;
 mod health;
 mod market_models;
 mod markets;
+mod text;
 
 use std::{marker::PhantomData, sync::Arc};
 
 use poem::{endpoint::BoxEndpoint, http::Method};
 use poem_openapi::{
     registry::{MetaApi, Registry},
-    OpenApi, OpenApiService, Tags,
+    ContactObject, LicenseObject, OpenApi, OpenApiService, Tags,
 };
 
 pub use health::HealthApi;
@@ -44,15 +45,65 @@ pub fn service<T: OpenApi>(api: T) -> OpenApiService<T, ()> {
     OpenApiService::new(api, "agora", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
         .server("/")
-        .license("MIT")
+        .contact(ContactObject::new().name("agora maintainers"))
+        .license(LicenseObject::new("MIT").url("https://opensource.org/licenses/MIT"))
 }
 
 /// The OpenAPI document (pretty JSON) of [`Apis`]: exactly what `/openapi.json` serves and
 /// `openapi/openapi.json` holds. Built from types alone, so it needs no database.
 pub fn spec_json() -> String {
-    let mut spec = service(SpecOnly::<Apis>(PhantomData)).spec();
-    spec.push('\n');
-    spec
+    finish(&service(SpecOnly::<Apis>(PhantomData)).spec())
+}
+
+/// The Swagger UI page, with [`spec_json`] embedded (it works offline).
+pub fn swagger_ui_html() -> String {
+    let service = service(SpecOnly::<Apis>(PhantomData));
+    let raw = service.spec();
+    service.swagger_ui_html().replace(&raw, &finish(&raw))
+}
+
+/// What poem-openapi cannot say through its derives, added to its document:
+/// - every request body rejects unknown fields (`deny_unknown_fields` on each body type), so
+///   its schema gets `additionalProperties: false`;
+/// - operations without a security requirement of their own are public (`security: []` at
+///   the root says so explicitly).
+fn finish(raw: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return raw.to_owned();
+    };
+    let mut bodies = Vec::new();
+    for item in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for op in item.as_object().into_iter().flat_map(|o| o.values()) {
+            for media in op["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flat_map(|c| c.values())
+            {
+                if let Some(name) = media["schema"]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.rsplit('/').next())
+                {
+                    bodies.push(name.to_owned());
+                }
+            }
+        }
+    }
+    for name in bodies {
+        if let Some(schema) = doc["components"]["schemas"][&name].as_object_mut() {
+            schema.insert("additionalProperties".into(), false.into());
+        }
+    }
+    if let Some(root) = doc.as_object_mut() {
+        root.entry("security")
+            .or_insert_with(|| serde_json::json!([]));
+    }
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| raw.to_owned());
+    out.push('\n');
+    out
 }
 
 /// An [`OpenApi`] that has `T`'s document but serves nothing.
@@ -67,7 +118,14 @@ impl<T: OpenApi> OpenApi for SpecOnly<T> {
         T::register(registry)
     }
 
-    fn add_routes(self, _: &mut std::collections::HashMap<String, std::collections::HashMap<Method, BoxEndpoint<'static>>>) {}
+    fn add_routes(
+        self,
+        _: &mut std::collections::HashMap<
+            String,
+            std::collections::HashMap<Method, BoxEndpoint<'static>>,
+        >,
+    ) {
+    }
 }
 
 /// Builds the API object from the services.

@@ -66,11 +66,17 @@ impl Db {
         let conn = pool::open_writer(path, synchronous)?;
         let mut conn = conn;
         migrations::apply(&mut conn).map_err(|e| match e {
-            DbError::Sqlite(source) => DbError::Open { path: path.display().to_string(), source },
+            DbError::Sqlite(source) => DbError::Open {
+                path: path.display().to_string(),
+                source,
+            },
             other => other,
         })?;
         let readers = pool::readers(path, readers)?;
-        Ok(Db { readers, writer: Mutex::new(Some(writer::Writer::start(conn))) })
+        Ok(Db {
+            readers,
+            writer: Mutex::new(Some(writer::Writer::start(conn))),
+        })
     }
 
     /// Runs `f` on a read-only connection, off the async runtime.
@@ -110,13 +116,20 @@ impl Db {
 
     /// True when a write transaction can be started (used by readiness checks).
     pub async fn ping_writer(&self) -> Result<(), DbError> {
-        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(DbError::from)).await
+        self.write(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(DbError::from)
+        })
+        .await
     }
 
     /// The migration version the database is at.
     pub async fn schema_version(&self) -> Result<i64, DbError> {
-        self.read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(DbError::from))
-            .await
+        self.read(|conn| {
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(DbError::from)
+        })
+        .await
     }
 
     /// Stops the writer after the queued writes, runs `PRAGMA optimize` and checkpoints the WAL.

@@ -12,7 +12,10 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// Opens the single writer connection, switching the file to WAL.
 pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, DbError> {
-    let open_err = |source| DbError::Open { path: path.display().to_string(), source };
+    let open_err = |source| DbError::Open {
+        path: path.display().to_string(),
+        source,
+    };
     let conn = Connection::open(path).map_err(open_err)?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
@@ -29,9 +32,16 @@ pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Conne
 }
 
 /// Builds the pool of `query_only` reader connections.
-pub(super) fn readers(path: &Path, size: u32) -> Result<r2d2::Pool<SqliteConnectionManager>, DbError> {
+pub(super) fn readers(
+    path: &Path,
+    size: u32,
+) -> Result<r2d2::Pool<SqliteConnectionManager>, DbError> {
     let manager = SqliteConnectionManager::file(path)
-        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+        .with_flags(
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
         .with_init(|c| {
             c.set_prepared_statement_cache_capacity(64);
             c.execute_batch(&format!(

@@ -107,9 +107,15 @@ where
     F: FnOnce(&Connection) -> Result<T, E>,
     E: From<DbError>,
 {
-    conn.execute_batch("SAVEPOINT write").map_err(|e| E::from(DbError::Sqlite(e)))?;
-    let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| Err(E::from(DbError::Panicked)));
-    let end = if result.is_ok() { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+    conn.execute_batch("SAVEPOINT write")
+        .map_err(|e| E::from(DbError::Sqlite(e)))?;
+    let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(E::from(DbError::Panicked)));
+    let end = if result.is_ok() {
+        "RELEASE write"
+    } else {
+        "ROLLBACK TO write; RELEASE write"
+    };
     match conn.execute_batch(end) {
         Ok(()) => result,
         Err(e) => Err(E::from(DbError::Sqlite(e))),
@@ -119,7 +125,9 @@ where
 /// `rusqlite::Error` is not `Clone`; a commit failure is shared by the whole batch.
 fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
     match e {
-        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
         other => rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),

@@ -109,7 +109,13 @@ impl Market {
         let n = self.outcomes.len().max(1) as f64;
         self.outcomes
             .iter()
-            .map(|o| if total > 0 { o.pool as f64 / total as f64 } else { 1.0 / n })
+            .map(|o| {
+                if total > 0 {
+                    o.pool as f64 / total as f64
+                } else {
+                    1.0 / n
+                }
+            })
             .collect()
     }
 }
@@ -185,11 +191,17 @@ impl MarketChanges {
     pub fn parse(input: MarketChanges, now: OffsetDateTime) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::default();
         let name = input.name.map(|n| p.text("name", &n, NAME_MIN, NAME_MAX));
-        let description = input.description.map(|d| parse_description(&mut p, d.as_deref()));
+        let description = input
+            .description
+            .map(|d| parse_description(&mut p, d.as_deref()));
         if let Some(close_time) = input.close_time {
             check_close_time(&mut p, close_time, now);
         }
-        p.finish(MarketChanges { name, description, close_time: input.close_time })
+        p.finish(MarketChanges {
+            name,
+            description,
+            close_time: input.close_time,
+        })
     }
 
     /// True when the change would alter nothing.
@@ -201,14 +213,20 @@ impl MarketChanges {
 fn parse_description(p: &mut Problems, raw: Option<&str>) -> Option<String> {
     let text = raw?.trim();
     if text.chars().count() > DESCRIPTION_MAX {
-        p.add("description", format!("must be at most {DESCRIPTION_MAX} characters long"));
+        p.add(
+            "description",
+            format!("must be at most {DESCRIPTION_MAX} characters long"),
+        );
     }
     (!text.is_empty()).then(|| text.to_owned())
 }
 
 fn parse_outcomes(p: &mut Problems, labels: &[String]) -> Vec<String> {
     if !(OUTCOMES_MIN..=OUTCOMES_MAX).contains(&labels.len()) {
-        p.add("outcomes", format!("must have {OUTCOMES_MIN} to {OUTCOMES_MAX} labels"));
+        p.add(
+            "outcomes",
+            format!("must have {OUTCOMES_MIN} to {OUTCOMES_MAX} labels"),
+        );
     }
     let mut seen = HashSet::new();
     labels
@@ -297,7 +315,14 @@ impl ListQuery {
         }
         let sort = sort.unwrap_or(SortKey::CreatedAt);
         let descending = descending.unwrap_or(sort.default_descending());
-        p.finish(ListQuery { status, creator_id, sort, descending, limit, offset })
+        p.finish(ListQuery {
+            status,
+            creator_id,
+            sort,
+            descending,
+            limit,
+            offset,
+        })
     }
 }
 
@@ -316,7 +341,11 @@ mod tests {
     use time::Duration;
 
     fn input() -> NewMarketInput {
-        NewMarketInput { name: "Will it rain?".into(), creator_id: 1, ..Default::default() }
+        NewMarketInput {
+            name: "Will it rain?".into(),
+            creator_id: 1,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -337,7 +366,16 @@ mod tests {
         };
         let errs = NewMarket::parse(bad, now).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["name", "creator_id", "outcomes[1]", "outcomes[2]", "close_time"]);
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "creator_id",
+                "outcomes[1]",
+                "outcomes[2]",
+                "close_time"
+            ]
+        );
     }
 
     #[test]
@@ -347,9 +385,21 @@ mod tests {
             id: 1,
             name: "n".into(),
             description: None,
-            creator: UserSummary { id: 1, username: "u".into() },
+            creator: UserSummary {
+                id: 1,
+                username: "u".into(),
+            },
             status: MarketStatus::Active,
-            outcomes: vec![Outcome { label: "A".into(), pool: 0 }, Outcome { label: "B".into(), pool: 0 }],
+            outcomes: vec![
+                Outcome {
+                    label: "A".into(),
+                    pool: 0,
+                },
+                Outcome {
+                    label: "B".into(),
+                    pool: 0,
+                },
+            ],
             close_time: None,
             resolution: None,
             volume: 0,
@@ -365,7 +415,8 @@ mod tests {
 
     #[test]
     fn list_query_rejects_out_of_range_paging() {
-        let errs = ListQuery::parse(None, Some(-1), None, None, Some(0), Some(OFFSET_MAX + 1)).unwrap_err();
+        let errs = ListQuery::parse(None, Some(-1), None, None, Some(0), Some(OFFSET_MAX + 1))
+            .unwrap_err();
         assert_eq!(errs.len(), 3);
         let q = ListQuery::parse(None, None, Some(SortKey::Name), None, None, None).unwrap();
         assert!(!q.descending);

@@ -18,7 +18,10 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -52,8 +55,14 @@ impl Problems {
         let value = raw.trim();
         let len = value.chars().count();
         if len < min || len > max {
-            self.add(field, format!("must be {min} to {max} characters long (after trimming)"));
-        } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            self.add(
+                field,
+                format!("must be {min} to {max} characters long (after trimming)"),
+            );
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             self.add(field, "must not contain control characters");
         }
         value.to_owned()

@@ -20,7 +20,10 @@ impl<E: Endpoint> Middleware<E> for AccessLog {
     type Output = AccessLogEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        AccessLogEndpoint { inner, timeout: self.timeout }
+        AccessLogEndpoint {
+            inner,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -35,7 +38,11 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
 
     async fn call(&self, req: Request) -> Result<Response> {
         let started = Instant::now();
-        let id = request_id::accept_or_generate(req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()));
+        let id = request_id::accept_or_generate(
+            req.headers()
+                .get(request_id::HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let span = tracing::info_span!("request", request_id = %id);
 

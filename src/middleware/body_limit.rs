@@ -2,7 +2,9 @@
 //! body is read; a body without one is read up to the limit and refused past it. Either way
 //! the client gets 413 and no handler runs.
 
-use poem::{error::ReadBodyError, Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem::{
+    error::ReadBodyError, Body, Endpoint, IntoResponse, Middleware, Request, Response, Result,
+};
 
 /// The body-limit middleware.
 pub struct BodyLimit {
@@ -14,7 +16,10 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
     type Output = BodyLimitEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        BodyLimitEndpoint { inner, limit: self.limit }
+        BodyLimitEndpoint {
+            inner,
+            limit: self.limit,
+        }
     }
 }
 
@@ -34,7 +39,9 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
-            Some(len) if len > self.limit as u64 => return Err(ReadBodyError::PayloadTooLarge.into()),
+            Some(len) if len > self.limit as u64 => {
+                return Err(ReadBodyError::PayloadTooLarge.into())
+            }
             Some(0) => {}
             _ => {
                 let bytes = req.take_body().into_bytes_limit(self.limit).await?;

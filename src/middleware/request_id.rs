@@ -13,7 +13,9 @@ pub fn accept_or_generate(incoming: Option<&str>) -> String {
     match incoming {
         Some(id)
             if (1..=64).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
         {
             id.to_owned()
         }

@@ -77,7 +77,12 @@ pub trait MarketRepository: Send + Sync {
     /// Inserts a market with its outcomes; returns it as stored.
     async fn create(&self, market: NewMarket) -> Result<Market, RepoError>;
     /// Applies `changes` if the market is still at `expected_version`; bumps the version.
-    async fn update(&self, id: i64, expected_version: i64, changes: MarketChanges) -> Result<Market, RepoError>;
+    async fn update(
+        &self,
+        id: i64,
+        expected_version: i64,
+        changes: MarketChanges,
+    ) -> Result<Market, RepoError>;
     /// Deletes the market if it is still at `expected_version`.
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
 }

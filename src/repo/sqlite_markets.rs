@@ -11,7 +11,9 @@ use super::{from_millis, to_millis, MarketRepository, RepoError};
 use crate::{
     db::Db,
     domain::{
-        market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome, SortKey},
+        market::{
+            ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome, SortKey,
+        },
         user::UserSummary,
     },
 };
@@ -38,17 +40,28 @@ const SELECT_MARKET: &str = "
 fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
     let status: String = row.get(5)?;
     let outcomes: String = row.get(12)?;
-    let outcomes: Vec<(String, i64)> = serde_json::from_str(&outcomes)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e)))?;
+    let outcomes: Vec<(String, i64)> = serde_json::from_str(&outcomes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(Market {
         id: row.get(0)?,
         name: row.get(1)?,
         description: row.get(2)?,
-        creator: UserSummary { id: row.get(3)?, username: row.get(4)? },
+        creator: UserSummary {
+            id: row.get(3)?,
+            username: row.get(4)?,
+        },
         status: MarketStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("status {status}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                5,
+                rusqlite::types::Type::Text,
+                format!("status {status}").into(),
+            )
         })?,
-        outcomes: outcomes.into_iter().map(|(label, pool)| Outcome { label, pool }).collect(),
+        outcomes: outcomes
+            .into_iter()
+            .map(|(label, pool)| Outcome { label, pool })
+            .collect(),
         close_time: row.get::<_, Option<i64>>(6)?.map(from_millis),
         resolution: row.get::<_, Option<i64>>(7)?.map(|i| i as usize),
         volume: row.get(8)?,
@@ -111,7 +124,9 @@ impl MarketRepository for SqliteMarketRepository {
                 // One read transaction: the page and the total see the same snapshot.
                 conn.execute_batch("BEGIN")?;
                 let result = (|| {
-                    let total: i64 = conn.prepare_cached(&count_sql)?.query_row(&filters[..], |r| r.get(0))?;
+                    let total: i64 = conn
+                        .prepare_cached(&count_sql)?
+                        .query_row(&filters[..], |r| r.get(0))?;
                     let (limit, offset) = (i64::from(q.limit), q.offset as i64);
                     let mut page_params = filters.clone();
                     page_params.push((":limit", &limit));
@@ -120,7 +135,10 @@ impl MarketRepository for SqliteMarketRepository {
                         .prepare_cached(&page_sql)?
                         .query_map(&page_params[..], market_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok::<_, RepoError>(MarketPage { items, total: total as u64 })
+                    Ok::<_, RepoError>(MarketPage {
+                        items,
+                        total: total as u64,
+                    })
                 })();
                 conn.execute_batch("COMMIT")?;
                 result
@@ -157,7 +175,12 @@ impl MarketRepository for SqliteMarketRepository {
     }
 
     #[tracing::instrument(skip_all, fields(market.id = id))]
-    async fn update(&self, id: i64, expected_version: i64, c: MarketChanges) -> Result<Market, RepoError> {
+    async fn update(
+        &self,
+        id: i64,
+        expected_version: i64,
+        c: MarketChanges,
+    ) -> Result<Market, RepoError> {
         self.db
             .write(move |conn| {
                 let current = current_version(conn, id)?;
@@ -196,7 +219,8 @@ impl MarketRepository for SqliteMarketRepository {
                 if current != expected_version {
                     return Err(RepoError::VersionMismatch { current });
                 }
-                conn.prepare_cached("DELETE FROM markets WHERE id = ?1")?.execute([id])?;
+                conn.prepare_cached("DELETE FROM markets WHERE id = ?1")?
+                    .execute([id])?;
                 Ok(())
             })
             .await

@@ -49,7 +49,12 @@ impl MarketService {
 
     /// Changes a market's editable fields. With `if_match`, the change applies only to that
     /// version (else 412); without, it applies to whatever version is current.
-    pub async fn update(&self, id: i64, changes: MarketChanges, if_match: Option<i64>) -> Result<Market, AppError> {
+    pub async fn update(
+        &self,
+        id: i64,
+        changes: MarketChanges,
+        if_match: Option<i64>,
+    ) -> Result<Market, AppError> {
         for _ in 0..EDIT_ATTEMPTS {
             let market = self.get(id).await?;
             check_precondition(&market, if_match)?;
@@ -63,7 +68,10 @@ impl MarketService {
                 other => return Ok(other?),
             }
         }
-        Err(AppError::conflict("edit_conflict", "the market is being changed concurrently; retry"))
+        Err(AppError::conflict(
+            "edit_conflict",
+            "the market is being changed concurrently; retry",
+        ))
     }
 
     /// Deletes a market, optionally only at version `if_match`.
@@ -72,7 +80,10 @@ impl MarketService {
             let market = self.get(id).await?;
             check_precondition(&market, if_match)?;
             if market.volume > 0 {
-                return Err(AppError::conflict("market_has_stakes", "a market with stakes cannot be deleted; cancel it"));
+                return Err(AppError::conflict(
+                    "market_has_stakes",
+                    "a market with stakes cannot be deleted; cancel it",
+                ));
             }
             match self.repo.delete(id, market.version).await {
                 Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,
@@ -80,13 +91,18 @@ impl MarketService {
                 other => return Ok(other?),
             }
         }
-        Err(AppError::conflict("edit_conflict", "the market is being changed concurrently; retry"))
+        Err(AppError::conflict(
+            "edit_conflict",
+            "the market is being changed concurrently; retry",
+        ))
     }
 }
 
 fn check_precondition(market: &Market, if_match: Option<i64>) -> Result<(), AppError> {
     match if_match {
-        Some(v) if v != market.version => Err(AppError::PreconditionFailed { current: market.version }),
+        Some(v) if v != market.version => Err(AppError::PreconditionFailed {
+            current: market.version,
+        }),
         _ => Ok(()),
     }
 }
@@ -97,7 +113,11 @@ fn ensure_editable(market: &Market) -> Result<(), AppError> {
     } else {
         Err(AppError::conflict(
             "market_not_active",
-            format!("market {} is {} and can no longer be edited", market.id, market.status.as_str()),
+            format!(
+                "market {} is {} and can no longer be edited",
+                market.id,
+                market.status.as_str()
+            ),
         ))
     }
 }

@@ -11,13 +11,17 @@ impl From<RepoError> for AppError {
     fn from(e: RepoError) -> Self {
         match e {
             RepoError::NotFound => AppError::NotFound("resource"),
-            RepoError::Duplicate(what) => AppError::conflict("duplicate", format!("already exists: {what}")),
+            RepoError::Duplicate(what) => {
+                AppError::conflict("duplicate", format!("already exists: {what}"))
+            }
             RepoError::MissingReference => AppError::Unprocessable {
                 message: "a referenced resource does not exist".into(),
                 details: vec![],
             },
             RepoError::VersionMismatch { current } => AppError::PreconditionFailed { current },
-            RepoError::Constraint(what) => AppError::Internal(format!("constraint violated: {what}")),
+            RepoError::Constraint(what) => {
+                AppError::Internal(format!("constraint violated: {what}"))
+            }
             RepoError::Unavailable(why) => AppError::Unavailable(why),
             RepoError::Internal(why) => AppError::Internal(why),
         }

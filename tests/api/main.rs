@@ -1,1 +1,9 @@
+//! The one integration-test binary: every module drives the real server over HTTP on port 0
+//! with a fresh temporary data directory.
 
+mod errors;
+mod helpers;
+mod markets;
+mod restart;
+mod seed;
+mod spec;

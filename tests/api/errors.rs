@@ -1,0 +1,369 @@
+//! Every error the server can produce is the JSON envelope with the right status, and a
+//! rejected write changes nothing.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+async fn app_with_market() -> (TestApp, i64, String) {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("alice");
+    let m = app
+        .create_market(json!({"name": "Existing market", "creator_id": user}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+    (app, user, path)
+}
+
+#[tokio::test]
+async fn list_parameters_out_of_range_or_unknown_are_400_with_the_field_named() {
+    let app = TestApp::spawn().await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=1000001", "offset"),
+        ("offset=-5", "offset"),
+        ("sort=bogus", "sort"),
+        ("order=sideways", "order"),
+        ("status=open", "status"),
+        ("creator_id=0", "creator_id"),
+        ("creator_id=abc", "creator_id"),
+    ] {
+        let reply = app.get(&format!("/api/markets?{query}")).await;
+        reply.assert_field_error(400, "invalid_parameter", field);
+    }
+    for ok in [
+        "limit=1",
+        "limit=100",
+        "offset=1000000",
+        "sort=volume&order=asc",
+    ] {
+        assert_eq!(
+            app.get(&format!("/api/markets?{ok}")).await.status,
+            StatusCode::OK,
+            "{ok}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_market_id_that_is_not_a_positive_number_is_400_and_an_unknown_one_404() {
+    let (app, _, _) = app_with_market().await;
+    for bad in ["abc", "0", "-3", "1.5", "99999999999999999999"] {
+        app.get(&format!("/api/markets/{bad}"))
+            .await
+            .assert_field_error(400, "invalid_parameter", "id");
+    }
+    app.get("/api/markets/424242")
+        .await
+        .assert_error(404, "not_found");
+    app.patch("/api/markets/424242", json!({"name": "Nobody"}))
+        .await
+        .assert_error(404, "not_found");
+    app.put("/api/markets/424242", json!({"name": "Nobody"}))
+        .await
+        .assert_error(404, "not_found");
+    app.delete("/api/markets/424242")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_both_json() {
+    let app = TestApp::spawn().await;
+    app.get("/api/nope")
+        .await
+        .assert_error(404, "route_not_found");
+    app.get("/").await.assert_error(404, "route_not_found");
+    app.send(Method::DELETE, "/api/markets", None, &[])
+        .await
+        .assert_error(405, "method_not_allowed");
+    app.send(Method::POST, "/healthz", None, &[])
+        .await
+        .assert_error(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn invalid_create_bodies_are_400_with_details_and_create_nothing() {
+    let (app, user, _) = app_with_market().await;
+    let before = app.snapshot();
+    let past = "2001-01-01T00:00:00Z";
+    let cases = [
+        (json!({"creator_id": user}), "body"),
+        (json!({"name": "ok name"}), "body"),
+        (json!({"name": 5, "creator_id": user}), "body"),
+        (json!({"name": "ab", "creator_id": user}), "name"),
+        (json!({"name": "   ab   ", "creator_id": user}), "name"),
+        (json!({"name": "x".repeat(201), "creator_id": user}), "name"),
+        (json!({"name": "Valid name", "creator_id": 0}), "creator_id"),
+        (json!({"name": "Valid name", "creator_id": "1"}), "body"),
+        (
+            json!({"name": "Valid name", "creator_id": user, "outcomes": ["only"]}),
+            "outcomes",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "outcomes": (0..11).map(|i| i.to_string()).collect::<Vec<_>>()}),
+            "outcomes",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "outcomes": ["Yes", "yes"]}),
+            "outcomes[1]",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "outcomes": ["Yes", " "]}),
+            "outcomes[1]",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "outcomes": ["Yes", "x".repeat(51)]}),
+            "outcomes",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "close_time": past}),
+            "close_time",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "close_time": "tomorrow"}),
+            "body",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "description": "x".repeat(5001)}),
+            "description",
+        ),
+        (
+            json!({"name": "Valid name", "creator_id": user, "status": "resolved"}),
+            "status",
+        ),
+        (
+            json!({"name": "Valid\u{0007}name", "creator_id": user}),
+            "name",
+        ),
+        (json!(["not", "an", "object"]), "body"),
+    ];
+    for (body, field) in cases {
+        let reply = app.post("/api/markets", body.clone()).await;
+        let code = if reply.body["code"] == "validation_failed" {
+            "validation_failed"
+        } else {
+            "invalid_body"
+        };
+        reply.assert_field_error(400, code, field);
+        assert!(
+            !reply.body["details"][0]["message"]
+                .as_str()
+                .unwrap()
+                .is_empty(),
+            "{body}"
+        );
+    }
+    assert_eq!(app.snapshot(), before);
+}
+
+#[tokio::test]
+async fn validation_reports_every_problem_at_once() {
+    let (app, user, _) = app_with_market().await;
+    let reply = app
+        .post(
+            "/api/markets",
+            json!({"name": "    abc    d", "creator_id": user, "outcomes": ["A", "a", "B"], "close_time": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    let details = reply.assert_error(400, "validation_failed");
+    let fields: Vec<_> = details
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["outcomes[1]", "close_time"]);
+}
+
+#[tokio::test]
+async fn a_creator_that_does_not_exist_is_422() {
+    let (app, _, _) = app_with_market().await;
+    let before = app.snapshot();
+    app.post(
+        "/api/markets",
+        json!({"name": "Orphan market", "creator_id": 999}),
+    )
+    .await
+    .assert_field_error(422, "unprocessable", "creator_id");
+    assert_eq!(app.snapshot(), before);
+}
+
+#[tokio::test]
+async fn invalid_edits_are_400_and_change_nothing() {
+    let (app, _, path) = app_with_market().await;
+    let before = app.snapshot();
+    for (body, field) in [
+        (json!({"foo": 1}), "foo"),
+        (json!({"name": "ok name", "status": "closed"}), "status"),
+        (json!({"creator_id": 2}), "creator_id"),
+        (json!({"name": "ab"}), "name"),
+        (json!({"name": 7}), "body"),
+        (json!({"close_time": "2001-01-01T00:00:00Z"}), "close_time"),
+        (json!({"description": "x".repeat(5001)}), "description"),
+    ] {
+        let reply = app.patch(&path, body).await;
+        let code = if reply.body["code"] == "validation_failed" {
+            "validation_failed"
+        } else {
+            "invalid_body"
+        };
+        reply.assert_field_error(400, code, field);
+    }
+    app.put(&path, json!({"description": "no name"}))
+        .await
+        .assert_field_error(400, "invalid_body", "body");
+    app.put(&path, json!({"name": "Fine", "outcomes": ["A", "B"]}))
+        .await
+        .assert_field_error(400, "invalid_body", "outcomes");
+    assert_eq!(app.snapshot(), before);
+}
+
+#[tokio::test]
+async fn malformed_json_and_wrong_content_types_are_rejected_as_json_errors() {
+    let (app, _, path) = app_with_market().await;
+    let before = app.snapshot();
+    let raw = |method: Method, path: String, ctype: Option<&'static str>, body: &'static str| {
+        let mut req = app
+            .client
+            .request(method, format!("{}{}", app.base, path))
+            .body(body);
+        if let Some(ctype) = ctype {
+            req = req.header("content-type", ctype);
+        }
+        async move { TestApp::read(req.send().await.unwrap()).await }
+    };
+    raw(
+        Method::POST,
+        "/api/markets".into(),
+        Some("application/json"),
+        "{\"name\": ",
+    )
+    .await
+    .assert_error(400, "invalid_body");
+    raw(
+        Method::POST,
+        "/api/markets".into(),
+        Some("application/json"),
+        "",
+    )
+    .await
+    .assert_error(400, "invalid_body");
+    raw(
+        Method::PATCH,
+        path.clone(),
+        Some("application/json"),
+        "not json",
+    )
+    .await
+    .assert_error(400, "invalid_body");
+    raw(
+        Method::POST,
+        "/api/markets".into(),
+        Some("text/plain"),
+        "{}",
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
+    raw(Method::POST, "/api/markets".into(), None, "{}")
+        .await
+        .assert_error(415, "unsupported_media_type");
+    raw(
+        Method::PUT,
+        path,
+        Some("application/x-www-form-urlencoded"),
+        "name=x",
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
+    assert_eq!(app.snapshot(), before);
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_413_whether_declared_or_streamed() {
+    let (app, user, path) = app_with_market().await;
+    let before = app.snapshot();
+    let big = format!(
+        "{{\"name\": \"Big one\", \"creator_id\": {user}, \"description\": \"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let declared = app
+        .client
+        .post(format!("{}/api/markets", app.base))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    TestApp::read(declared)
+        .await
+        .assert_error(413, "payload_too_large");
+
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let streamed = app
+        .client
+        .patch(format!("{}{path}", app.base))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    TestApp::read(streamed)
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(app.snapshot(), before);
+
+    let just_under = format!("{{\"description\": \"{}\"}}", "y".repeat(4000));
+    assert_eq!(
+        app.patch(&path, serde_json::from_str(&just_under).unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_sane_incoming_request_id_is_echoed_and_an_unsafe_one_replaced() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .send(
+            Method::GET,
+            "/api/markets/999",
+            None,
+            &[("x-request-id", "trace-abc.123")],
+        )
+        .await;
+    reply.assert_error(404, "not_found");
+    assert_eq!(reply.header("x-request-id"), Some("trace-abc.123"));
+    assert_eq!(reply.body["request_id"], "trace-abc.123");
+
+    let reply = app
+        .send(
+            Method::GET,
+            "/healthz",
+            None,
+            &[("x-request-id", "evil\"value with spaces")],
+        )
+        .await;
+    let id = reply.header("x-request-id").unwrap();
+    assert_ne!(id, "evil\"value with spaces");
+    assert_eq!(id.len(), 36, "a generated UUID");
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_json() {
+    let app = TestApp::spawn().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body, json!({"status": "ok"}));
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["status"], "ok");
+    assert_eq!(ready.body["schema_version"], agora::db::SCHEMA_VERSION);
+}

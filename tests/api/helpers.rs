@@ -1,0 +1,245 @@
+//! Test harness: spawn the real server on port 0 in a temporary data dir, talk to it over HTTP.
+
+use std::time::Duration;
+
+use agora::{db::rusqlite::Connection, App, Config};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A running server and a client for it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Keep-alive HTTP client.
+    pub client: reqwest::Client,
+    /// The data directory (deleted on drop).
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A response, read fully.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts this is an error envelope with `status` and `code`; returns its details.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> Vec<Value> {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "error is not JSON: {:?}",
+            self.headers
+        );
+        assert_eq!(self.body["success"], json!(false), "{}", self.text);
+        assert_eq!(self.body["code"], json!(code), "{}", self.text);
+        assert!(self.body["error"].as_str().is_some_and(|e| !e.is_empty()));
+        let id = self.body["request_id"].as_str().expect("request_id");
+        assert_eq!(
+            Some(id),
+            self.header("x-request-id"),
+            "request_id must equal the X-Request-Id header"
+        );
+        self.body["details"]
+            .as_array()
+            .expect("details array")
+            .clone()
+    }
+
+    /// Asserts one detail names `field`.
+    #[track_caller]
+    pub fn assert_field_error(&self, status: u16, code: &str, field: &str) {
+        let details = self.assert_error(status, code);
+        assert!(
+            details.iter().any(|d| d["field"] == json!(field)),
+            "no detail for field {field}: {}",
+            self.text
+        );
+    }
+}
+
+impl TestApp {
+    /// A server on a fresh data directory.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_in(tempfile::tempdir().expect("tempdir")).await
+    }
+
+    /// A server on `dir` (which may hold an earlier server's data).
+    pub async fn spawn_in(dir: TempDir) -> TestApp {
+        let config = Self::config(&dir, &[]);
+        Self::spawn_with(dir, config).await
+    }
+
+    /// Configuration for `dir` plus extra flags.
+    pub fn config(dir: &TempDir, extra: &[&str]) -> Config {
+        let data_dir = dir.path().to_str().expect("utf-8 path").to_owned();
+        let mut args = vec!["agora", "--bind", "127.0.0.1:0", "--data-dir", &data_dir];
+        args.extend_from_slice(extra);
+        Config::from_args(args).expect("valid test config")
+    }
+
+    /// A server with an explicit configuration.
+    pub async fn spawn_with(dir: TempDir, config: Config) -> TestApp {
+        let app = App::build(config).await.expect("server builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        TestApp {
+            base,
+            client,
+            dir,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the server gracefully and hands back its data directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        tempfile::tempdir()
+            .map(|spare| std::mem::replace(&mut self.dir, spare))
+            .expect("tempdir")
+    }
+
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    /// Reads a response fully.
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PATCH, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    /// A direct connection to the server's database, for setting up and checking state.
+    pub fn db(&self) -> Connection {
+        let conn = Connection::open(self.dir.path().join("agora.db")).expect("open db");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn
+    }
+
+    /// Inserts a user directly (until accounts have an API); returns its id.
+    pub fn create_user(&self, username: &str) -> i64 {
+        self.db()
+            .query_row(
+                "INSERT INTO users (username, password_hash, created_at) VALUES (?1, '!', 0) RETURNING id",
+                [username],
+                |r| r.get(0),
+            )
+            .expect("insert user")
+    }
+
+    /// Creates a market through the API and returns its `data`.
+    pub async fn create_market(&self, body: Value) -> Value {
+        let reply = self.post("/api/markets", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["data"].clone()
+    }
+
+    /// Number of rows in `table`.
+    pub fn count(&self, table: &str) -> i64 {
+        self.db()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    /// A stable fingerprint of every market and outcome row, to show nothing changed.
+    pub fn snapshot(&self) -> String {
+        let db = self.db();
+        let mut out = String::new();
+        for sql in [
+            "SELECT id, name, coalesce(description, ''), creator_id, status, coalesce(close_time, 0), version, updated_at FROM markets ORDER BY id",
+            "SELECT market_id, idx, label, pool, 0, 0, 0, 0 FROM outcomes ORDER BY market_id, idx",
+        ] {
+            let mut stmt = db.prepare(sql).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((0..8).map(|i| r.get_ref(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>()?.join("|"))
+                })
+                .expect("query");
+            for row in rows {
+                out.push_str(&row.expect("row"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}

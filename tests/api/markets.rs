@@ -1,0 +1,437 @@
+//! The markets resource: happy paths, conditional requests and concurrent edits.
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+
+async fn app_with_user() -> (TestApp, i64) {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("alice");
+    (app, user)
+}
+
+fn future(days: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_returns_201_with_location_etag_and_default_yes_no_outcomes() {
+    let (app, user) = app_with_user().await;
+    let reply = app
+        .post(
+            "/api/markets",
+            json!({"name": "  Will it rain?  ", "creator_id": user}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let m = &reply.body["data"];
+    assert_eq!(reply.body["success"], json!(true));
+    assert_eq!(m["name"], "Will it rain?", "name is trimmed");
+    assert_eq!(m["status"], "active");
+    assert_eq!(m["version"], 1);
+    assert_eq!(m["volume"], 0);
+    assert_eq!(m["description"], Value::Null);
+    assert_eq!(m["close_time"], Value::Null);
+    assert_eq!(m["resolution"], Value::Null);
+    assert_eq!(m["creator"], json!({"id": user, "username": "alice"}));
+    assert_eq!(
+        m["outcomes"],
+        json!([
+            {"index": 0, "label": "YES", "pool": 0, "probability": 0.5},
+            {"index": 1, "label": "NO", "pool": 0, "probability": 0.5}
+        ])
+    );
+    let id = m["id"].as_i64().unwrap();
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/api/markets/{id}").as_str())
+    );
+    assert_eq!(reply.header("etag"), Some("\"1\""));
+}
+
+#[tokio::test]
+async fn create_keeps_custom_outcomes_description_and_close_time() {
+    let (app, user) = app_with_user().await;
+    let close = future(30);
+    let m = app
+        .create_market(json!({
+            "name": "Who wins the final?", "creator_id": user, "description": "Official result.",
+            "outcomes": ["Home", "Draw", "Away"], "close_time": close
+        }))
+        .await;
+    let labels: Vec<_> = m["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["label"].clone())
+        .collect();
+    assert_eq!(labels, [json!("Home"), json!("Draw"), json!("Away")]);
+    assert!((m["outcomes"][0]["probability"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(m["description"], "Official result.");
+    let stored = time::OffsetDateTime::parse(
+        m["close_time"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let sent = time::OffsetDateTime::parse(&close, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!((stored - sent).abs() < time::Duration::milliseconds(1));
+}
+
+#[tokio::test]
+async fn get_returns_the_market_with_etag_and_304_when_the_client_copy_is_current() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Will it snow?", "creator_id": user}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+    let reply = app.get(&path).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["data"], m);
+    assert_eq!(reply.header("etag"), Some("\"1\""));
+    assert_eq!(reply.header("cache-control"), Some("no-cache"));
+
+    let not_modified = app
+        .send(Method::GET, &path, None, &[("if-none-match", "\"1\"")])
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.text.is_empty());
+    assert_eq!(not_modified.header("etag"), Some("\"1\""));
+
+    let stale = app
+        .send(Method::GET, &path, None, &[("if-none-match", "\"0\"")])
+        .await;
+    assert_eq!(stale.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn list_filters_sorts_pages_and_counts() {
+    let (app, alice) = app_with_user().await;
+    let bob = app.create_user("bob");
+    let names = [
+        "Delta rises?",
+        "alpha falls?",
+        "Charlie wins?",
+        "bravo loses?",
+    ];
+    let mut ids = vec![];
+    for (i, name) in names.iter().enumerate() {
+        let creator = if i % 2 == 0 { alice } else { bob };
+        let close = if i == 3 {
+            Value::Null
+        } else {
+            json!(future(10 - i as i64))
+        };
+        ids.push(
+            app.create_market(json!({"name": name, "creator_id": creator, "close_time": close}))
+                .await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    app.db()
+        .execute(
+            "UPDATE markets SET status = 'closed' WHERE id = ?1",
+            [ids[0]],
+        )
+        .unwrap();
+
+    let page = app.get("/api/markets").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.body["meta"],
+        json!({"limit": 20, "offset": 0, "total": 4})
+    );
+    let got: Vec<i64> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ids.iter().rev().copied().collect::<Vec<_>>(),
+        "default: newest first"
+    );
+
+    let by_name = app.get("/api/markets?sort=name").await;
+    let got: Vec<&str> = by_name.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "alpha falls?",
+            "bravo loses?",
+            "Charlie wins?",
+            "Delta rises?"
+        ],
+        "case-insensitive ascending"
+    );
+
+    let by_close = app.get("/api/markets?sort=close_time").await;
+    let got: Vec<i64> = by_close.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [ids[2], ids[1], ids[0], ids[3]],
+        "soonest first, no close time last"
+    );
+
+    let desc = app
+        .get("/api/markets?sort=name&order=desc&limit=2&offset=1")
+        .await;
+    let got: Vec<&str> = desc.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["Charlie wins?", "bravo loses?"]);
+    assert_eq!(
+        desc.body["meta"],
+        json!({"limit": 2, "offset": 1, "total": 4})
+    );
+
+    let active = app.get("/api/markets?status=active").await;
+    assert_eq!(active.body["meta"]["total"], 3);
+    assert!(active.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["status"] == "active"));
+
+    let bobs = app
+        .get(&format!("/api/markets?creator_id={bob}&status=active"))
+        .await;
+    assert_eq!(bobs.body["meta"]["total"], 2);
+    assert!(bobs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["creator"]["username"] == "bob"));
+
+    let past_end = app.get("/api/markets?offset=10").await;
+    assert_eq!(past_end.body["data"], json!([]));
+    assert_eq!(past_end.body["meta"]["total"], 4);
+}
+
+#[tokio::test]
+async fn put_replaces_editable_fields_and_clears_omitted_ones() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Old name", "creator_id": user, "description": "d", "close_time": future(5)}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+    let reply = app.put(&path, json!({"name": "New name"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let d = &reply.body["data"];
+    assert_eq!(d["name"], "New name");
+    assert_eq!(d["description"], Value::Null);
+    assert_eq!(d["close_time"], Value::Null);
+    assert_eq!(d["version"], 2);
+    assert_eq!(d["outcomes"], m["outcomes"], "outcomes are not editable");
+    assert_eq!(reply.header("etag"), Some("\"2\""));
+    assert_eq!(app.get(&path).await.body["data"], *d);
+}
+
+#[tokio::test]
+async fn patch_changes_only_present_fields_and_null_clears() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Patch me", "creator_id": user, "description": "keep"}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+    let close = future(3);
+    let reply = app.patch(&path, json!({"close_time": close})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["data"]["description"], "keep");
+    assert_eq!(reply.body["data"]["name"], "Patch me");
+    assert!(reply.body["data"]["close_time"].is_string());
+
+    let reply = app.patch(&path, json!({"description": null})).await;
+    assert_eq!(reply.body["data"]["description"], Value::Null);
+    assert!(reply.body["data"]["close_time"].is_string());
+    assert_eq!(reply.body["data"]["version"], 3);
+
+    let unchanged = app.patch(&path, json!({})).await;
+    assert_eq!(unchanged.status, StatusCode::OK);
+    assert_eq!(
+        unchanged.body["data"]["version"], 3,
+        "an empty patch changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Conditional", "creator_id": user}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+    assert_eq!(
+        app.patch(&path, json!({"name": "Conditional 2"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let before = app.snapshot();
+
+    let body = Some(json!({"name": "Lost update"}));
+    for (method, body) in [
+        (Method::PATCH, body.clone()),
+        (Method::PUT, body),
+        (Method::DELETE, None),
+    ] {
+        for tag in ["\"1\"", "garbage"] {
+            let reply = app
+                .send(method.clone(), &path, body.clone(), &[("if-match", tag)])
+                .await;
+            reply.assert_error(412, "precondition_failed");
+        }
+    }
+    assert_eq!(app.snapshot(), before);
+
+    let fresh = app
+        .send(
+            Method::PATCH,
+            &path,
+            Some(json!({"name": "Won"})),
+            &[("if-match", "\"2\"")],
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.text);
+    let any = app
+        .send(
+            Method::PATCH,
+            &path,
+            Some(json!({"name": "Any version"})),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(any.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn delete_removes_the_market_and_its_outcomes() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Delete me", "creator_id": user}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+    let reply = app
+        .send(Method::DELETE, &path, None, &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.text.is_empty());
+    app.get(&path).await.assert_error(404, "not_found");
+    app.delete(&path).await.assert_error(404, "not_found");
+    assert_eq!(app.count("outcomes"), 0);
+}
+
+#[tokio::test]
+async fn markets_that_are_no_longer_active_cannot_be_edited() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Closed soon", "creator_id": user}))
+        .await;
+    app.db()
+        .execute("UPDATE markets SET status = 'closed'", [])
+        .unwrap();
+    let before = app.snapshot();
+    let path = format!("/api/markets/{}", m["id"]);
+    app.patch(&path, json!({"name": "Too late"}))
+        .await
+        .assert_error(409, "market_not_active");
+    app.put(&path, json!({"name": "Too late"}))
+        .await
+        .assert_error(409, "market_not_active");
+    assert_eq!(app.snapshot(), before);
+}
+
+#[tokio::test]
+async fn markets_with_stakes_cannot_be_deleted() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Has volume", "creator_id": user}))
+        .await;
+    app.db()
+        .execute("UPDATE markets SET volume = 10", [])
+        .unwrap();
+    app.delete(&format!("/api/markets/{}", m["id"]))
+        .await
+        .assert_error(409, "market_has_stakes");
+    assert_eq!(app.count("markets"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_edits_all_land_without_if_match_and_exactly_one_wins_with_it() {
+    let (app, user) = app_with_user().await;
+    let m = app
+        .create_market(json!({"name": "Contended", "creator_id": user}))
+        .await;
+    let path = format!("/api/markets/{}", m["id"]);
+
+    let edits = (0..20).map(|i| {
+        let (app, path) = (&app, path.clone());
+        async move {
+            app.patch(&path, json!({"description": format!("edit {i}")}))
+                .await
+                .status
+        }
+    });
+    let statuses = join_all(edits).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!(ok + conflicts, 20, "{statuses:?}");
+    let version = app.get(&path).await.body["data"]["version"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        version,
+        1 + ok as i64,
+        "every acknowledged edit bumped the version once"
+    );
+
+    let tag = format!("\"{version}\"");
+    let guarded = (0..20).map(|i| {
+        let (app, path, tag) = (&app, path.clone(), tag.clone());
+        async move {
+            app.send(
+                Method::PATCH,
+                &path,
+                Some(json!({"description": format!("guarded {i}")})),
+                &[("if-match", &tag)],
+            )
+            .await
+            .status
+        }
+    });
+    let statuses = join_all(guarded).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+            .count(),
+        19
+    );
+}
