@@ -3,7 +3,10 @@
 //! Writes queue on a channel. The thread takes every write waiting at that moment (up to
 //! [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction, runs each write in its own
 //! `SAVEPOINT` (released on success, rolled back on error or panic), commits once, and only
-//! then answers each caller: an acknowledged write is committed.
+//! then answers each caller: an acknowledged write is committed. A write that is alone in its
+//! batch runs without a savepoint (the transaction is its rollback unit): statement journals
+//! inside a savepoint cost time proportional to the pages it has dirtied, which makes bulk
+//! writes (seeding, backfills) quadratic.
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -21,8 +24,9 @@ const MAX_BATCH: usize = 256;
 
 /// Delivers a write's outcome once the shared commit has succeeded (`None`) or failed.
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
-/// A queued write: runs inside its savepoint and returns how to reply.
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A queued write: runs (in a savepoint when the flag says so) and returns how to reply and
+/// whether it succeeded.
+type Job = Box<dyn FnOnce(&Connection, bool) -> (Reply, bool) + Send>;
 
 /// Handle to the writer thread.
 pub(super) struct Writer {
@@ -49,15 +53,21 @@ impl Writer {
         E: From<DbError> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |commit_error| {
+        let job: Job = Box::new(move |conn, savepoint| {
+            let result = if savepoint {
+                in_savepoint(conn, f)
+            } else {
+                guarded(conn, f)
+            };
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit_error| {
                 let result = match (result, commit_error) {
                     (Ok(_), Some(e)) => Err(E::from(DbError::Sqlite(clone_error(e)))),
                     (result, _) => result,
                 };
                 let _ = reply_tx.send(result);
-            })
+            });
+            (reply, ok)
         });
         // A send error means the thread has stopped; dropping the job drops `reply_tx`, which
         // the caller sees as `Closed`.
@@ -86,8 +96,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
             tracing::error!(error = %e, db.batch = batch.len(), "cannot begin a write transaction");
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT");
+        let savepoints = batch.len() > 1;
+        let (replies, oks): (Vec<Reply>, Vec<bool>) =
+            batch.into_iter().map(|job| job(&conn, savepoints)).unzip();
+        let end = if savepoints || oks.iter().all(|ok| *ok) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let commit = conn.execute_batch(end);
         if commit.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -102,6 +119,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
     tracing::info!("database writer stopped");
 }
 
+/// Runs `f`, turning a panic into an error.
+fn guarded<T, E, F>(conn: &Connection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&Connection) -> Result<T, E>,
+    E: From<DbError>,
+{
+    catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| Err(E::from(DbError::Panicked)))
+}
+
 fn in_savepoint<T, E, F>(conn: &Connection, f: F) -> Result<T, E>
 where
     F: FnOnce(&Connection) -> Result<T, E>,
@@ -109,8 +135,7 @@ where
 {
     conn.execute_batch("SAVEPOINT write")
         .map_err(|e| E::from(DbError::Sqlite(e)))?;
-    let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|_| Err(E::from(DbError::Panicked)));
+    let result = guarded(conn, f);
     let end = if result.is_ok() {
         "RELEASE write"
     } else {
