@@ -15,8 +15,17 @@ use crate::{
     config::Config,
     db::{Db, DbError},
     middleware::{access_log::AccessLog, body_limit::BodyLimit},
-    repo::{sqlite_markets::SqliteMarketRepository, MarketRepository},
-    service::markets::MarketService,
+    repo::{
+        sqlite_markets::SqliteMarketRepository, sqlite_sessions::SqliteSessionRepository,
+        sqlite_users::SqliteUserRepository, MarketRepository, SessionRepository, UserRepository,
+    },
+    service::{
+        auth::AuthService,
+        markets::MarketService,
+        passwords::Passwords,
+        tokens::{Tokens, SECRET_MIN},
+        users::UserService,
+    },
 };
 
 /// Why the server could not start.
@@ -33,6 +42,12 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The token signing secret is unusable.
+    #[error("{0}")]
+    Secret(String),
+    /// A startup step failed.
+    #[error("{0}")]
+    Init(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -49,6 +64,8 @@ pub struct App {
     port: u16,
     db: Arc<Db>,
     config: Config,
+    tokens: Arc<Tokens>,
+    passwords: Arc<Passwords>,
 }
 
 /// Opens the data directory and database (creating and migrating them as needed).
@@ -68,6 +85,16 @@ impl App {
     /// Opens storage and binds the listener; call [`App::run_until_stopped`] to serve.
     pub async fn build(config: Config) -> Result<App, StartError> {
         let db = open_db(&config)?;
+        let secret = jwt_secret(&config)?;
+        let tokens = Arc::new(Tokens::new(
+            &secret,
+            Duration::from_secs(config.access_token_ttl_secs),
+            Duration::from_secs(config.refresh_token_ttl_secs),
+        ));
+        let passwords = Arc::new(
+            Passwords::new(config.max_concurrent_hashes)
+                .map_err(|e| StartError::Init(e.to_string()))?,
+        );
         let bind_err = |source| StartError::Bind {
             addr: config.bind.to_string(),
             source,
@@ -86,6 +113,8 @@ impl App {
             port,
             db,
             config,
+            tokens,
+            passwords,
         })
     }
 
@@ -105,10 +134,26 @@ impl App {
             port,
             db,
             config,
+            tokens,
+            passwords,
         } = self;
         let markets: Arc<dyn MarketRepository> = Arc::new(SqliteMarketRepository::new(db.clone()));
-        let markets = Arc::new(MarketService::new(markets));
-        let routes = routes(api::apis(markets, db.clone()), &config);
+        let users: Arc<dyn UserRepository> = Arc::new(SqliteUserRepository::new(db.clone()));
+        let sessions: Arc<dyn SessionRepository> =
+            Arc::new(SqliteSessionRepository::new(db.clone()));
+        let services = api::Services {
+            markets: Arc::new(MarketService::new(markets)),
+            auth: Arc::new(AuthService::new(
+                users.clone(),
+                sessions,
+                passwords,
+                tokens.clone(),
+                config.signup_grant,
+            )),
+            users: Arc::new(UserService::new(users)),
+            db: db.clone(),
+        };
+        let routes = routes(api::apis(services), &config, tokens);
         tracing::info!(port, data_dir = %config.data_dir.display(), "agora listening");
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
@@ -124,7 +169,11 @@ impl App {
 }
 
 /// The whole HTTP surface with its middleware, outermost last.
-fn routes(apis: api::Apis, config: &Config) -> impl poem::Endpoint<Output = Response> {
+fn routes(
+    apis: api::Apis,
+    config: &Config,
+    tokens: Arc<Tokens>,
+) -> impl poem::Endpoint<Output = Response> {
     let service = api::service(apis);
     let docs = api::swagger_ui_html();
     let spec = api::spec_json();
@@ -146,6 +195,7 @@ fn routes(apis: api::Apis, config: &Config) -> impl poem::Endpoint<Output = Resp
                     .body(spec.clone())
             }),
         )
+        .data(tokens)
         .with(BodyLimit {
             limit: config.body_limit,
         })
@@ -157,4 +207,53 @@ fn routes(apis: api::Apis, config: &Config) -> impl poem::Endpoint<Output = Resp
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal("a handler panicked").into_response()
+}
+
+/// The access-token signing secret: the configured one, else the one kept in the data dir,
+/// else a new random one written there with owner-only permissions (so tokens survive
+/// restarts). Secrets shorter than [`SECRET_MIN`] bytes are refused.
+pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
+    let short = |from: &str| {
+        StartError::Secret(format!(
+            "the JWT secret from {from} is shorter than {SECRET_MIN} bytes"
+        ))
+    };
+    if let Some(secret) = &config.jwt_secret {
+        return if secret.0.len() >= SECRET_MIN {
+            Ok(secret.0.clone().into_bytes())
+        } else {
+            Err(short("AGORA_JWT_SECRET"))
+        };
+    }
+    let path = config.data_dir.join("jwt-secret");
+    let io_err =
+        |e: std::io::Error| StartError::Secret(format!("cannot use {}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim();
+            if text.len() >= SECRET_MIN {
+                Ok(text.as_bytes().to_vec())
+            } else {
+                Err(short(&path.display().to_string()))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            use std::io::Write;
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret = hex::encode(bytes);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).map_err(io_err)?;
+            file.write_all(secret.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io_err)?;
+            tracing::info!(path = %path.display(), "generated a new JWT secret");
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(io_err(e)),
+    }
 }

@@ -29,6 +29,42 @@ pub enum Command {
     Openapi,
     /// Fill the database with realistic demo users and markets.
     Seed(SeedArgs),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `agora users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account (works on a fresh data dir; the way to make the first admin).
+    Create(CreateUserArgs),
+}
+
+/// Arguments of `agora users create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateUserArgs {
+    /// Username (3-32 characters: letters, digits, `_`, `-`, `.`).
+    #[arg(long)]
+    pub username: String,
+    /// Role of the new account.
+    #[arg(long, value_enum, default_value_t = RoleArg::User)]
+    pub role: RoleArg,
+    /// Password (8-128 characters). Prefer the environment variable or stdin: flags show up
+    /// in process lists. Read from stdin (one line) when neither is given.
+    #[arg(long, env = "AGORA_USER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+/// A role, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Read, write, delete, admin.
+    Admin,
+    /// Read, write, delete.
+    Moderator,
+    /// Read, write.
+    User,
 }
 
 /// Arguments of `agora seed`.
@@ -88,6 +124,55 @@ pub struct Config {
         default_value_t = 10
     )]
     pub shutdown_timeout_secs: u64,
+    /// HS256 secret for access tokens, at least 32 bytes. When unset, a random secret is
+    /// generated once and kept in `<data-dir>/jwt-secret` (mode 0600).
+    #[arg(long, global = true, env = "AGORA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of an access token, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_ACCESS_TOKEN_TTL",
+        default_value_t = 900
+    )]
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds.
+    #[arg(long, global = true, env = "AGORA_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Credits every new account receives.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_SIGNUP_GRANT",
+        default_value_t = 1_000
+    )]
+    pub signup_grant: i64,
+    /// Most password hashes computed at once (each Argon2id hash takes ~19 MiB and tens of ms).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_MAX_CONCURRENT_HASHES",
+        default_value_t = 2
+    )]
+    pub max_concurrent_hashes: usize,
+}
+
+/// A secret string whose `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 impl Config {

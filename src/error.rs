@@ -9,6 +9,12 @@ pub enum AppError {
     /// The input is invalid; every problem is listed.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// The caller is not authenticated (no, invalid or expired credentials).
+    #[error("unauthenticated: {0}")]
+    Unauthorized(String),
+    /// The caller is authenticated but not allowed to do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The named resource does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -46,6 +52,11 @@ impl AppError {
     /// A validation failure of one field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// Not allowed, with the reason.
+    pub fn forbidden(why: impl Into<String>) -> Self {
+        AppError::Forbidden(why.into())
     }
 
     /// A conflict with a machine code.

@@ -6,6 +6,7 @@
 //! `main` only parses the command line.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;

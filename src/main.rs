@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use agora::{
-    config::{Cli, Command},
+    config::{Cli, Command, UsersCommand},
     App,
 };
 use clap::Parser;
@@ -23,6 +23,21 @@ async fn main() -> ExitCode {
             match agora::seed::run(&config, &args).await {
                 Ok(report) => {
                     println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Users(UsersCommand::Create(args)) => {
+            agora::telemetry::init(config.log_format, &config.log);
+            match agora::admin::create_user(&config, &args).await {
+                Ok(user) => {
+                    println!(
+                        "created {} {} (id {})",
+                        user.role.as_str(),
+                        user.username,
+                        user.id
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

@@ -11,7 +11,9 @@ use crate::{
     app::{open_db, StartError},
     config::{Config, SeedArgs},
     db::DbError,
-    repo::to_millis,
+    domain::user::Role,
+    repo::{sqlite_users::insert_user, to_millis, RepoError},
+    service::passwords::hash_blocking,
 };
 
 /// What a seed run did.
@@ -36,6 +38,9 @@ impl fmt::Display for SeedReport {
 }
 
 const CHUNK: u32 = 10_000;
+
+/// The password of every demo user (`demo1`, `demo2`, ...): for exploring, never production.
+pub const DEMO_PASSWORD: &str = "agora-demo";
 
 const SUBJECTS: &[&str] = &[
     "the Riverside bridge",
@@ -86,19 +91,29 @@ pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartEr
     let db = open_db(config)?;
     let users = args.users.unwrap_or((args.markets / 10).max(10)).max(1);
     let now = OffsetDateTime::now_utc();
+    let password_hash =
+        hash_blocking(DEMO_PASSWORD).map_err(|e| StartError::Init(e.to_string()))?;
+    let grant = config.signup_grant;
     let first_user = db
-        .write(move |conn| -> Result<i64, DbError> {
-            let base: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM users", [], |r| r.get(0))?;
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, '!', 'user', ?3)",
-            )?;
+        .write(move |conn| -> Result<i64, RepoError> {
+            let base: i64 =
+                conn.query_row("SELECT coalesce(max(id), 0) FROM users", [], |r| r.get(0))?;
+            let mut first = None;
             for i in 1..=i64::from(users) {
-                let id = base + i;
-                insert.execute(params![id, format!("demo{id}"), to_millis(now)])?;
+                let id = insert_user(
+                    conn,
+                    &format!("demo{}", base + i),
+                    &password_hash,
+                    Role::User,
+                    grant,
+                    to_millis(now),
+                )?;
+                first.get_or_insert(id);
             }
-            Ok(base + 1)
+            Ok(first.unwrap_or(base + 1))
         })
-        .await?;
+        .await
+        .map_err(|e| StartError::Init(e.to_string()))?;
 
     let mut done = 0;
     while done < args.markets {

@@ -8,12 +8,18 @@ use poem::{
     IntoResponse, Response,
 };
 use poem_openapi::{
-    error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
+    error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    },
     payload::Json,
     ApiResponse,
 };
 
-use super::envelope::{ErrorBody, ErrorDetail};
+use super::{
+    envelope::{ErrorBody, ErrorDetail},
+    security::InvalidToken,
+};
 use crate::{domain::FieldError, error::AppError, middleware::request_id};
 
 /// Every error response an operation can give.
@@ -23,6 +29,18 @@ pub enum ApiError {
     /// `details` names each offending field.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Authentication is missing or invalid: no bearer token, or one that is malformed,
+    /// expired, or signed by someone else; or wrong login credentials.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer realm="agora"`, with `error="invalid_token"` when a token was refused.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// Authenticated, but this caller may not do this (role or ownership).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such resource.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -92,6 +110,8 @@ impl From<AppError> for ApiError {
                 "validation failed",
                 details(fields),
             )),
+            AppError::Unauthorized(why) => unauthorized(&why, true),
+            AppError::Forbidden(why) => ApiError::Forbidden(body("forbidden", why, vec![])),
             AppError::NotFound(what) => {
                 ApiError::NotFound(body("not_found", format!("{what} not found"), vec![]))
             }
@@ -138,7 +158,14 @@ pub fn error_response(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
-    let api = if err.is::<NotFoundError>() {
+    let api = if err.is::<AuthorizationError>() {
+        unauthorized(
+            "a bearer token is required (Authorization: Bearer <access token>)",
+            false,
+        )
+    } else if let Some(InvalidToken(why)) = err.downcast_ref::<InvalidToken>() {
+        unauthorized(why, true)
+    } else if err.is::<NotFoundError>() {
         ApiError::NotFound(body(
             "route_not_found",
             "no route matches this path",
@@ -177,6 +204,15 @@ pub fn error_response(err: poem::Error) -> Response {
         ApiError::internal(&err.to_string())
     };
     api.into_response()
+}
+
+fn unauthorized(why: &str, token_refused: bool) -> ApiError {
+    let challenge = if token_refused {
+        r#"Bearer realm="agora", error="invalid_token""#
+    } else {
+        r#"Bearer realm="agora""#
+    };
+    ApiError::Unauthorized(body("unauthorized", why, vec![]), challenge.into())
 }
 
 fn param_error(name: &str, reason: &str) -> ApiError {

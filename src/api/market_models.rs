@@ -225,7 +225,7 @@ envelope!(
     MarketListEnvelope { data: Vec<MarketView>, meta: ListMeta }
 );
 
-/// A new market. (Until authentication lands, the creator is named in the body.)
+/// A new market, created in the caller's name.
 #[derive(Debug, Clone, Object)]
 #[oai(example, deny_unknown_fields)]
 pub struct CreateMarketBody {
@@ -235,9 +235,6 @@ pub struct CreateMarketBody {
     /// Resolution criteria and sources, up to 5000 characters.
     #[oai(validator(max_length = 5000), nullable)]
     pub description: Option<Text>,
-    /// Id of the creating user.
-    #[oai(validator(minimum(value = "1")))]
-    pub creator_id: i64,
     /// 2 to 10 distinct labels (case-insensitive), each 1 to 50 characters; default `["YES", "NO"]`.
     #[oai(validator(min_items = 2, max_items = 10, max_length = 50), nullable)]
     pub outcomes: Option<Vec<Text>>,
@@ -254,19 +251,20 @@ impl Example for CreateMarketBody {
                 "Resolves YES if the city reports the bridge open to traffic before June 1, 2027."
                     .into(),
             ),
-            creator_id: 1,
             outcomes: Some(vec!["YES".into(), "NO".into()]),
             close_time: Some(datetime!(2027-05-31 23:59 UTC)),
         }
     }
 }
 
-impl From<CreateMarketBody> for NewMarketInput {
-    fn from(b: CreateMarketBody) -> Self {
+impl CreateMarketBody {
+    /// The domain input, created by `creator_id`.
+    pub fn into_input(self, creator_id: i64) -> NewMarketInput {
+        let b = self;
         NewMarketInput {
             name: b.name.into(),
             description: b.description.map(Into::into),
-            creator_id: b.creator_id,
+            creator_id,
             outcomes: b
                 .outcomes
                 .map(|labels| labels.into_iter().map(Into::into).collect()),

@@ -17,10 +17,14 @@ use super::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         MarketView, PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
+    security::BearerAuth,
     ApiTags,
 };
 use crate::{
-    domain::market::{ListQuery, Market, MarketChanges, NewMarket},
+    domain::{
+        market::{ListQuery, Market, MarketChanges, NewMarket},
+        user::Actor,
+    },
     service::markets::MarketService,
 };
 
@@ -191,12 +195,16 @@ impl MarketsApi {
 
     /// Create a market
     ///
-    /// Outcomes default to YES/NO. The creator will come from the bearer token once
-    /// authentication lands; until then it is named in the body.
+    /// Creates a market in the caller's name. Outcomes default to YES/NO.
     #[oai(path = "/", method = "post", operation_id = "create_market")]
-    async fn create_market(&self, body: Json<CreateMarketBody>) -> Result<CreatedMarket, ApiError> {
-        let market = NewMarket::parse(body.0.into(), OffsetDateTime::now_utc())?;
-        let market = self.markets.create(market).await?;
+    async fn create_market(
+        &self,
+        auth: BearerAuth,
+        body: Json<CreateMarketBody>,
+    ) -> Result<CreatedMarket, ApiError> {
+        let market =
+            NewMarket::parse(body.0.into_input(auth.0.user_id), OffsetDateTime::now_utc())?;
+        let market = self.markets.create(&auth.0, market).await?;
         let (location, tag) = (format!("/api/markets/{}", market.id), etag(market.version));
         Ok(CreatedMarket::Created(
             Json(MarketEnvelope::new(market.into())),
@@ -208,10 +216,11 @@ impl MarketsApi {
     /// Replace a market's editable fields
     ///
     /// Sets name, description and close time; omitted nullable fields are cleared. Only active
-    /// markets can be edited. With `If-Match`, a stale version gets 412.
+    /// markets can be edited, by their creator, a moderator or an admin. With `If-Match`, a stale version gets 412.
     #[oai(path = "/:id", method = "put", operation_id = "replace_market")]
     async fn replace_market(
         &self,
+        auth: BearerAuth,
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
@@ -220,17 +229,18 @@ impl MarketsApi {
         if_match: Header<Option<String>>,
         body: Json<ReplaceMarketBody>,
     ) -> Result<MarketResponse, ApiError> {
-        self.change(id.0, if_match.0.as_deref(), body.0.into())
+        self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await
     }
 
     /// Update some of a market's fields
     ///
     /// Changes only the fields present; `null` clears a nullable field. Only active markets
-    /// can be edited. With `If-Match`, a stale version gets 412.
+    /// can be edited, by their creator, a moderator or an admin. With `If-Match`, a stale version gets 412.
     #[oai(path = "/:id", method = "patch", operation_id = "update_market")]
     async fn update_market(
         &self,
+        auth: BearerAuth,
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
@@ -239,16 +249,17 @@ impl MarketsApi {
         if_match: Header<Option<String>>,
         body: Json<PatchMarketBody>,
     ) -> Result<MarketResponse, ApiError> {
-        self.change(id.0, if_match.0.as_deref(), body.0.into())
+        self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await
     }
 
     /// Delete a market
     ///
-    /// Only a market without stakes can be deleted. With `If-Match`, a stale version gets 412.
+    /// Only a market without stakes can be deleted, by its creator, a moderator or an admin. With `If-Match`, a stale version gets 412.
     #[oai(path = "/:id", method = "delete", operation_id = "delete_market")]
     async fn delete_market(
         &self,
+        auth: BearerAuth,
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
@@ -257,7 +268,7 @@ impl MarketsApi {
         if_match: Header<Option<String>>,
     ) -> Result<DeletedMarket, ApiError> {
         self.markets
-            .delete(id.0, if_match_version(if_match.0.as_deref()))
+            .delete(&auth.0, id.0, if_match_version(if_match.0.as_deref()))
             .await?;
         Ok(DeletedMarket::NoContent)
     }
@@ -266,6 +277,7 @@ impl MarketsApi {
 impl MarketsApi {
     async fn change(
         &self,
+        actor: &Actor,
         id: i64,
         if_match: Option<&str>,
         changes: MarketChanges,
@@ -273,7 +285,7 @@ impl MarketsApi {
         let changes = MarketChanges::parse(changes, OffsetDateTime::now_utc())?;
         let market = self
             .markets
-            .update(id, changes, if_match_version(if_match))
+            .update(actor, id, changes, if_match_version(if_match))
             .await?;
         Ok(ok(market))
     }

@@ -2,12 +2,16 @@
 //! requests into domain types, call one service method and map the result; `error.rs` is the
 //! only place that turns failures into statuses.
 
+mod auth;
 pub mod envelope;
 pub mod error;
 mod health;
 mod market_models;
 mod markets;
+pub mod security;
 mod text;
+mod user_models;
+mod users;
 
 use std::{marker::PhantomData, sync::Arc};
 
@@ -17,20 +21,26 @@ use poem_openapi::{
     ContactObject, LicenseObject, OpenApi, OpenApiService, Tags,
 };
 
+pub use auth::AuthApi;
 pub use health::HealthApi;
 pub use markets::MarketsApi;
+pub use users::UsersApi;
 
 /// One tag per resource.
 #[derive(Tags)]
 pub enum ApiTags {
     /// Prediction markets: questions with outcomes that users stake credits on.
     Markets,
+    /// Accounts and sessions: register, log in, refresh and revoke tokens.
+    Auth,
+    /// The caller's account, and account administration.
+    Users,
     /// Liveness and readiness probes.
     Health,
 }
 
 /// Every operation the server serves.
-pub type Apis = (MarketsApi, HealthApi);
+pub type Apis = (MarketsApi, AuthApi, UsersApi, HealthApi);
 
 const DESCRIPTION: &str = "\
 agora is a prediction-markets API server: one binary, an embedded SQLite database, this \
@@ -38,7 +48,10 @@ OpenAPI document.\n\n\
 Every success is `{\"success\": true, \"data\": ..., \"meta\": ...}` and every error is \
 `{\"success\": false, \"error\", \"code\", \"details\", \"request_id\"}` with a matching status. \
 Money is integer credits. Market reads carry an `ETag` (the market's version); send it back in \
-`If-None-Match` for a 304 or in `If-Match` to make a write conditional (412 when stale).";
+`If-None-Match` for a 304 or in `If-Match` to make a write conditional (412 when stale).\n\n\
+Reads are public. Writes need `Authorization: Bearer <access token>` (from `POST /api/auth/login`; \
+use Swagger UI's Authorize button): 401 when the token is missing or invalid, 403 when the caller \
+may not do this. A user changes only its own markets; moderators and admins any.";
 
 /// The OpenAPI service for `api`, titled and described.
 pub fn service<T: OpenApi>(api: T) -> OpenApiService<T, ()> {
@@ -128,7 +141,24 @@ impl<T: OpenApi> OpenApi for SpecOnly<T> {
     }
 }
 
+/// The services behind the API.
+pub struct Services {
+    /// Markets.
+    pub markets: Arc<crate::service::markets::MarketService>,
+    /// Sign-up and sessions.
+    pub auth: Arc<crate::service::auth::AuthService>,
+    /// Accounts.
+    pub users: Arc<crate::service::users::UserService>,
+    /// The database (for readiness).
+    pub db: Arc<crate::db::Db>,
+}
+
 /// Builds the API object from the services.
-pub fn apis(markets: Arc<crate::service::markets::MarketService>, db: Arc<crate::db::Db>) -> Apis {
-    (MarketsApi { markets }, HealthApi { db })
+pub fn apis(s: Services) -> Apis {
+    (
+        MarketsApi { markets: s.markets },
+        AuthApi { auth: s.auth },
+        UsersApi { users: s.users },
+        HealthApi { db: s.db },
+    )
 }

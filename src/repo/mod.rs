@@ -3,12 +3,17 @@
 
 mod codes;
 pub mod sqlite_markets;
+pub mod sqlite_sessions;
+pub mod sqlite_users;
 
 use async_trait::async_trait;
 
 use crate::{
     db::DbError,
-    domain::market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+    domain::{
+        market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+        user::{Role, User},
+    },
 };
 
 /// A repository failure, in terms a service can act on.
@@ -85,4 +90,58 @@ pub trait MarketRepository: Send + Sync {
     ) -> Result<Market, RepoError>;
     /// Deletes the market if it is still at `expected_version`.
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
+}
+
+/// Accounts.
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Creates a user holding `grant` credits, recorded as a GRANT ledger entry (one
+    /// transaction). A taken username (case-insensitively) is `Duplicate`.
+    async fn create(
+        &self,
+        username: String,
+        password_hash: String,
+        role: Role,
+        grant: i64,
+    ) -> Result<User, RepoError>;
+    /// One user by id.
+    async fn get(&self, id: i64) -> Result<Option<User>, RepoError>;
+    /// A user and its password hash, by username (case-insensitive), for logging in.
+    async fn find_login(&self, username: String) -> Result<Option<(User, String)>, RepoError>;
+    /// Changes a user's role; `None` when there is no such user.
+    async fn set_role(&self, id: i64, role: Role) -> Result<Option<User>, RepoError>;
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used up and a new one stored in its family.
+    Rotated(User),
+    /// The token had already been rotated: someone replayed it, so its family is revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Refresh tokens, stored as hashes and grouped in families (one per login).
+#[async_trait]
+pub trait SessionRepository: Send + Sync {
+    /// Stores a new token (hash) starting or continuing `family`.
+    async fn insert(
+        &self,
+        user_id: i64,
+        token_hash: String,
+        family: String,
+        expires_at: time::OffsetDateTime,
+    ) -> Result<(), RepoError>;
+    /// In one transaction: uses up `old_hash` and stores `new_hash` in the same family; a
+    /// token that was already used revokes its whole family.
+    async fn rotate(
+        &self,
+        old_hash: String,
+        new_hash: String,
+        expires_at: time::OffsetDateTime,
+    ) -> Result<Rotation, RepoError>;
+    /// Revokes the family of `token_hash`; false when the token is unknown.
+    async fn revoke_family(&self, token_hash: String) -> Result<bool, RepoError>;
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use super::users::require;
 use crate::{
     domain::{
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket},
-        FieldError,
+        user::{Actor, Permission},
     },
     error::AppError,
     repo::{MarketRepository, RepoError},
@@ -36,13 +37,18 @@ impl MarketService {
         self.repo.get(id).await?.ok_or(AppError::NotFound("market"))
     }
 
-    /// Creates a market; the creator must exist.
-    pub async fn create(&self, market: NewMarket) -> Result<Market, AppError> {
+    /// Creates a market for the actor (who must be allowed to write, and still exist).
+    pub async fn create(&self, actor: &Actor, market: NewMarket) -> Result<Market, AppError> {
+        require(actor, Permission::Write)?;
+        if market.creator_id != actor.user_id {
+            return Err(AppError::forbidden(
+                "markets are created in the caller's own name",
+            ));
+        }
         self.repo.create(market).await.map_err(|e| match e {
-            RepoError::MissingReference => AppError::Unprocessable {
-                message: "the creator does not exist".into(),
-                details: vec![FieldError::new("creator_id", "no user has this id")],
-            },
+            RepoError::MissingReference => {
+                AppError::Unauthorized("the account no longer exists".into())
+            }
             other => other.into(),
         })
     }
@@ -51,12 +57,14 @@ impl MarketService {
     /// version (else 412); without, it applies to whatever version is current.
     pub async fn update(
         &self,
+        actor: &Actor,
         id: i64,
         changes: MarketChanges,
         if_match: Option<i64>,
     ) -> Result<Market, AppError> {
         for _ in 0..EDIT_ATTEMPTS {
             let market = self.get(id).await?;
+            ensure_may_modify(actor, &market)?;
             check_precondition(&market, if_match)?;
             ensure_editable(&market)?;
             if changes.is_empty() {
@@ -75,9 +83,15 @@ impl MarketService {
     }
 
     /// Deletes a market, optionally only at version `if_match`.
-    pub async fn delete(&self, id: i64, if_match: Option<i64>) -> Result<(), AppError> {
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        id: i64,
+        if_match: Option<i64>,
+    ) -> Result<(), AppError> {
         for _ in 0..EDIT_ATTEMPTS {
             let market = self.get(id).await?;
+            ensure_may_modify(actor, &market)?;
             check_precondition(&market, if_match)?;
             if market.volume > 0 {
                 return Err(AppError::conflict(
@@ -94,6 +108,16 @@ impl MarketService {
         Err(AppError::conflict(
             "edit_conflict",
             "the market is being changed concurrently; retry",
+        ))
+    }
+}
+
+fn ensure_may_modify(actor: &Actor, market: &Market) -> Result<(), AppError> {
+    if actor.may_modify(market.creator.id) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(
+            "only the market's creator, a moderator or an admin may change it",
         ))
     }
 }

@@ -1,7 +1,11 @@
 //! Business rules: who may do what, lifecycle transitions, what a write invalidates. Services
 //! speak domain types and [`AppError`](crate::error::AppError); they know nothing of HTTP.
 
+pub mod auth;
 pub mod markets;
+pub mod passwords;
+pub mod tokens;
+pub mod users;
 
 use crate::{error::AppError, repo::RepoError};
 

@@ -8,6 +8,11 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 
+/// The signing secret test servers use, so tests can forge tokens.
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+/// Password of every test account.
+pub const PASSWORD: &str = "correct horse battery";
+
 /// A running server and a client for it.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
@@ -92,7 +97,15 @@ impl TestApp {
     /// Configuration for `dir` plus extra flags.
     pub fn config(dir: &TempDir, extra: &[&str]) -> Config {
         let data_dir = dir.path().to_str().expect("utf-8 path").to_owned();
-        let mut args = vec!["agora", "--bind", "127.0.0.1:0", "--data-dir", &data_dir];
+        let mut args = vec![
+            "agora",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+            "--jwt-secret",
+            JWT_SECRET,
+        ];
         args.extend_from_slice(extra);
         Config::from_args(args).expect("valid test config")
     }
@@ -134,7 +147,7 @@ impl TestApp {
             .expect("tempdir")
     }
 
-    /// Sends a request; `body` is sent as JSON when given.
+    /// Sends an anonymous request; `body` is sent as JSON when given.
     pub async fn send(
         &self,
         method: Method,
@@ -142,23 +155,23 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        Self::read(req.send().await.expect("request sent")).await
+        request(&self.client, &self.base, None, method, path, body, headers).await
     }
 
-    /// Reads a response fully.
+    /// Reads a response fully. Every response of the suite passes here, so this is also where
+    /// the suite checks that no body ever carries a password hash.
     pub async fn read(resp: reqwest::Response) -> Reply {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
+        assert!(
+            !text.contains("$argon2"),
+            "a response carries a password hash: {text}"
+        );
+        assert!(
+            !text.contains("password_hash") && !text.contains("token_hash"),
+            "a response names a hash: {text}"
+        );
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,
@@ -176,16 +189,55 @@ impl TestApp {
         self.send(Method::POST, path, Some(body), &[]).await
     }
 
-    pub async fn patch(&self, path: &str, body: Value) -> Reply {
-        self.send(Method::PATCH, path, Some(body), &[]).await
+    /// Registers an account through the API; returns its id.
+    pub async fn register(&self, username: &str) -> i64 {
+        let reply = self
+            .post(
+                "/api/auth/register",
+                json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["data"]["id"].as_i64().expect("id")
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> Reply {
-        self.send(Method::PUT, path, Some(body), &[]).await
+    /// Logs in; returns the session `data`.
+    pub async fn login(&self, username: &str) -> Value {
+        let reply = self
+            .post(
+                "/api/auth/login",
+                json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body["data"].clone()
     }
 
-    pub async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, None, &[]).await
+    /// A registered, logged-in `user`.
+    pub async fn user(&self, username: &str) -> Caller {
+        self.with_role(username, "user").await
+    }
+
+    /// A registered account given `role` (directly in the database), then logged in.
+    pub async fn with_role(&self, username: &str, role: &str) -> Caller {
+        let id = self.register(username).await;
+        if role != "user" {
+            self.db()
+                .execute("UPDATE users SET role = ?1 WHERE id = ?2", (role, id))
+                .expect("set role");
+        }
+        self.caller(username, id).await
+    }
+
+    /// Logs in an existing account (id `id`) and returns its client.
+    pub async fn caller(&self, username: &str, id: i64) -> Caller {
+        let session = self.login(username).await;
+        Caller {
+            id,
+            token: session["access_token"].as_str().expect("token").to_owned(),
+            client: self.client.clone(),
+            base: self.base.clone(),
+        }
     }
 
     /// A direct connection to the server's database, for setting up and checking state.
@@ -194,24 +246,6 @@ impl TestApp {
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
         conn
-    }
-
-    /// Inserts a user directly (until accounts have an API); returns its id.
-    pub fn create_user(&self, username: &str) -> i64 {
-        self.db()
-            .query_row(
-                "INSERT INTO users (username, password_hash, created_at) VALUES (?1, '!', 0) RETURNING id",
-                [username],
-                |r| r.get(0),
-            )
-            .expect("insert user")
-    }
-
-    /// Creates a market through the API and returns its `data`.
-    pub async fn create_market(&self, body: Value) -> Value {
-        let reply = self.post("/api/markets", body).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        reply.body["data"].clone()
     }
 
     /// Number of rows in `table`.
@@ -242,4 +276,86 @@ impl TestApp {
         }
         out
     }
+}
+
+/// An authenticated client: every request carries its bearer token.
+#[derive(Clone)]
+pub struct Caller {
+    /// The account's id.
+    pub id: i64,
+    /// Access token.
+    pub token: String,
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Caller {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        request(
+            &self.client,
+            &self.base,
+            Some(&self.token),
+            method,
+            path,
+            body,
+            headers,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PATCH, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Creates a market through the API and returns its `data`.
+    pub async fn create_market(&self, body: Value) -> Value {
+        let reply = self.post("/api/markets", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["data"].clone()
+    }
+}
+
+/// Sends a request, with a bearer token when given.
+pub async fn request(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = client.request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    TestApp::read(req.send().await.expect("request sent")).await
 }

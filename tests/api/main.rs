@@ -1,6 +1,8 @@
 //! The one integration-test binary: every module drives the real server over HTTP on port 0
 //! with a fresh temporary data directory.
 
+mod access;
+mod auth;
 mod errors;
 mod helpers;
 mod markets;

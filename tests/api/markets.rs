@@ -4,11 +4,11 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Caller, TestApp};
 
-async fn app_with_user() -> (TestApp, i64) {
+async fn app_with_user() -> (TestApp, Caller) {
     let app = TestApp::spawn().await;
-    let user = app.create_user("alice");
+    let user = app.user("alice").await;
     (app, user)
 }
 
@@ -20,12 +20,9 @@ fn future(days: i64) -> String {
 
 #[tokio::test]
 async fn create_returns_201_with_location_etag_and_default_yes_no_outcomes() {
-    let (app, user) = app_with_user().await;
-    let reply = app
-        .post(
-            "/api/markets",
-            json!({"name": "  Will it rain?  ", "creator_id": user}),
-        )
+    let (_app, user) = app_with_user().await;
+    let reply = user
+        .post("/api/markets", json!({"name": "  Will it rain?  "}))
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let m = &reply.body["data"];
@@ -37,7 +34,7 @@ async fn create_returns_201_with_location_etag_and_default_yes_no_outcomes() {
     assert_eq!(m["description"], Value::Null);
     assert_eq!(m["close_time"], Value::Null);
     assert_eq!(m["resolution"], Value::Null);
-    assert_eq!(m["creator"], json!({"id": user, "username": "alice"}));
+    assert_eq!(m["creator"], json!({"id": user.id, "username": "alice"}));
     assert_eq!(
         m["outcomes"],
         json!([
@@ -55,11 +52,11 @@ async fn create_returns_201_with_location_etag_and_default_yes_no_outcomes() {
 
 #[tokio::test]
 async fn create_keeps_custom_outcomes_description_and_close_time() {
-    let (app, user) = app_with_user().await;
+    let (_app, user) = app_with_user().await;
     let close = future(30);
-    let m = app
+    let m = user
         .create_market(json!({
-            "name": "Who wins the final?", "creator_id": user, "description": "Official result.",
+            "name": "Who wins the final?", "description": "Official result.",
             "outcomes": ["Home", "Draw", "Away"], "close_time": close
         }))
         .await;
@@ -85,9 +82,7 @@ async fn create_keeps_custom_outcomes_description_and_close_time() {
 #[tokio::test]
 async fn get_returns_the_market_with_etag_and_304_when_the_client_copy_is_current() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Will it snow?", "creator_id": user}))
-        .await;
+    let m = user.create_market(json!({"name": "Will it snow?"})).await;
     let path = format!("/api/markets/{}", m["id"]);
     let reply = app.get(&path).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -111,7 +106,7 @@ async fn get_returns_the_market_with_etag_and_304_when_the_client_copy_is_curren
 #[tokio::test]
 async fn list_filters_sorts_pages_and_counts() {
     let (app, alice) = app_with_user().await;
-    let bob = app.create_user("bob");
+    let bob = app.user("bob").await;
     let names = [
         "Delta rises?",
         "alpha falls?",
@@ -120,14 +115,15 @@ async fn list_filters_sorts_pages_and_counts() {
     ];
     let mut ids = vec![];
     for (i, name) in names.iter().enumerate() {
-        let creator = if i % 2 == 0 { alice } else { bob };
+        let creator = if i % 2 == 0 { &alice } else { &bob };
         let close = if i == 3 {
             Value::Null
         } else {
             json!(future(10 - i as i64))
         };
         ids.push(
-            app.create_market(json!({"name": name, "creator_id": creator, "close_time": close}))
+            creator
+                .create_market(json!({"name": name, "close_time": close}))
                 .await["id"]
                 .as_i64()
                 .unwrap(),
@@ -213,7 +209,7 @@ async fn list_filters_sorts_pages_and_counts() {
         .all(|m| m["status"] == "active"));
 
     let bobs = app
-        .get(&format!("/api/markets?creator_id={bob}&status=active"))
+        .get(&format!("/api/markets?creator_id={}&status=active", bob.id))
         .await;
     assert_eq!(bobs.body["meta"]["total"], 2);
     assert!(bobs.body["data"]
@@ -230,11 +226,11 @@ async fn list_filters_sorts_pages_and_counts() {
 #[tokio::test]
 async fn put_replaces_editable_fields_and_clears_omitted_ones() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Old name", "creator_id": user, "description": "d", "close_time": future(5)}))
+    let m = user
+        .create_market(json!({"name": "Old name", "description": "d", "close_time": future(5)}))
         .await;
     let path = format!("/api/markets/{}", m["id"]);
-    let reply = app.put(&path, json!({"name": "New name"})).await;
+    let reply = user.put(&path, json!({"name": "New name"})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let d = &reply.body["data"];
     assert_eq!(d["name"], "New name");
@@ -248,24 +244,24 @@ async fn put_replaces_editable_fields_and_clears_omitted_ones() {
 
 #[tokio::test]
 async fn patch_changes_only_present_fields_and_null_clears() {
-    let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Patch me", "creator_id": user, "description": "keep"}))
+    let (_app, user) = app_with_user().await;
+    let m = user
+        .create_market(json!({"name": "Patch me", "description": "keep"}))
         .await;
     let path = format!("/api/markets/{}", m["id"]);
     let close = future(3);
-    let reply = app.patch(&path, json!({"close_time": close})).await;
+    let reply = user.patch(&path, json!({"close_time": close})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body["data"]["description"], "keep");
     assert_eq!(reply.body["data"]["name"], "Patch me");
     assert!(reply.body["data"]["close_time"].is_string());
 
-    let reply = app.patch(&path, json!({"description": null})).await;
+    let reply = user.patch(&path, json!({"description": null})).await;
     assert_eq!(reply.body["data"]["description"], Value::Null);
     assert!(reply.body["data"]["close_time"].is_string());
     assert_eq!(reply.body["data"]["version"], 3);
 
-    let unchanged = app.patch(&path, json!({})).await;
+    let unchanged = user.patch(&path, json!({})).await;
     assert_eq!(unchanged.status, StatusCode::OK);
     assert_eq!(
         unchanged.body["data"]["version"], 3,
@@ -276,12 +272,10 @@ async fn patch_changes_only_present_fields_and_null_clears() {
 #[tokio::test]
 async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Conditional", "creator_id": user}))
-        .await;
+    let m = user.create_market(json!({"name": "Conditional"})).await;
     let path = format!("/api/markets/{}", m["id"]);
     assert_eq!(
-        app.patch(&path, json!({"name": "Conditional 2"}))
+        user.patch(&path, json!({"name": "Conditional 2"}))
             .await
             .status,
         StatusCode::OK
@@ -295,7 +289,7 @@ async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
         (Method::DELETE, None),
     ] {
         for tag in ["\"1\"", "garbage"] {
-            let reply = app
+            let reply = user
                 .send(method.clone(), &path, body.clone(), &[("if-match", tag)])
                 .await;
             reply.assert_error(412, "precondition_failed");
@@ -303,7 +297,7 @@ async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
     }
     assert_eq!(app.snapshot(), before);
 
-    let fresh = app
+    let fresh = user
         .send(
             Method::PATCH,
             &path,
@@ -312,7 +306,7 @@ async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
         )
         .await;
     assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.text);
-    let any = app
+    let any = user
         .send(
             Method::PATCH,
             &path,
@@ -326,35 +320,31 @@ async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
 #[tokio::test]
 async fn delete_removes_the_market_and_its_outcomes() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Delete me", "creator_id": user}))
-        .await;
+    let m = user.create_market(json!({"name": "Delete me"})).await;
     let path = format!("/api/markets/{}", m["id"]);
-    let reply = app
+    let reply = user
         .send(Method::DELETE, &path, None, &[("if-match", "\"1\"")])
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(reply.text.is_empty());
     app.get(&path).await.assert_error(404, "not_found");
-    app.delete(&path).await.assert_error(404, "not_found");
+    user.delete(&path).await.assert_error(404, "not_found");
     assert_eq!(app.count("outcomes"), 0);
 }
 
 #[tokio::test]
 async fn markets_that_are_no_longer_active_cannot_be_edited() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Closed soon", "creator_id": user}))
-        .await;
+    let m = user.create_market(json!({"name": "Closed soon"})).await;
     app.db()
         .execute("UPDATE markets SET status = 'closed'", [])
         .unwrap();
     let before = app.snapshot();
     let path = format!("/api/markets/{}", m["id"]);
-    app.patch(&path, json!({"name": "Too late"}))
+    user.patch(&path, json!({"name": "Too late"}))
         .await
         .assert_error(409, "market_not_active");
-    app.put(&path, json!({"name": "Too late"}))
+    user.put(&path, json!({"name": "Too late"}))
         .await
         .assert_error(409, "market_not_active");
     assert_eq!(app.snapshot(), before);
@@ -363,13 +353,11 @@ async fn markets_that_are_no_longer_active_cannot_be_edited() {
 #[tokio::test]
 async fn markets_with_stakes_cannot_be_deleted() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Has volume", "creator_id": user}))
-        .await;
+    let m = user.create_market(json!({"name": "Has volume"})).await;
     app.db()
         .execute("UPDATE markets SET volume = 10", [])
         .unwrap();
-    app.delete(&format!("/api/markets/{}", m["id"]))
+    user.delete(&format!("/api/markets/{}", m["id"]))
         .await
         .assert_error(409, "market_has_stakes");
     assert_eq!(app.count("markets"), 1);
@@ -378,15 +366,13 @@ async fn markets_with_stakes_cannot_be_deleted() {
 #[tokio::test]
 async fn concurrent_edits_all_land_without_if_match_and_exactly_one_wins_with_it() {
     let (app, user) = app_with_user().await;
-    let m = app
-        .create_market(json!({"name": "Contended", "creator_id": user}))
-        .await;
+    let m = user.create_market(json!({"name": "Contended"})).await;
     let path = format!("/api/markets/{}", m["id"]);
 
     let edits = (0..20).map(|i| {
-        let (app, path) = (&app, path.clone());
+        let (user, path) = (&user, path.clone());
         async move {
-            app.patch(&path, json!({"description": format!("edit {i}")}))
+            user.patch(&path, json!({"description": format!("edit {i}")}))
                 .await
                 .status
         }
@@ -409,9 +395,9 @@ async fn concurrent_edits_all_land_without_if_match_and_exactly_one_wins_with_it
 
     let tag = format!("\"{version}\"");
     let guarded = (0..20).map(|i| {
-        let (app, path, tag) = (&app, path.clone(), tag.clone());
+        let (user, path, tag) = (&user, path.clone(), tag.clone());
         async move {
-            app.send(
+            user.send(
                 Method::PATCH,
                 &path,
                 Some(json!({"description": format!("guarded {i}")})),

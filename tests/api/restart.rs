@@ -7,14 +7,12 @@ use crate::helpers::TestApp;
 #[tokio::test]
 async fn data_written_before_a_restart_is_read_back_after_it() {
     let app = TestApp::spawn().await;
-    let user = app.create_user("alice");
-    let created = app
-        .create_market(
-            json!({"name": "Survives restarts?", "creator_id": user, "outcomes": ["A", "B", "C"]}),
-        )
+    let user = app.user("alice").await;
+    let created = user
+        .create_market(json!({"name": "Survives restarts?", "outcomes": ["A", "B", "C"]}))
         .await;
     let path = format!("/api/markets/{}", created["id"]);
-    let patched = app
+    let patched = user
         .patch(&path, json!({"description": "edited before stop"}))
         .await
         .body["data"]
@@ -36,8 +34,7 @@ async fn data_written_before_a_restart_is_read_back_after_it() {
     assert_eq!(reply.body["data"], patched);
     assert_eq!(reply.header("etag"), Some("\"2\""));
     assert_eq!(app.get("/api/markets").await.body, list_before);
-    let next = app
-        .create_market(json!({"name": "After restart", "creator_id": user}))
-        .await;
+    let user = app.caller("alice", user.id).await;
+    let next = user.create_market(json!({"name": "After restart"})).await;
     assert!(next["id"].as_i64() > created["id"].as_i64());
 }

@@ -1,0 +1,84 @@
+//! Accounts and sessions: register, login, refresh, logout.
+
+use std::sync::Arc;
+
+use poem_openapi::{payload::Json, ApiResponse, OpenApi};
+
+use super::{
+    error::ApiError,
+    user_models::{LoginBody, RefreshBody, RegisterBody, SessionEnvelope, UserEnvelope},
+    ApiTags,
+};
+use crate::{domain::user::Credentials, service::auth::AuthService};
+
+/// Auth API.
+pub struct AuthApi {
+    /// Sign-up and sessions.
+    pub auth: Arc<AuthService>,
+}
+
+/// A created account.
+#[derive(ApiResponse)]
+pub enum Registered {
+    /// The account, with the signup grant as its balance.
+    #[oai(status = 201)]
+    Created(Json<UserEnvelope>),
+}
+
+/// A revoked session.
+#[derive(ApiResponse)]
+pub enum LoggedOut {
+    /// The session's refresh tokens are revoked (also when the token was unknown).
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[OpenApi(prefix_path = "/api/auth", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Register an account
+    ///
+    /// Creates a `user` account holding the signup grant (recorded in the ledger). A taken
+    /// username gets 409. Then log in for tokens.
+    #[oai(path = "/register", method = "post", operation_id = "register_user")]
+    async fn register_user(&self, body: Json<RegisterBody>) -> Result<Registered, ApiError> {
+        let credentials = Credentials::parse(&body.0.username.0, &body.0.password.0)?;
+        let user = self.auth.register(credentials).await?;
+        Ok(Registered::Created(Json(UserEnvelope::new(user.into()))))
+    }
+
+    /// Log in
+    ///
+    /// Exchanges a username and password for an access token and a refresh token. Wrong
+    /// credentials get 401, the same for unknown users and wrong passwords.
+    #[oai(path = "/login", method = "post", operation_id = "login_user")]
+    async fn login_user(&self, body: Json<LoginBody>) -> Result<Json<SessionEnvelope>, ApiError> {
+        let session = self
+            .auth
+            .login(body.0.username.0, body.0.password.0)
+            .await?;
+        Ok(Json(SessionEnvelope::new(session.into())))
+    }
+
+    /// Refresh a session
+    ///
+    /// Exchanges a refresh token for new tokens. Each refresh token works once; presenting a
+    /// used one again revokes the whole session (every token of that login) and gets 401.
+    #[oai(path = "/refresh", method = "post", operation_id = "refresh_session")]
+    async fn refresh_session(
+        &self,
+        body: Json<RefreshBody>,
+    ) -> Result<Json<SessionEnvelope>, ApiError> {
+        let session = self.auth.refresh(body.0.refresh_token.0).await?;
+        Ok(Json(SessionEnvelope::new(session.into())))
+    }
+
+    /// Log out
+    ///
+    /// Revokes the session the refresh token belongs to. Access tokens already issued stay valid
+    /// until they expire (15 minutes by default).
+    #[oai(path = "/logout", method = "post", operation_id = "logout_session")]
+    async fn logout_session(&self, body: Json<RefreshBody>) -> Result<LoggedOut, ApiError> {
+        self.auth.logout(body.0.refresh_token.0).await?;
+        Ok(LoggedOut::NoContent)
+    }
+}

@@ -1,0 +1,42 @@
+//! The bearer security scheme: `Authorization: Bearer <access JWT>`, verified by
+//! [`Tokens`](crate::service::tokens::Tokens) into the acting [`Actor`].
+
+use std::sync::Arc;
+
+use poem::{error::ResponseError, http::StatusCode, Request};
+use poem_openapi::{auth::Bearer, SecurityScheme};
+
+use crate::{domain::user::Actor, error::AppError, service::tokens::Tokens};
+
+/// An access token from `POST /api/auth/login` or `/api/auth/refresh`, sent as
+/// `Authorization: Bearer <token>`. Tokens expire after 15 minutes by default; renew them with
+/// the refresh token.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "bearerAuth",
+    ty = "bearer",
+    bearer_format = "JWT",
+    checker = "check_bearer"
+)]
+pub struct BearerAuth(pub Actor);
+
+/// Why a presented access token was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidToken(pub String);
+
+impl ResponseError for InvalidToken {
+    fn status(&self) -> StatusCode {
+        StatusCode::UNAUTHORIZED
+    }
+}
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
+    let tokens = req.data::<Arc<Tokens>>().ok_or_else(|| {
+        poem::Error::from_string("token service missing", StatusCode::INTERNAL_SERVER_ERROR)
+    })?;
+    tokens.verify(&bearer.token).map_err(|e| match e {
+        AppError::Unauthorized(why) => InvalidToken(why).into(),
+        other => poem::Error::from_string(other.to_string(), StatusCode::INTERNAL_SERVER_ERROR),
+    })
+}

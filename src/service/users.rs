@@ -1,0 +1,52 @@
+//! Users as others see and manage them: the caller's own account, role changes by admins.
+
+use std::sync::Arc;
+
+use crate::{
+    domain::user::{Actor, Permission, Role, User},
+    error::AppError,
+    repo::UserRepository,
+};
+
+/// Account reads and administration.
+pub struct UserService {
+    users: Arc<dyn UserRepository>,
+}
+
+impl UserService {
+    /// The service over `users`.
+    pub fn new(users: Arc<dyn UserRepository>) -> Self {
+        Self { users }
+    }
+
+    /// The caller's account.
+    pub async fn me(&self, actor: &Actor) -> Result<User, AppError> {
+        require(actor, Permission::Read)?;
+        // The token is valid but its account is gone (deleted): treat the token as invalid.
+        self.users
+            .get(actor.user_id)
+            .await?
+            .ok_or_else(|| AppError::Unauthorized("the account no longer exists".into()))
+    }
+
+    /// Changes a user's role. Admins only; nobody else can change any role, their own included.
+    pub async fn set_role(&self, actor: &Actor, id: i64, role: Role) -> Result<User, AppError> {
+        require(actor, Permission::Admin)?;
+        self.users
+            .set_role(id, role)
+            .await?
+            .ok_or(AppError::NotFound("user"))
+    }
+}
+
+/// `Forbidden` unless the actor's role grants `p`.
+pub fn require(actor: &Actor, p: Permission) -> Result<(), AppError> {
+    if actor.can(p) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(format!(
+            "the {} role may not do this",
+            actor.role.as_str()
+        )))
+    }
+}
