@@ -6,7 +6,9 @@ use std::sync::Arc;
 use poem::{error::ResponseError, http::StatusCode, Request};
 use poem_openapi::{auth::Bearer, SecurityScheme};
 
-use crate::{domain::user::Actor, error::AppError, service::tokens::Tokens};
+use crate::{
+    domain::user::Actor, error::AppError, middleware::request_id, service::tokens::Tokens,
+};
 
 /// An access token from `POST /api/auth/login` or `/api/auth/refresh`, sent as
 /// `Authorization: Bearer <token>`. Tokens expire after 15 minutes by default; renew them with
@@ -35,8 +37,10 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
     let tokens = req.data::<Arc<Tokens>>().ok_or_else(|| {
         poem::Error::from_string("token service missing", StatusCode::INTERNAL_SERVER_ERROR)
     })?;
-    tokens.verify(&bearer.token).map_err(|e| match e {
-        AppError::Unauthorized(why) => InvalidToken(why).into(),
+    let actor = tokens.verify(&bearer.token).map_err(|e| match e {
+        AppError::Unauthorized(why) => poem::Error::from(InvalidToken(why)),
         other => poem::Error::from_string(other.to_string(), StatusCode::INTERNAL_SERVER_ERROR),
-    })
+    })?;
+    request_id::set_user(actor.user_id);
+    Ok(actor)
 }

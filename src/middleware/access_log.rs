@@ -53,16 +53,16 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
                 Err(_) => timeout_response(),
             }
         };
-        let mut resp = request_id::scope(id.clone(), call.instrument(span)).await;
+        let (mut resp, user_id) = request_id::scope(id.clone(), call.instrument(span)).await;
 
         let route = resp.data::<OperationId>().map_or("-", |op| op.0);
         let status = resp.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let method = method.as_str();
         if status >= 500 {
-            tracing::warn!(request_id = %id, method, path, route, status, latency_ms, "request");
+            tracing::warn!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
         } else {
-            tracing::info!(request_id = %id, method, path, route, status, latency_ms, "request");
+            tracing::info!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
         }
         if let Ok(value) = id.parse() {
             resp.headers_mut().insert(request_id::HEADER, value);

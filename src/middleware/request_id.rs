@@ -1,8 +1,16 @@
-//! Request ids: a sane incoming `X-Request-Id` is kept, anything else replaced by a UUID; the
-//! id is visible to the whole request through a task-local.
+//! Request ids: a sane incoming `X-Request-Id` is kept, anything else replaced by a UUID. The
+//! id, and the authenticated user once known, are visible to the whole request through a
+//! task-local (error bodies quote the id; the access log records both).
+
+use std::cell::Cell;
+
+struct Context {
+    id: String,
+    user_id: Cell<Option<i64>>,
+}
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static CONTEXT: Context;
 }
 
 /// The header carrying the id both ways.
@@ -23,14 +31,29 @@ pub fn accept_or_generate(incoming: Option<&str>) -> String {
     }
 }
 
-/// Runs `fut` with `id` as the current request id.
-pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
-    REQUEST_ID.scope(id, fut).await
+/// Runs `fut` with `id` as the current request id; also returns the user the request
+/// authenticated as, if any.
+pub async fn scope<F: std::future::Future>(id: String, fut: F) -> (F::Output, Option<i64>) {
+    let context = Context {
+        id,
+        user_id: Cell::new(None),
+    };
+    CONTEXT
+        .scope(context, async move {
+            let out = fut.await;
+            (out, CONTEXT.with(|c| c.user_id.get()))
+        })
+        .await
 }
 
 /// The current request's id (empty outside a request).
 pub fn current() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+    CONTEXT.try_with(|c| c.id.clone()).unwrap_or_default()
+}
+
+/// Records the user the current request authenticated as.
+pub fn set_user(user_id: i64) {
+    let _ = CONTEXT.try_with(|c| c.user_id.set(Some(user_id)));
 }
 
 #[cfg(test)]

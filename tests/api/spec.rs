@@ -55,3 +55,26 @@ async fn swagger_ui_is_served_at_docs() {
         .starts_with("text/html"));
     assert!(reply.text.contains("swagger"), "Swagger UI page");
 }
+
+#[tokio::test]
+async fn no_response_schema_can_carry_a_password_or_a_hash() {
+    let spec: serde_json::Value = serde_json::from_str(&agora::api::spec_json()).unwrap();
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    let request_bodies = ["RegisterBody", "LoginBody"];
+    for (name, schema) in schemas {
+        for prop in schema["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys())
+        {
+            let p = prop.to_lowercase();
+            assert!(!p.contains("hash"), "{name}.{prop} could expose a hash");
+            if p.contains("password") {
+                assert!(
+                    request_bodies.contains(&name.as_str()),
+                    "{name}.{prop}: passwords only go in"
+                );
+            }
+        }
+    }
+}
