@@ -61,6 +61,19 @@ pub enum MarketResponse {
     ),
 }
 
+/// A changed market, with its new ETag.
+#[derive(ApiResponse)]
+pub enum UpdatedMarket {
+    /// The market as stored now.
+    #[oai(status = 200)]
+    Ok(
+        Json<MarketEnvelope>,
+        /// The market's new version in quotes.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
 /// A created market.
 #[derive(ApiResponse)]
 pub enum CreatedMarket {
@@ -228,7 +241,7 @@ impl MarketsApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<ReplaceMarketBody>,
-    ) -> Result<MarketResponse, ApiError> {
+    ) -> Result<UpdatedMarket, ApiError> {
         self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await
     }
@@ -248,7 +261,7 @@ impl MarketsApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<PatchMarketBody>,
-    ) -> Result<MarketResponse, ApiError> {
+    ) -> Result<UpdatedMarket, ApiError> {
         self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await
     }
@@ -281,13 +294,17 @@ impl MarketsApi {
         id: i64,
         if_match: Option<&str>,
         changes: MarketChanges,
-    ) -> Result<MarketResponse, ApiError> {
+    ) -> Result<UpdatedMarket, ApiError> {
         let changes = MarketChanges::parse(changes, OffsetDateTime::now_utc())?;
         let market = self
             .markets
             .update(actor, id, changes, if_match_version(if_match))
             .await?;
-        Ok(ok(market))
+        let tag = etag(market.version);
+        Ok(UpdatedMarket::Ok(
+            Json(MarketEnvelope::new(market.into())),
+            tag,
+        ))
     }
 }
 
