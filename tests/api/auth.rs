@@ -66,14 +66,7 @@ async fn register_login_refresh_logout_round_trip() {
     assert_eq!(session["expires_in"], 900);
     assert_eq!(session["user"]["id"], id);
     let access = session["access_token"].as_str().unwrap();
-    let me = app
-        .send(
-            Method::GET,
-            "/api/me",
-            None,
-            &[("authorization", &format!("Bearer {access}"))],
-        )
-        .await;
+    let me = app.get_with_token("/api/me", access).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["data"], *user);
 
@@ -85,14 +78,7 @@ async fn register_login_refresh_logout_round_trip() {
     let next = renewed.body["data"]["refresh_token"].as_str().unwrap();
     assert_ne!(next, refresh, "refresh tokens rotate");
     let access2 = renewed.body["data"]["access_token"].as_str().unwrap();
-    let me = app
-        .send(
-            Method::GET,
-            "/api/me",
-            None,
-            &[("authorization", &format!("Bearer {access2}"))],
-        )
-        .await;
+    let me = app.get_with_token("/api/me", access2).await;
     assert_eq!(me.status, StatusCode::OK);
 
     let out = app
@@ -296,14 +282,7 @@ async fn every_kind_of_bad_access_token_is_401_with_a_bearer_challenge() {
         Some("Bearer realm=\"agora\"")
     );
 
-    let ok = app
-        .send(
-            Method::GET,
-            "/api/me",
-            None,
-            &[("authorization", &format!("Bearer {good}"))],
-        )
-        .await;
+    let ok = app.get_with_token("/api/me", &good).await;
     assert_eq!(
         ok.status,
         StatusCode::OK,
@@ -417,14 +396,7 @@ async fn a_generated_secret_is_private_and_keeps_tokens_valid_across_restarts() 
     }
     let dir = app.stop().await;
     let app = TestApp::spawn_with(dir, config()).await;
-    let me = app
-        .send(
-            Method::GET,
-            "/api/me",
-            None,
-            &[("authorization", &format!("Bearer {access}"))],
-        )
-        .await;
+    let me = app.get_with_token("/api/me", &access).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text);
 }
 

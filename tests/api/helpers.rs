@@ -40,6 +40,22 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// `key` of every item of a list's `data`.
+    pub fn column(&self, key: &str) -> Vec<Value> {
+        self.body["data"]
+            .as_array()
+            .map(|items| items.iter().map(|m| m[key].clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The ids of a list's items.
+    pub fn ids(&self) -> Vec<i64> {
+        self.column("id")
+            .iter()
+            .map(|v| v.as_i64().expect("id"))
+            .collect()
+    }
+
     /// Asserts this is an error envelope with `status` and `code`; returns its details.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) -> Vec<Value> {
@@ -187,6 +203,20 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    /// A GET with `Authorization: Bearer <token>`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        request(
+            &self.client,
+            &self.base,
+            Some(token),
+            Method::GET,
+            path,
+            None,
+            &[],
+        )
+        .await
     }
 
     /// Registers an account through the API; returns its id.

@@ -142,12 +142,7 @@ async fn list_filters_sorts_pages_and_counts() {
         page.body["meta"],
         json!({"limit": 20, "offset": 0, "total": 4})
     );
-    let got: Vec<i64> = page.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let got = page.ids();
     assert_eq!(
         got,
         ids.iter().rev().copied().collect::<Vec<_>>(),
@@ -155,12 +150,7 @@ async fn list_filters_sorts_pages_and_counts() {
     );
 
     let by_name = app.get("/api/markets?sort=name").await;
-    let got: Vec<&str> = by_name.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let got = by_name.column("name");
     assert_eq!(
         got,
         [
@@ -173,12 +163,7 @@ async fn list_filters_sorts_pages_and_counts() {
     );
 
     let by_close = app.get("/api/markets?sort=close_time").await;
-    let got: Vec<i64> = by_close.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let got = by_close.ids();
     assert_eq!(
         got,
         [ids[2], ids[1], ids[0], ids[3]],
@@ -188,12 +173,7 @@ async fn list_filters_sorts_pages_and_counts() {
     let desc = app
         .get("/api/markets?sort=name&order=desc&limit=2&offset=1")
         .await;
-    let got: Vec<&str> = desc.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let got = desc.column("name");
     assert_eq!(got, ["Charlie wins?", "bravo loses?"]);
     assert_eq!(
         desc.body["meta"],
