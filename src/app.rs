@@ -84,8 +84,8 @@ pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
 impl App {
     /// Opens storage and binds the listener; call [`App::run_until_stopped`] to serve.
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let db = open_db(&config)?;
         let secret = jwt_secret(&config)?;
+        let db = open_db(&config)?;
         let tokens = Arc::new(Tokens::new(
             &secret,
             Duration::from_secs(config.access_token_ttl_secs),
@@ -222,12 +222,13 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
         return if secret.0.len() >= SECRET_MIN {
             Ok(secret.0.clone().into_bytes())
         } else {
-            Err(short("AGORA_JWT_SECRET"))
+            Err(short("--jwt-secret / AGORA_JWT_SECRET"))
         };
     }
     let path = config.data_dir.join("jwt-secret");
     let io_err =
         |e: std::io::Error| StartError::Secret(format!("cannot use {}: {e}", path.display()));
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err)?;
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let text = text.trim();

@@ -35,6 +35,8 @@ pub enum AppError {
     /// The request is well-formed but refers to something that cannot be used.
     #[error("{message}")]
     Unprocessable {
+        /// Machine-readable reason (`unknown_outcome`).
+        code: &'static str,
         /// What cannot be processed, per field.
         message: String,
         /// The offending fields.

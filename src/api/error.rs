@@ -110,7 +110,7 @@ impl From<AppError> for ApiError {
                 "validation failed",
                 details(fields),
             )),
-            AppError::Unauthorized(why) => unauthorized(&why, true),
+            AppError::Unauthorized(why) => unauthorized(&why, false),
             AppError::Forbidden(why) => ApiError::Forbidden(body("forbidden", why, vec![])),
             AppError::NotFound(what) => {
                 ApiError::NotFound(body("not_found", format!("{what} not found"), vec![]))
@@ -120,9 +120,10 @@ impl From<AppError> for ApiError {
                 ApiError::PreconditionFailed(body("precondition_failed", e.to_string(), vec![]))
             }
             AppError::Unprocessable {
+                code,
                 message,
                 details: fields,
-            } => ApiError::Unprocessable(body("unprocessable", message, details(fields))),
+            } => ApiError::Unprocessable(body(code, message, details(fields))),
             AppError::Unavailable(why) => {
                 tracing::warn!(error = %why, "service unavailable");
                 ApiError::Unavailable(body(

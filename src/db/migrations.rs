@@ -8,6 +8,7 @@ use super::DbError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_accounts.sql"),
+    include_str!("migrations/0003_trading.sql"),
 ];
 
 /// The schema version this binary creates and understands.

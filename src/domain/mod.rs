@@ -2,9 +2,12 @@
 //! valid. No I/O here.
 
 pub mod market;
+pub mod trading;
 pub mod user;
 
 use std::fmt;
+
+use market::MarketStatus;
 
 /// One invalid field of a request: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,33 @@ impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
     }
+}
+
+/// Why the database refused a change; decided inside the transaction that would have made it,
+/// so the check and the change cannot be separated by a concurrent write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The caller's balance does not cover the stake.
+    InsufficientFunds {
+        /// The balance now.
+        balance: i64,
+    },
+    /// The market no longer takes stakes (or can no longer change this way).
+    NotActive {
+        /// Its status.
+        status: MarketStatus,
+    },
+    /// The market's close time has passed.
+    PastCloseTime,
+    /// The market has no outcome with this index.
+    UnknownOutcome {
+        /// How many outcomes it has.
+        outcomes: u32,
+    },
+    /// The `Idempotency-Key` was used before with a different request.
+    IdempotencyKeyReused,
+    /// The change would leave no admin.
+    LastAdmin,
 }
 
 /// Collects field errors while a value is parsed, so a client learns every problem at once.

@@ -37,6 +37,9 @@ pub enum RepoError {
         /// The row's version now.
         current: i64,
     },
+    /// A rule checked inside the transaction refused the change.
+    #[error("refused: {0:?}")]
+    Refused(crate::domain::Rejection),
     /// The database cannot serve now (busy, full, read-only, shutting down).
     #[error("database unavailable: {0}")]
     Unavailable(String),

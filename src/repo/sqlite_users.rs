@@ -9,7 +9,10 @@ use time::OffsetDateTime;
 use super::{from_millis, to_millis, RepoError, UserRepository};
 use crate::{
     db::Db,
-    domain::user::{Role, User},
+    domain::{
+        user::{Role, User},
+        Rejection,
+    },
 };
 
 /// Users stored in SQLite.
@@ -122,6 +125,17 @@ impl UserRepository for SqliteUserRepository {
     async fn set_role(&self, id: i64, role: Role) -> Result<Option<User>, RepoError> {
         self.db
             .write(move |conn| {
+                let Some(user) = get_user(conn, id)? else {
+                    return Ok(None);
+                };
+                if user.role == Role::Admin && role != Role::Admin {
+                    let admins: i64 = conn
+                        .prepare_cached("SELECT count(*) FROM users WHERE role = 'admin'")?
+                        .query_row([], |r| r.get(0))?;
+                    if admins <= 1 {
+                        return Err(RepoError::Refused(Rejection::LastAdmin));
+                    }
+                }
                 conn.prepare_cached("UPDATE users SET role = ?2 WHERE id = ?1")?
                     .execute(params![id, role.as_str()])?;
                 Ok(get_user(conn, id)?)

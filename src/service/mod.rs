@@ -7,7 +7,53 @@ pub mod passwords;
 pub mod tokens;
 pub mod users;
 
-use crate::{error::AppError, repo::RepoError};
+use crate::{
+    domain::{FieldError, Rejection},
+    error::AppError,
+    repo::RepoError,
+};
+
+/// What a refusal means to a client.
+fn refused(rejection: Rejection) -> AppError {
+    match rejection {
+        Rejection::InsufficientFunds { balance } => AppError::conflict(
+            "insufficient_funds",
+            format!("the balance ({balance} credits) does not cover the stake"),
+        ),
+        Rejection::NotActive { status } => AppError::conflict(
+            "market_not_active",
+            format!(
+                "the market is {} and no longer open for this",
+                status.as_str()
+            ),
+        ),
+        Rejection::PastCloseTime => {
+            AppError::conflict("market_closed", "the market's close time has passed")
+        }
+        Rejection::UnknownOutcome { outcomes } => AppError::Unprocessable {
+            code: "unknown_outcome",
+            message: "the market has no such outcome".into(),
+            details: vec![FieldError::new(
+                "outcome",
+                format!(
+                    "must be an outcome index from 0 to {}",
+                    outcomes.saturating_sub(1)
+                ),
+            )],
+        },
+        Rejection::IdempotencyKeyReused => AppError::Unprocessable {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used with a different request".into(),
+            details: vec![FieldError::new(
+                "Idempotency-Key",
+                "already used for another request body",
+            )],
+        },
+        Rejection::LastAdmin => {
+            AppError::conflict("last_admin", "the last admin cannot be demoted")
+        }
+    }
+}
 
 impl From<RepoError> for AppError {
     /// The default reading of a repository failure; services handle the cases whose meaning
@@ -19,9 +65,11 @@ impl From<RepoError> for AppError {
                 AppError::conflict("duplicate", format!("already exists: {what}"))
             }
             RepoError::MissingReference => AppError::Unprocessable {
+                code: "unprocessable",
                 message: "a referenced resource does not exist".into(),
                 details: vec![],
             },
+            RepoError::Refused(rejection) => refused(rejection),
             RepoError::VersionMismatch { current } => AppError::PreconditionFailed { current },
             RepoError::Constraint(what) => {
                 AppError::Internal(format!("constraint violated: {what}"))

@@ -243,3 +243,24 @@ async fn a_role_change_by_an_admin_applies_from_the_next_login() {
         .await
         .assert_field_error(400, "invalid_body", "body");
 }
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_demoted_but_one_of_two_can() {
+    let c = cast().await;
+    let me = format!("/api/users/{}", c.admin.id);
+    c.admin
+        .patch(&me, json!({"role": "user"}))
+        .await
+        .assert_error(409, "last_admin");
+    let promoted = c
+        .admin
+        .patch(
+            &format!("/api/users/{}", c.other.id),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(promoted.status, StatusCode::OK);
+    let demoted = c.admin.patch(&me, json!({"role": "moderator"})).await;
+    assert_eq!(demoted.status, StatusCode::OK, "{}", demoted.text);
+    assert_eq!(demoted.body["data"]["role"], "moderator");
+}
