@@ -17,13 +17,15 @@ use crate::{
     middleware::{access_log::AccessLog, body_limit::BodyLimit},
     repo::{
         sqlite_markets::SqliteMarketRepository, sqlite_sessions::SqliteSessionRepository,
-        sqlite_users::SqliteUserRepository, MarketRepository, SessionRepository, UserRepository,
+        sqlite_trading::SqliteTradingRepository, sqlite_users::SqliteUserRepository,
+        MarketRepository, SessionRepository, TradingRepository, UserRepository,
     },
     service::{
         auth::AuthService,
         markets::MarketService,
         passwords::Passwords,
         tokens::{Tokens, SECRET_MIN},
+        trading::TradingService,
         users::UserService,
     },
 };
@@ -141,7 +143,15 @@ impl App {
         let users: Arc<dyn UserRepository> = Arc::new(SqliteUserRepository::new(db.clone()));
         let sessions: Arc<dyn SessionRepository> =
             Arc::new(SqliteSessionRepository::new(db.clone()));
+        let trading: Arc<dyn TradingRepository> =
+            Arc::new(SqliteTradingRepository::new(db.clone()));
+        let trading = Arc::new(TradingService::new(trading, markets.clone()));
+        let sweeper = tokio::spawn(close_due_markets(
+            trading.clone(),
+            Duration::from_secs(config.close_sweep_secs.max(1)),
+        ));
         let services = api::Services {
+            trading,
             markets: Arc::new(MarketService::new(markets)),
             auth: Arc::new(AuthService::new(
                 users.clone(),
@@ -162,6 +172,7 @@ impl App {
                 Some(Duration::from_secs(config.shutdown_timeout_secs)),
             )
             .await;
+        sweeper.abort();
         db.close().await;
         tracing::info!("agora stopped");
         result
@@ -256,5 +267,20 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
             Ok(secret.into_bytes())
         }
         Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Closes markets whose close time has passed, every `every`. (Stakes after the close time are
+/// refused at once regardless; this makes the status say so.)
+async fn close_due_markets(trading: Arc<TradingService>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match trading.close_due().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(markets = n, "closed markets past their close time"),
+            Err(e) => tracing::warn!(error = %e, "closing due markets failed"),
+        }
     }
 }

@@ -139,6 +139,9 @@ pub struct Config {
     /// Lifetime of a refresh token, in seconds.
     #[arg(long, global = true, env = "AGORA_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
+    /// Seconds between sweeps that close markets past their close time.
+    #[arg(long, global = true, env = "AGORA_CLOSE_SWEEP", default_value_t = 5)]
+    pub close_sweep_secs: u64,
     /// Credits every new account receives.
     #[arg(
         long,

@@ -10,6 +10,7 @@ use time::{macros::datetime, OffsetDateTime};
 use super::{
     envelope::{envelope, ListMeta},
     text::Text,
+    trading_models::StakeBody,
 };
 use crate::domain::market::{Market, MarketChanges, MarketStatus, NewMarketInput, SortKey};
 
@@ -241,6 +242,10 @@ pub struct CreateMarketBody {
     /// When staking stops (RFC 3339); must be in the future.
     #[oai(nullable)]
     pub close_time: Option<OffsetDateTime>,
+    /// The creator's first stake, placed in the same transaction (the market is not created
+    /// if the stake is refused, e.g. for insufficient funds).
+    #[oai(nullable)]
+    pub initial_stake: Option<StakeBody>,
 }
 
 impl Example for CreateMarketBody {
@@ -253,6 +258,10 @@ impl Example for CreateMarketBody {
             ),
             outcomes: Some(vec!["YES".into(), "NO".into()]),
             close_time: Some(datetime!(2027-05-31 23:59 UTC)),
+            initial_stake: Some(StakeBody {
+                outcome: 0,
+                amount: 100,
+            }),
         }
     }
 }
@@ -269,6 +278,7 @@ impl CreateMarketBody {
                 .outcomes
                 .map(|labels| labels.into_iter().map(Into::into).collect()),
             close_time: b.close_time,
+            initial_stake: b.initial_stake.map(|s| (s.outcome, s.amount)),
         }
     }
 }

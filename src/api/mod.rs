@@ -10,6 +10,8 @@ mod market_models;
 mod markets;
 pub mod security;
 mod text;
+mod trading;
+mod trading_models;
 mod user_models;
 mod users;
 
@@ -24,6 +26,7 @@ use poem_openapi::{
 pub use auth::AuthApi;
 pub use health::HealthApi;
 pub use markets::MarketsApi;
+pub use trading::TradingApi;
 pub use users::UsersApi;
 
 /// One tag per resource.
@@ -31,6 +34,8 @@ pub use users::UsersApi;
 pub enum ApiTags {
     /// Prediction markets: questions with outcomes that users stake credits on.
     Markets,
+    /// Stakes: credits on a market's outcomes, aggregated per user and outcome.
+    Positions,
     /// Accounts and sessions: register, log in, refresh and revoke tokens.
     Auth,
     /// The caller's account, and account administration.
@@ -40,7 +45,7 @@ pub enum ApiTags {
 }
 
 /// Every operation the server serves.
-pub type Apis = (MarketsApi, AuthApi, UsersApi, HealthApi);
+pub type Apis = (MarketsApi, TradingApi, AuthApi, UsersApi, HealthApi);
 
 const DESCRIPTION: &str = "\
 agora is a prediction-markets API server: one binary, an embedded SQLite database, this \
@@ -149,6 +154,8 @@ pub struct Services {
     pub auth: Arc<crate::service::auth::AuthService>,
     /// Accounts.
     pub users: Arc<crate::service::users::UserService>,
+    /// Staking and settlement.
+    pub trading: Arc<crate::service::trading::TradingService>,
     /// The database (for readiness).
     pub db: Arc<crate::db::Db>,
 }
@@ -157,6 +164,7 @@ pub struct Services {
 pub fn apis(s: Services) -> Apis {
     (
         MarketsApi { markets: s.markets },
+        TradingApi { trading: s.trading },
         AuthApi { auth: s.auth },
         UsersApi { users: s.users },
         HealthApi { db: s.db },

@@ -53,6 +53,18 @@ pub enum DbError {
     Panicked,
 }
 
+/// Runs `f` inside one read transaction on `conn`, so all its statements see one snapshot
+/// (a page and its total agree).
+pub fn snapshot<T, E: From<rusqlite::Error>>(
+    conn: &Connection,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    conn.execute_batch("BEGIN")?;
+    let result = f();
+    conn.execute_batch("COMMIT")?;
+    result
+}
+
 /// The database: readers and the writer.
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
-use super::{user::UserSummary, FieldError, Problems};
+use super::{trading::Stake, user::UserSummary, FieldError, Problems};
 
 /// Shortest market name, in characters.
 pub const NAME_MIN: usize = 3;
@@ -133,6 +133,8 @@ pub struct NewMarket {
     pub outcomes: Vec<String>,
     /// Future close time, if any.
     pub close_time: Option<OffsetDateTime>,
+    /// The creator's first stake, placed in the same transaction as the creation.
+    pub initial_stake: Option<Stake>,
 }
 
 /// Unvalidated fields of a market creation, as the API received them.
@@ -148,6 +150,8 @@ pub struct NewMarketInput {
     pub outcomes: Option<Vec<String>>,
     /// Requested close time.
     pub close_time: Option<OffsetDateTime>,
+    /// The creator's first stake: outcome index and amount.
+    pub initial_stake: Option<(u32, i64)>,
 }
 
 impl NewMarket {
@@ -164,12 +168,27 @@ impl NewMarket {
             Some(labels) => parse_outcomes(&mut p, &labels),
         };
         check_close_time(&mut p, input.close_time, now);
+        let initial_stake = input.initial_stake.and_then(|(outcome, amount)| {
+            if outcome as usize >= outcomes.len() {
+                p.add(
+                    "initial_stake.outcome",
+                    format!("must be an outcome index below {}", outcomes.len()),
+                );
+            }
+            Stake::parse(outcome, amount)
+                .map_err(|errs| {
+                    errs.into_iter()
+                        .for_each(|e| p.add(format!("initial_stake.{}", e.field), e.message))
+                })
+                .ok()
+        });
         p.finish(NewMarket {
             name,
             description,
             creator_id: input.creator_id,
             outcomes,
             close_time: input.close_time,
+            initial_stake,
         })
     }
 }

@@ -111,7 +111,7 @@ pub struct Payout {
 /// the winners with the largest fractional parts (ties: larger stake, then lower user id), so
 /// the payouts sum exactly to the pool. With no stake on `winner` (or `winner` = `None`,
 /// cancellation), everyone gets its stake back.
-pub fn settle(positions: &[PositionStake], winner: Option<u32>) -> Vec<Payout> {
+pub fn settle(positions: &[PositionStake], winner: Option<u32>) -> Settlement {
     let pool: i64 = positions.iter().map(|p| p.amount).sum();
     let winning: Vec<&PositionStake> = positions
         .iter()
@@ -119,7 +119,7 @@ pub fn settle(positions: &[PositionStake], winner: Option<u32>) -> Vec<Payout> {
         .collect();
     let winning_pool: i64 = winning.iter().map(|p| p.amount).sum();
     if winning_pool == 0 {
-        return positions
+        let payouts = positions
             .iter()
             .map(|p| Payout {
                 user_id: p.user_id,
@@ -127,6 +127,12 @@ pub fn settle(positions: &[PositionStake], winner: Option<u32>) -> Vec<Payout> {
                 amount: p.amount,
             })
             .collect();
+        return Settlement {
+            payouts,
+            pool,
+            refunded: true,
+            leftover: 0,
+        };
     }
     let (pool, winning_pool) = (i128::from(pool), i128::from(winning_pool));
     let mut shares: Vec<(Payout, i128, i64)> = winning
@@ -155,7 +161,81 @@ pub fn settle(positions: &[PositionStake], winner: Option<u32>) -> Vec<Payout> {
     for share in shares.iter_mut().take(leftover) {
         share.0.amount += 1;
     }
-    shares.into_iter().map(|s| s.0).collect()
+    let payouts = shares.into_iter().map(|s| s.0).collect();
+    Settlement {
+        payouts,
+        pool: pool as i64,
+        refunded: false,
+        leftover: leftover as i64,
+    }
+}
+
+/// How a market's pool is paid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// One payout per position that receives anything (losers are absent).
+    pub payouts: Vec<Payout>,
+    /// The whole pool; the payouts sum to it exactly.
+    pub pool: i64,
+    /// True when stakes were returned (cancellation, or no stake on the winner).
+    pub refunded: bool,
+    /// Credits handed out one each by the largest-remainder rule.
+    pub leftover: i64,
+}
+
+/// The payout rule, as recorded with each settlement.
+pub const PAYOUT_RULE: &str = "parimutuel: floor(pool * stake / winning_pool) each; leftover credits one each by largest \
+remainder, ties by larger stake then lower user id; no winning stake or cancellation refunds every stake";
+
+/// A user's position on one outcome of a market, with the staker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketPosition {
+    /// Staker.
+    pub user: super::user::UserSummary,
+    /// Outcome index.
+    pub outcome: u32,
+    /// Credits staked in all.
+    pub amount: i64,
+    /// Credits paid back at settlement (`None` while unsettled).
+    pub payout: Option<i64>,
+    /// Last stake or settlement.
+    pub updated_at: OffsetDateTime,
+}
+
+/// One of a user's positions, with the market it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPosition {
+    /// Market id.
+    pub market_id: i64,
+    /// Market name.
+    pub market_name: String,
+    /// Market status.
+    pub market_status: super::market::MarketStatus,
+    /// Outcome index.
+    pub outcome: u32,
+    /// Outcome label.
+    pub outcome_label: String,
+    /// Credits staked in all.
+    pub amount: i64,
+    /// Credits paid back at settlement (`None` while unsettled).
+    pub payout: Option<i64>,
+    /// Last stake or settlement.
+    pub updated_at: OffsetDateTime,
+}
+
+/// One balance change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Entry id (increasing).
+    pub id: i64,
+    /// `GRANT`, `STAKE`, `PAYOUT` or `REFUND`.
+    pub kind: String,
+    /// Signed credits (stakes are negative).
+    pub amount: i64,
+    /// The market involved, if any.
+    pub market_id: Option<i64>,
+    /// When.
+    pub created_at: OffsetDateTime,
 }
 
 #[cfg(test)]
@@ -172,7 +252,7 @@ mod tests {
 
     #[test]
     fn winners_split_the_whole_pool_pro_rata() {
-        let payouts = settle(&[pos(1, 0, 30), pos(2, 0, 10), pos(3, 1, 60)], Some(0));
+        let payouts = settle(&[pos(1, 0, 30), pos(2, 0, 10), pos(3, 1, 60)], Some(0)).payouts;
         assert_eq!(
             payouts,
             vec![
@@ -193,7 +273,7 @@ mod tests {
     #[test]
     fn leftover_credits_go_to_the_largest_remainders_and_the_sum_is_exact() {
         let positions = [pos(1, 0, 1), pos(2, 0, 1), pos(3, 0, 1), pos(4, 1, 7)];
-        let payouts = settle(&positions, Some(0));
+        let payouts = settle(&positions, Some(0)).payouts;
         assert_eq!(payouts.iter().map(|p| p.amount).sum::<i64>(), 10);
         let amounts: Vec<i64> = payouts.iter().map(|p| p.amount).collect();
         assert_eq!(amounts, vec![4, 3, 3], "ties broken by lower user id");
@@ -203,7 +283,7 @@ mod tests {
     fn no_winning_stake_or_cancellation_refunds_everyone() {
         let positions = [pos(1, 0, 5), pos(2, 1, 7)];
         for winner in [Some(2), None] {
-            let payouts = settle(&positions, winner);
+            let payouts = settle(&positions, winner).payouts;
             assert_eq!(
                 payouts
                     .iter()
@@ -229,7 +309,7 @@ mod tests {
                 .map(|i| pos(i as i64, (next() % 3) as u32, 1 + (next() % 1000) as i64))
                 .collect();
             let pool: i64 = positions.iter().map(|p| p.amount).sum();
-            let payouts = settle(&positions, Some((next() % 3) as u32));
+            let payouts = settle(&positions, Some((next() % 3) as u32)).payouts;
             assert_eq!(payouts.iter().map(|p| p.amount).sum::<i64>(), pool);
             assert!(payouts.iter().all(|p| p.amount >= 0));
         }

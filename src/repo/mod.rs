@@ -4,6 +4,7 @@
 mod codes;
 pub mod sqlite_markets;
 pub mod sqlite_sessions;
+pub mod sqlite_trading;
 pub mod sqlite_users;
 
 use async_trait::async_trait;
@@ -147,4 +148,46 @@ pub trait SessionRepository: Send + Sync {
     ) -> Result<Rotation, RepoError>;
     /// Revokes the family of `token_hash`; false when the token is unknown.
     async fn revoke_family(&self, token_hash: String) -> Result<bool, RepoError>;
+}
+
+/// Stakes, settlement and the reads that reconcile them. Each write is one transaction that
+/// checks its rules (market open, balance sufficient, status forward-only) and makes every
+/// change (balance, ledger, bet, position, pool, volume, status) or none.
+#[async_trait]
+pub trait TradingRepository: Send + Sync {
+    /// Places `stake` for `user_id`; with `idempotency_key`, a repeat of an earlier request
+    /// returns its bet (and moves no money), a different request with the key is refused.
+    async fn stake(
+        &self,
+        user_id: i64,
+        market_id: i64,
+        stake: crate::domain::trading::Stake,
+        idempotency_key: Option<String>,
+    ) -> Result<crate::domain::trading::Placed, RepoError>;
+    /// Closes an active market to new stakes.
+    async fn close(&self, market_id: i64) -> Result<Market, RepoError>;
+    /// Resolves an active or closed market to `winner` and pays out the pool.
+    async fn resolve(&self, market_id: i64, winner: u32) -> Result<Market, RepoError>;
+    /// Cancels an active or closed market and refunds every stake.
+    async fn cancel(&self, market_id: i64) -> Result<Market, RepoError>;
+    /// Closes every active market whose close time has passed; returns how many.
+    async fn close_due(&self) -> Result<usize, RepoError>;
+    /// Positions on a market with their stakers, largest first (one statement per page).
+    async fn market_positions(
+        &self,
+        market_id: i64,
+        paging: crate::domain::Paging,
+    ) -> Result<crate::domain::Page<crate::domain::trading::MarketPosition>, RepoError>;
+    /// A user's positions with their markets, most recent first (one statement per page).
+    async fn user_positions(
+        &self,
+        user_id: i64,
+        paging: crate::domain::Paging,
+    ) -> Result<crate::domain::Page<crate::domain::trading::UserPosition>, RepoError>;
+    /// A user's ledger, newest first.
+    async fn ledger(
+        &self,
+        user_id: i64,
+        paging: crate::domain::Paging,
+    ) -> Result<crate::domain::Page<crate::domain::trading::LedgerEntry>, RepoError>;
 }

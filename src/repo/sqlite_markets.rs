@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::{from_millis, to_millis, MarketRepository, RepoError};
+use super::{from_millis, sqlite_trading::place_stake, to_millis, MarketRepository, RepoError};
 use crate::{
-    db::Db,
+    db::{snapshot, Db},
     domain::{
         market::{
             ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome, SortKey,
@@ -71,7 +71,7 @@ fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
     })
 }
 
-fn get_market(conn: &Connection, id: i64) -> rusqlite::Result<Option<Market>> {
+pub(crate) fn get_market(conn: &Connection, id: i64) -> rusqlite::Result<Option<Market>> {
     conn.prepare_cached(&format!("{SELECT_MARKET} WHERE m.id = ?1"))?
         .query_row([id], market_from_row)
         .optional()
@@ -121,9 +121,7 @@ impl MarketRepository for SqliteMarketRepository {
                 if let Some(creator) = &q.creator_id {
                     filters.push((":creator", creator));
                 }
-                // One read transaction: the page and the total see the same snapshot.
-                conn.execute_batch("BEGIN")?;
-                let result = (|| {
+                snapshot(conn, || {
                     let total: i64 = conn
                         .prepare_cached(&count_sql)?
                         .query_row(&filters[..], |r| r.get(0))?;
@@ -139,9 +137,7 @@ impl MarketRepository for SqliteMarketRepository {
                         items,
                         total: total as u64,
                     })
-                })();
-                conn.execute_batch("COMMIT")?;
-                result
+                })
             })
             .await
     }
@@ -168,6 +164,9 @@ impl MarketRepository for SqliteMarketRepository {
                 let mut insert = conn.prepare_cached("INSERT INTO outcomes (market_id, idx, label) VALUES (?1, ?2, ?3)")?;
                 for (idx, label) in m.outcomes.iter().enumerate() {
                     insert.execute(params![id, idx as i64, label])?;
+                }
+                if let Some(stake) = &m.initial_stake {
+                    place_stake(conn, m.creator_id, id, stake, None)?;
                 }
                 get_market(conn, id)?.ok_or(RepoError::NotFound)
             })

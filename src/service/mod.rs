@@ -5,6 +5,7 @@ pub mod auth;
 pub mod markets;
 pub mod passwords;
 pub mod tokens;
+pub mod trading;
 pub mod users;
 
 use crate::{

@@ -1,0 +1,410 @@
+//! [`TradingRepository`] on SQLite. Every write runs on the single writer in one transaction,
+//! so a stake, a close and a resolution of one market are totally ordered: a stake is either
+//! in the pool that a resolution pays out, or refused.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+use super::{from_millis, sqlite_markets::get_market, to_millis, RepoError, TradingRepository};
+use crate::{
+    db::{snapshot, Db},
+    domain::{
+        market::{Market, MarketStatus},
+        trading::{
+            settle, Bet, LedgerEntry, MarketPosition, Placed, PositionStake, Stake, UserPosition,
+            PAYOUT_RULE,
+        },
+        user::UserSummary,
+        Page, Paging, Rejection,
+    },
+};
+
+/// Trading on SQLite.
+pub struct SqliteTradingRepository {
+    db: Arc<Db>,
+}
+
+impl SqliteTradingRepository {
+    /// A repository over `db`.
+    pub fn new(db: Arc<Db>) -> Self {
+        Self { db }
+    }
+}
+
+fn now_ms() -> i64 {
+    to_millis(OffsetDateTime::now_utc())
+}
+
+fn refused(r: Rejection) -> RepoError {
+    RepoError::Refused(r)
+}
+
+/// Status and close time of a market, or `NotFound`.
+fn market_state(
+    conn: &Connection,
+    market_id: i64,
+) -> Result<(MarketStatus, Option<i64>), RepoError> {
+    let (status, close): (String, Option<i64>) = conn
+        .prepare_cached("SELECT status, close_time FROM markets WHERE id = ?1")?
+        .query_row([market_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(RepoError::NotFound)?;
+    let status = MarketStatus::parse(&status)
+        .ok_or_else(|| RepoError::Internal(format!("bad status {status}")))?;
+    Ok((status, close))
+}
+
+fn check_outcome(conn: &Connection, market_id: i64, outcome: u32) -> Result<(), RepoError> {
+    let outcomes: u32 = conn
+        .prepare_cached("SELECT count(*) FROM outcomes WHERE market_id = ?1")?
+        .query_row([market_id], |r| r.get(0))?;
+    if outcome < outcomes {
+        Ok(())
+    } else {
+        Err(refused(Rejection::UnknownOutcome { outcomes }))
+    }
+}
+
+fn bet_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bet> {
+    Ok(Bet {
+        id: r.get(0)?,
+        market_id: r.get(1)?,
+        user_id: r.get(2)?,
+        outcome: r.get(3)?,
+        amount: r.get(4)?,
+        balance_after: r.get(5)?,
+        created_at: from_millis(r.get(6)?),
+    })
+}
+
+/// Places a stake inside the caller's transaction: checks the idempotency key, the market,
+/// the outcome and the balance, then debits, records the bet and ledger entry, and grows the
+/// position, the outcome's pool and the market's volume. Shared with market creation (the
+/// creator's initial stake).
+pub(crate) fn place_stake(
+    conn: &Connection,
+    user_id: i64,
+    market_id: i64,
+    stake: &Stake,
+    idempotency_key: Option<&str>,
+) -> Result<Placed, RepoError> {
+    let fingerprint = stake.fingerprint(market_id);
+    if let Some(key) = idempotency_key {
+        let earlier = conn
+            .prepare_cached(
+                "SELECT id, market_id, user_id, outcome, amount, balance_after, created_at, fingerprint
+                   FROM bets WHERE user_id = ?1 AND idempotency_key = ?2",
+            )?
+            .query_row(params![user_id, key], |r| Ok((bet_from_row(r)?, r.get::<_, String>(7)?)))
+            .optional()?;
+        if let Some((bet, earlier_fingerprint)) = earlier {
+            return if earlier_fingerprint == fingerprint {
+                Ok(Placed {
+                    bet,
+                    replayed: true,
+                })
+            } else {
+                Err(refused(Rejection::IdempotencyKeyReused))
+            };
+        }
+    }
+    let now = now_ms();
+    let (status, close_time) = market_state(conn, market_id)?;
+    if status != MarketStatus::Active {
+        return Err(refused(Rejection::NotActive { status }));
+    }
+    if close_time.is_some_and(|t| t <= now) {
+        return Err(refused(Rejection::PastCloseTime));
+    }
+    check_outcome(conn, market_id, stake.outcome)?;
+    let balance_after: Option<i64> = conn
+        .prepare_cached("UPDATE users SET balance = balance - ?2 WHERE id = ?1 AND balance >= ?2 RETURNING balance")?
+        .query_row(params![user_id, stake.amount], |r| r.get(0))
+        .optional()?;
+    let Some(balance_after) = balance_after else {
+        let balance: i64 = conn
+            .prepare_cached("SELECT balance FROM users WHERE id = ?1")?
+            .query_row([user_id], |r| r.get(0))
+            .optional()?
+            .ok_or(RepoError::MissingReference)?;
+        return Err(refused(Rejection::InsufficientFunds { balance }));
+    };
+    let bet_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO bets (user_id, market_id, outcome, amount, balance_after, idempotency_key, fingerprint, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        )?
+        .query_row(
+            params![user_id, market_id, stake.outcome, stake.amount, balance_after, idempotency_key, fingerprint, now],
+            |r| r.get(0),
+        )?;
+    conn.prepare_cached(
+        "INSERT INTO ledger (user_id, kind, amount, market_id, created_at) VALUES (?1, 'STAKE', ?2, ?3, ?4)",
+    )?
+    .execute(params![user_id, -stake.amount, market_id, now])?;
+    conn.prepare_cached(
+        "INSERT INTO positions (market_id, outcome, user_id, amount, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (market_id, outcome, user_id)
+         DO UPDATE SET amount = amount + excluded.amount, updated_at = excluded.updated_at",
+    )?
+    .execute(params![market_id, stake.outcome, user_id, stake.amount, now])?;
+    conn.prepare_cached("UPDATE outcomes SET pool = pool + ?3 WHERE market_id = ?1 AND idx = ?2")?
+        .execute(params![market_id, stake.outcome, stake.amount])?;
+    conn.prepare_cached("UPDATE markets SET volume = volume + ?2, version = version + 1, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![market_id, stake.amount, now])?;
+    let bet = Bet {
+        id: bet_id,
+        market_id,
+        user_id,
+        outcome: stake.outcome,
+        amount: stake.amount,
+        balance_after,
+        created_at: from_millis(now),
+    };
+    Ok(Placed {
+        bet,
+        replayed: false,
+    })
+}
+
+/// Settles a market inside the caller's transaction: pays out (`winner`) or refunds (`None`)
+/// every position, records the settlement and moves the market to its final status.
+fn settle_market(
+    conn: &Connection,
+    market_id: i64,
+    winner: Option<u32>,
+) -> Result<Market, RepoError> {
+    let (status, _) = market_state(conn, market_id)?;
+    if !matches!(status, MarketStatus::Active | MarketStatus::Closed) {
+        return Err(refused(Rejection::NotActive { status }));
+    }
+    if let Some(w) = winner {
+        check_outcome(conn, market_id, w)?;
+    }
+    let positions = conn
+        .prepare_cached("SELECT user_id, outcome, amount FROM positions WHERE market_id = ?1 ORDER BY user_id, outcome")?
+        .query_map([market_id], |r| Ok(PositionStake { user_id: r.get(0)?, outcome: r.get(1)?, amount: r.get(2)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let settlement = settle(&positions, winner);
+    let now = now_ms();
+    let kind = if settlement.refunded {
+        "REFUND"
+    } else {
+        "PAYOUT"
+    };
+    conn.prepare_cached("UPDATE positions SET payout = 0, updated_at = ?2 WHERE market_id = ?1")?
+        .execute(params![market_id, now])?;
+    for p in settlement.payouts.iter().filter(|p| p.amount > 0) {
+        conn.prepare_cached("UPDATE users SET balance = balance + ?2 WHERE id = ?1")?
+            .execute(params![p.user_id, p.amount])?;
+        conn.prepare_cached("INSERT INTO ledger (user_id, kind, amount, market_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![p.user_id, kind, p.amount, market_id, now])?;
+        conn.prepare_cached("UPDATE positions SET payout = ?4 WHERE market_id = ?1 AND outcome = ?2 AND user_id = ?3")?
+            .execute(params![market_id, p.outcome, p.user_id, p.amount])?;
+    }
+    let paid: i64 = settlement.payouts.iter().map(|p| p.amount).sum();
+    conn.prepare_cached(
+        "INSERT INTO settlements (market_id, kind, winner, pool, paid, leftover, rule, settled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        market_id,
+        if settlement.refunded {
+            "refunded"
+        } else {
+            "resolved"
+        },
+        winner,
+        settlement.pool,
+        paid,
+        settlement.leftover,
+        PAYOUT_RULE,
+        now
+    ])?;
+    let (status, resolution) = match winner {
+        Some(w) => ("resolved", Some(w)),
+        None => ("cancelled", None),
+    };
+    conn.prepare_cached(
+        "UPDATE markets SET status = ?2, resolution = ?3, version = version + 1, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![market_id, status, resolution, now])?;
+    get_market(conn, market_id)?.ok_or(RepoError::NotFound)
+}
+
+fn count(conn: &Connection, sql: &str, id: i64) -> Result<u64, RepoError> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([id], |r| r.get::<_, i64>(0))? as u64)
+}
+
+#[async_trait]
+impl TradingRepository for SqliteTradingRepository {
+    #[tracing::instrument(skip_all, fields(market.id = market_id, user.id = user_id))]
+    async fn stake(
+        &self,
+        user_id: i64,
+        market_id: i64,
+        stake: Stake,
+        key: Option<String>,
+    ) -> Result<Placed, RepoError> {
+        self.db
+            .write(move |conn| place_stake(conn, user_id, market_id, &stake, key.as_deref()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    async fn close(&self, market_id: i64) -> Result<Market, RepoError> {
+        self.db
+            .write(move |conn| {
+                let (status, _) = market_state(conn, market_id)?;
+                if status != MarketStatus::Active {
+                    return Err(refused(Rejection::NotActive { status }));
+                }
+                conn.prepare_cached(
+                    "UPDATE markets SET status = 'closed', version = version + 1, updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![market_id, now_ms()])?;
+                get_market(conn, market_id)?.ok_or(RepoError::NotFound)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    async fn resolve(&self, market_id: i64, winner: u32) -> Result<Market, RepoError> {
+        self.db
+            .write(move |conn| settle_market(conn, market_id, Some(winner)))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    async fn cancel(&self, market_id: i64) -> Result<Market, RepoError> {
+        self.db
+            .write(move |conn| settle_market(conn, market_id, None))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close_due(&self) -> Result<usize, RepoError> {
+        self.db
+            .write(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE markets SET status = 'closed', version = version + 1, updated_at = ?1
+                          WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= ?1",
+                    )?
+                    .execute([now_ms()])?)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    async fn market_positions(
+        &self,
+        market_id: i64,
+        paging: Paging,
+    ) -> Result<Page<MarketPosition>, RepoError> {
+        self.db
+            .read(move |conn| {
+                snapshot(conn, || {
+                    let items = conn
+                    .prepare_cached(
+                        "SELECT p.user_id, u.username, p.outcome, p.amount, p.payout, p.updated_at
+                           FROM positions p JOIN users u ON u.id = p.user_id
+                          WHERE p.market_id = ?1
+                          ORDER BY p.amount DESC, p.user_id, p.outcome LIMIT ?2 OFFSET ?3",
+                    )?
+                    .query_map(params![market_id, paging.limit, paging.offset as i64], |r| {
+                        Ok(MarketPosition {
+                            user: UserSummary { id: r.get(0)?, username: r.get(1)? },
+                            outcome: r.get(2)?,
+                            amount: r.get(3)?,
+                            payout: r.get(4)?,
+                            updated_at: from_millis(r.get(5)?),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let total = count(
+                        conn,
+                        "SELECT count(*) FROM positions WHERE market_id = ?1",
+                        market_id,
+                    )?;
+                    Ok(Page { items, total })
+                })
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user.id = user_id))]
+    async fn user_positions(
+        &self,
+        user_id: i64,
+        paging: Paging,
+    ) -> Result<Page<UserPosition>, RepoError> {
+        self.db
+            .read(move |conn| {
+                snapshot(conn, || {
+                let items = conn
+                    .prepare_cached(
+                        "SELECT p.market_id, m.name, m.status, p.outcome, o.label, p.amount, p.payout, p.updated_at
+                           FROM positions p
+                           JOIN markets m ON m.id = p.market_id
+                           JOIN outcomes o ON o.market_id = p.market_id AND o.idx = p.outcome
+                          WHERE p.user_id = ?1
+                          ORDER BY p.updated_at DESC, p.market_id DESC, p.outcome LIMIT ?2 OFFSET ?3",
+                    )?
+                    .query_map(params![user_id, paging.limit, paging.offset as i64], |r| {
+                        let status: String = r.get(2)?;
+                        Ok(UserPosition {
+                            market_id: r.get(0)?,
+                            market_name: r.get(1)?,
+                            market_status: MarketStatus::parse(&status).unwrap_or(MarketStatus::Active),
+                            outcome: r.get(3)?,
+                            outcome_label: r.get(4)?,
+                            amount: r.get(5)?,
+                            payout: r.get(6)?,
+                            updated_at: from_millis(r.get(7)?),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let total = count(conn, "SELECT count(*) FROM positions WHERE user_id = ?1", user_id)?;
+                Ok(Page { items, total })
+                })
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user.id = user_id))]
+    async fn ledger(&self, user_id: i64, paging: Paging) -> Result<Page<LedgerEntry>, RepoError> {
+        self.db
+            .read(move |conn| {
+                snapshot(conn, || {
+                    let items = conn
+                        .prepare_cached(
+                            "SELECT id, kind, amount, market_id, created_at FROM ledger
+                          WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+                        )?
+                        .query_map(params![user_id, paging.limit, paging.offset as i64], |r| {
+                            Ok(LedgerEntry {
+                                id: r.get(0)?,
+                                kind: r.get(1)?,
+                                amount: r.get(2)?,
+                                market_id: r.get(3)?,
+                                created_at: from_millis(r.get(4)?),
+                            })
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let total = count(
+                        conn,
+                        "SELECT count(*) FROM ledger WHERE user_id = ?1",
+                        user_id,
+                    )?;
+                    Ok(Page { items, total })
+                })
+            })
+            .await
+    }
+}
