@@ -9,3 +9,4 @@ mod markets;
 mod restart;
 mod seed;
 mod spec;
+mod trading;
