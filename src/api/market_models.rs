@@ -244,7 +244,7 @@ pub struct CreateMarketBody {
     pub close_time: Option<OffsetDateTime>,
     /// The creator's first stake, placed in the same transaction (the market is not created
     /// if the stake is refused, e.g. for insufficient funds).
-    #[oai(nullable)]
+    #[oai(skip_serializing_if_is_none)]
     pub initial_stake: Option<StakeBody>,
 }
 
