@@ -56,6 +56,17 @@ pub struct ListMeta {
     pub total: u64,
 }
 
+impl ListMeta {
+    /// The meta of a page fetched with `paging` out of `total` rows.
+    pub fn of(paging: crate::domain::Paging, total: u64) -> Self {
+        ListMeta {
+            limit: paging.limit,
+            offset: paging.offset,
+            total,
+        }
+    }
+}
+
 impl Example for ListMeta {
     fn example() -> Self {
         ListMeta {

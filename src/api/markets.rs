@@ -173,11 +173,7 @@ impl MarketsApi {
             offset.0,
         )?;
         let page = self.markets.list(query).await?;
-        let meta = ListMeta {
-            limit: query.limit,
-            offset: query.offset,
-            total: page.total,
-        };
+        let meta = ListMeta::of(query.paging, page.total);
         Ok(Json(MarketListEnvelope::new(
             page.items.into_iter().map(MarketView::from).collect(),
             meta,

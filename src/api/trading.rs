@@ -22,7 +22,7 @@ use super::{
 use crate::{
     domain::{
         trading::{parse_idempotency_key, Stake},
-        Page, Paging,
+        Paging,
     },
     service::trading::{TradingService, Transition},
 };
@@ -45,14 +45,6 @@ pub enum StakeCreated {
         #[oai(header = "Idempotent-Replayed")]
         bool,
     ),
-}
-
-fn meta<T>(page: &Page<T>, paging: Paging) -> ListMeta {
-    ListMeta {
-        limit: paging.limit,
-        offset: paging.offset,
-        total: page.total,
-    }
 }
 
 #[OpenApi]
@@ -118,7 +110,7 @@ impl TradingApi {
     ) -> Result<Json<PositionListEnvelope>, ApiError> {
         let paging = Paging::parse(limit.0, offset.0)?;
         let page = self.trading.market_positions(id.0, paging).await?;
-        let meta = meta(&page, paging);
+        let meta = ListMeta::of(paging, page.total);
         Ok(Json(PositionListEnvelope::new(
             page.items.into_iter().map(Into::into).collect(),
             meta,
@@ -147,7 +139,7 @@ impl TradingApi {
     ) -> Result<Json<MyPositionListEnvelope>, ApiError> {
         let paging = Paging::parse(limit.0, offset.0)?;
         let page = self.trading.my_positions(&auth.0, paging).await?;
-        let meta = meta(&page, paging);
+        let meta = ListMeta::of(paging, page.total);
         Ok(Json(MyPositionListEnvelope::new(
             page.items.into_iter().map(Into::into).collect(),
             meta,
@@ -176,7 +168,7 @@ impl TradingApi {
     ) -> Result<Json<LedgerEnvelope>, ApiError> {
         let paging = Paging::parse(limit.0, offset.0)?;
         let page = self.trading.my_ledger(&auth.0, paging).await?;
-        let meta = meta(&page, paging);
+        let meta = ListMeta::of(paging, page.total);
         Ok(Json(LedgerEnvelope::new(
             page.items.into_iter().map(Into::into).collect(),
             meta,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
-use super::{trading::Stake, user::UserSummary, FieldError, Problems};
+use super::{trading::Stake, user::UserSummary, FieldError, Page, Paging, Problems};
 
 /// Shortest market name, in characters.
 pub const NAME_MIN: usize = 3;
@@ -303,10 +303,8 @@ pub struct ListQuery {
     pub sort: SortKey,
     /// Descending order.
     pub descending: bool,
-    /// Page size, `1..=PAGE_MAX`.
-    pub limit: u32,
-    /// Rows to skip, `0..=OFFSET_MAX`.
-    pub offset: u64,
+    /// Page size and offset.
+    pub paging: Paging,
 }
 
 impl ListQuery {
@@ -321,14 +319,13 @@ impl ListQuery {
         offset: Option<u64>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::default();
-        let limit = limit.unwrap_or(PAGE_DEFAULT);
-        if !(1..=PAGE_MAX).contains(&limit) {
-            p.add("limit", format!("must be between 1 and {PAGE_MAX}"));
-        }
-        let offset = offset.unwrap_or(0);
-        if offset > OFFSET_MAX {
-            p.add("offset", format!("must be at most {OFFSET_MAX}"));
-        }
+        let paging = Paging::parse(limit, offset).unwrap_or_else(|errs| {
+            errs.into_iter().for_each(|e| p.add(e.field, e.message));
+            Paging {
+                limit: PAGE_DEFAULT,
+                offset: 0,
+            }
+        });
         if creator_id.is_some_and(|id| id <= 0) {
             p.add("creator_id", "must be a positive user id");
         }
@@ -339,20 +336,13 @@ impl ListQuery {
             creator_id,
             sort,
             descending,
-            limit,
-            offset,
+            paging,
         })
     }
 }
 
 /// One page of markets and the number of markets matching the filters.
-#[derive(Debug, Clone)]
-pub struct MarketPage {
-    /// The markets on this page, in order.
-    pub items: Vec<Market>,
-    /// How many markets match the filters in all.
-    pub total: u64,
-}
+pub type MarketPage = Page<Market>;
 
 #[cfg(test)]
 mod tests {
@@ -439,6 +429,6 @@ mod tests {
         assert_eq!(errs.len(), 3);
         let q = ListQuery::parse(None, None, Some(SortKey::Name), None, None, None).unwrap();
         assert!(!q.descending);
-        assert_eq!(q.limit, PAGE_DEFAULT);
+        assert_eq!(q.paging.limit, PAGE_DEFAULT);
     }
 }

@@ -125,7 +125,7 @@ impl MarketRepository for SqliteMarketRepository {
                     let total: i64 = conn
                         .prepare_cached(&count_sql)?
                         .query_row(&filters[..], |r| r.get(0))?;
-                    let (limit, offset) = (i64::from(q.limit), q.offset as i64);
+                    let (limit, offset) = (i64::from(q.paging.limit), q.paging.offset as i64);
                     let mut page_params = filters.clone();
                     page_params.push((":limit", &limit));
                     page_params.push((":offset", &offset));
