@@ -10,9 +10,13 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     app::{open_db, StartError},
     config::{Config, SeedArgs},
-    db::DbError,
     domain::user::Role,
-    repo::{sqlite_users::insert_user, to_millis, RepoError},
+    domain::{trading::Stake, Rejection},
+    repo::{
+        sqlite_trading::{place_stake, settle_market},
+        sqlite_users::insert_user,
+        to_millis, RepoError,
+    },
     service::passwords::hash_blocking,
 };
 
@@ -119,26 +123,18 @@ pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartEr
     while done < args.markets {
         let count = CHUNK.min(args.markets - done);
         let seed = u64::from(done);
-        db.write(move |conn| -> Result<(), DbError> {
+        db.write(move |conn| -> Result<(), RepoError> {
+            // Bulk loading touches every index at random; a large page cache keeps it in memory.
+            conn.execute_batch("PRAGMA cache_size = -262144")?;
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut market = conn.prepare_cached(
-                "INSERT INTO markets (name, description, creator_id, status, close_time, resolution, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
-            )?;
-            let mut outcome = conn.prepare_cached("INSERT INTO outcomes (market_id, idx, label) VALUES (?1, ?2, ?3)")?;
             for _ in 0..count {
                 let m = demo_market(&mut rng, now, first_user, users);
-                let id: i64 = market.query_row(
-                    params![m.name, m.description, m.creator_id, m.status, m.close_time, m.resolution, m.created_at],
-                    |r| r.get(0),
-                )?;
-                for (idx, label) in m.outcomes.iter().enumerate() {
-                    outcome.execute(params![id, idx as i64, label])?;
-                }
+                seed_market(conn, &mut rng, &m, first_user, users)?;
             }
             Ok(())
         })
-        .await?;
+        .await
+        .map_err(|e| StartError::Init(e.to_string()))?;
         done += count;
     }
     db.close().await;
@@ -147,6 +143,61 @@ pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartEr
         markets: args.markets,
         elapsed: started.elapsed(),
     })
+}
+
+/// Creates one demo market the way the API would: open, with a few stakes from random users
+/// (a stake the user cannot afford is skipped), then moved to its final status, settling it
+/// when resolved or cancelled. The seeded database keeps every money invariant.
+fn seed_market(
+    conn: &rusqlite::Connection,
+    rng: &mut StdRng,
+    m: &DemoMarket,
+    first_user: i64,
+    users: u32,
+) -> Result<(), RepoError> {
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO markets (name, description, creator_id, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+        )?
+        .query_row(
+            params![m.name, m.description, m.creator_id, m.created_at],
+            |r| r.get(0),
+        )?;
+    let mut outcome =
+        conn.prepare_cached("INSERT INTO outcomes (market_id, idx, label) VALUES (?1, ?2, ?3)")?;
+    for (idx, label) in m.outcomes.iter().enumerate() {
+        outcome.execute(params![id, idx as i64, label])?;
+    }
+    for _ in 0..rng.random_range(0..4) {
+        let user = first_user + rng.random_range(0..i64::from(users));
+        let stake = Stake {
+            outcome: rng.random_range(0..m.outcomes.len()) as u32,
+            amount: rng.random_range(1..=20) * 5,
+        };
+        match place_stake(conn, user, id, &stake, None) {
+            Ok(_) | Err(RepoError::Refused(Rejection::InsufficientFunds { .. })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match m.status {
+        "resolved" => {
+            settle_market(conn, id, m.resolution.map(|w| w as u32))?;
+        }
+        "cancelled" => {
+            settle_market(conn, id, None)?;
+        }
+        "closed" => {
+            conn.prepare_cached("UPDATE markets SET status = 'closed' WHERE id = ?1")?
+                .execute([id])?;
+        }
+        _ => {}
+    }
+    conn.prepare_cached(
+        "UPDATE markets SET close_time = ?2, version = 1, updated_at = created_at WHERE id = ?1",
+    )?
+    .execute(params![id, m.close_time])?;
+    Ok(())
 }
 
 struct DemoMarket {

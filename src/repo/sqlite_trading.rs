@@ -172,7 +172,7 @@ pub(crate) fn place_stake(
 
 /// Settles a market inside the caller's transaction: pays out (`winner`) or refunds (`None`)
 /// every position, records the settlement and moves the market to its final status.
-fn settle_market(
+pub(crate) fn settle_market(
     conn: &Connection,
     market_id: i64,
     winner: Option<u32>,

@@ -21,6 +21,18 @@ async fn seeded_markets_list_in_order_with_correct_totals() {
     assert_eq!((report.users, report.markets), (50, 3_000));
     let app = TestApp::spawn_in(dir).await;
     assert_eq!(app.count("markets"), 3_000);
+    assert!(app.count("bets") > 1_000, "demo markets carry stakes");
+    app.assert_invariants();
+    let top = app.get("/api/markets?sort=volume&limit=5").await;
+    let volumes: Vec<i64> = top
+        .column("volume")
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert!(
+        volumes.windows(2).all(|w| w[0] >= w[1]) && volumes[0] > 0,
+        "{volumes:?}"
+    );
 
     let all = app.get("/api/markets?limit=100").await;
     assert_eq!(all.body["meta"]["total"], 3_000);
