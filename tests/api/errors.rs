@@ -348,3 +348,20 @@ async fn health_and_readiness_answer_json() {
     assert_eq!(ready.body["status"], "ok");
     assert_eq!(ready.body["schema_version"], agora::db::SCHEMA_VERSION);
 }
+
+#[tokio::test]
+async fn an_internal_error_is_a_generic_500_that_leaks_no_detail() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    app.db().execute_batch("DROP TABLE ledger").unwrap();
+    let reply = alice.get("/api/me/ledger").await;
+    reply.assert_error(500, "internal_error");
+    assert_eq!(reply.body["error"], "internal server error");
+    assert!(
+        !reply.text.contains("ledger") && !reply.text.contains("SQL"),
+        "{}",
+        reply.text
+    );
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK, "the server lives on");
+}
