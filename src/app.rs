@@ -16,8 +16,11 @@ use crate::{
     db::{Db, DbError},
     middleware::{access_log::AccessLog, body_limit::BodyLimit},
     repo::{
-        sqlite_markets::SqliteMarketRepository, sqlite_sessions::SqliteSessionRepository,
-        sqlite_trading::SqliteTradingRepository, sqlite_users::SqliteUserRepository,
+        cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
+        sqlite_markets::SqliteMarketRepository,
+        sqlite_sessions::SqliteSessionRepository,
+        sqlite_trading::SqliteTradingRepository,
+        sqlite_users::SqliteUserRepository,
         MarketRepository, SessionRepository, TradingRepository, UserRepository,
     },
     service::{
@@ -139,12 +142,22 @@ impl App {
             tokens,
             passwords,
         } = self;
-        let markets: Arc<dyn MarketRepository> = Arc::new(SqliteMarketRepository::new(db.clone()));
+        let mut markets: Arc<dyn MarketRepository> =
+            Arc::new(SqliteMarketRepository::new(db.clone()));
+        let mut trading: Arc<dyn TradingRepository> =
+            Arc::new(SqliteTradingRepository::new(db.clone()));
+        if config.cache_markets > 0 {
+            let cache = MarketCache::new(CacheConfig {
+                markets: config.cache_markets,
+                pages: config.cache_pages,
+                ttl: Duration::from_secs(config.cache_ttl_secs.max(1)),
+            });
+            markets = Arc::new(CachedMarketRepository::new(markets, cache.clone()));
+            trading = Arc::new(CachedTradingRepository::new(trading, cache));
+        }
         let users: Arc<dyn UserRepository> = Arc::new(SqliteUserRepository::new(db.clone()));
         let sessions: Arc<dyn SessionRepository> =
             Arc::new(SqliteSessionRepository::new(db.clone()));
-        let trading: Arc<dyn TradingRepository> =
-            Arc::new(SqliteTradingRepository::new(db.clone()));
         let trading = Arc::new(TradingService::new(trading, markets.clone()));
         let sweeper = tokio::spawn(close_due_markets(
             trading.clone(),

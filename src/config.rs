@@ -139,6 +139,25 @@ pub struct Config {
     /// Lifetime of a refresh token, in seconds.
     #[arg(long, global = true, env = "AGORA_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
+    /// Most markets kept in the read cache (0 disables caching).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_CACHE_MARKETS",
+        default_value_t = 10_000
+    )]
+    pub cache_markets: u64,
+    /// Most market list pages kept in the read cache.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_CACHE_PAGES",
+        default_value_t = 1_000
+    )]
+    pub cache_pages: u64,
+    /// Seconds a cache entry may live (bounds staleness from writes made behind the server).
+    #[arg(long, global = true, env = "AGORA_CACHE_TTL", default_value_t = 60)]
+    pub cache_ttl_secs: u64,
     /// Seconds between sweeps that close markets past their close time.
     #[arg(long, global = true, env = "AGORA_CLOSE_SWEEP", default_value_t = 5)]
     pub close_sweep_secs: u64,

@@ -273,7 +273,7 @@ fn check_close_time(p: &mut Problems, close_time: Option<OffsetDateTime>, now: O
 }
 
 /// Columns a market list can be sorted by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SortKey {
     /// Total staked.
     Volume,
@@ -293,7 +293,7 @@ impl SortKey {
 }
 
 /// A validated market list request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListQuery {
     /// Only markets in this status.
     pub status: Option<MarketStatus>,

@@ -71,7 +71,7 @@ pub struct Page<T> {
 }
 
 /// Validated paging of a list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Paging {
     /// Page size, `1..=market::PAGE_MAX`.
     pub limit: u32,

@@ -1,6 +1,7 @@
 //! Data access behind traits. Each method is one SQL statement or one transaction and returns
 //! domain types. `app.rs` chooses the implementation (SQLite today, a cache decorator later).
 
+pub mod cached;
 mod codes;
 pub mod sqlite_markets;
 pub mod sqlite_sessions;
@@ -170,8 +171,8 @@ pub trait TradingRepository: Send + Sync {
     async fn resolve(&self, market_id: i64, winner: u32) -> Result<Market, RepoError>;
     /// Cancels an active or closed market and refunds every stake.
     async fn cancel(&self, market_id: i64) -> Result<Market, RepoError>;
-    /// Closes every active market whose close time has passed; returns how many.
-    async fn close_due(&self) -> Result<usize, RepoError>;
+    /// Closes every active market whose close time has passed; returns their ids.
+    async fn close_due(&self) -> Result<Vec<i64>, RepoError>;
     /// Positions on a market with their stakers, largest first (one statement per page).
     async fn market_positions(
         &self,

@@ -288,15 +288,16 @@ impl TradingRepository for SqliteTradingRepository {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn close_due(&self) -> Result<usize, RepoError> {
+    async fn close_due(&self) -> Result<Vec<i64>, RepoError> {
         self.db
             .write(move |conn| {
                 Ok(conn
                     .prepare_cached(
                         "UPDATE markets SET status = 'closed', version = version + 1, updated_at = ?1
-                          WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= ?1",
+                          WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= ?1 RETURNING id",
                     )?
-                    .execute([now_ms()])?)
+                    .query_map([now_ms()], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?)
             })
             .await
     }

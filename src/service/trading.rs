@@ -95,7 +95,7 @@ impl TradingService {
 
     /// Closes every market whose close time has passed (the periodic sweep).
     pub async fn close_due(&self) -> Result<usize, AppError> {
-        Ok(self.trading.close_due().await?)
+        Ok(self.trading.close_due().await?.len())
     }
 
     /// The positions on a market.
