@@ -11,6 +11,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY tests tests
+COPY benches benches
 
 # The cargo registry, git checkouts and target/ are BuildKit cache mounts: they survive between
 # builds on the same builder, so a source change recompiles agora, not its dependencies. The

@@ -13,7 +13,7 @@ use poem::{
 use crate::{
     api::{self, error::ApiError},
     config::Config,
-    db::{Db, DbError},
+    db::{Db, DbError, DbOptions},
     middleware::{access_log::AccessLog, body_limit::BodyLimit},
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
@@ -79,11 +79,12 @@ pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    Ok(Arc::new(Db::open(
-        &config.db_path(),
-        config.synchronous,
-        config.db_readers,
-    )?))
+    let options = DbOptions {
+        synchronous: config.synchronous,
+        readers: config.db_readers,
+        write_batch: config.write_batch,
+    };
+    Ok(Arc::new(Db::open(&config.db_path(), &options)?))
 }
 
 impl App {

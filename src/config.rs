@@ -105,6 +105,10 @@ pub struct Config {
     /// Number of read-only SQLite connections in the pool.
     #[arg(long, global = true, env = "AGORA_DB_READERS", default_value_t = 8)]
     pub db_readers: u32,
+    /// Most concurrent writes that share one SQLite commit (group commit); 1 commits each
+    /// write on its own.
+    #[arg(long, global = true, env = "AGORA_WRITE_BATCH", default_value_t = 256)]
+    pub write_batch: usize,
     /// Largest accepted request body in bytes; larger bodies get 413.
     #[arg(long, global = true, env = "AGORA_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,

@@ -65,6 +65,27 @@ pub fn snapshot<T, E: From<rusqlite::Error>>(
     result
 }
 
+/// How to open the database.
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    /// `synchronous` pragma of the writer.
+    pub synchronous: Synchronous,
+    /// Size of the read-only connection pool.
+    pub readers: u32,
+    /// Most writes that share one commit (1 = a commit per write).
+    pub write_batch: usize,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            synchronous: Synchronous::Normal,
+            readers: 4,
+            write_batch: 256,
+        }
+    }
+}
+
 /// The database: readers and the writer.
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
@@ -74,8 +95,8 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) the database at `path`, applies pragmas and migrations, and
     /// starts the writer thread.
-    pub fn open(path: &Path, synchronous: Synchronous, readers: u32) -> Result<Self, DbError> {
-        let conn = pool::open_writer(path, synchronous)?;
+    pub fn open(path: &Path, options: &DbOptions) -> Result<Self, DbError> {
+        let conn = pool::open_writer(path, options.synchronous)?;
         let mut conn = conn;
         migrations::apply(&mut conn).map_err(|e| match e {
             DbError::Sqlite(source) => DbError::Open {
@@ -84,10 +105,10 @@ impl Db {
             },
             other => other,
         })?;
-        let readers = pool::readers(path, readers)?;
+        let readers = pool::readers(path, options.readers)?;
         Ok(Db {
             readers,
-            writer: Mutex::new(Some(writer::Writer::start(conn))),
+            writer: Mutex::new(Some(writer::Writer::start(conn, options.write_batch))),
         })
     }
 

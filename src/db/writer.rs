@@ -1,7 +1,7 @@
 //! The single writer thread and its group commit.
 //!
 //! Writes queue on a channel. The thread takes every write waiting at that moment (up to
-//! [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction, runs each write in its own
+//! the configured batch size), opens one `BEGIN IMMEDIATE` transaction, runs each write in its own
 //! `SAVEPOINT` (released on success, rolled back on error or panic), commits once, and only
 //! then answers each caller: an acknowledged write is committed. A write that is alone in its
 //! batch runs without a savepoint (the transaction is its rollback unit): statement journals
@@ -19,9 +19,6 @@ use tokio::sync::oneshot;
 
 use super::DbError;
 
-/// Most writes that share one commit.
-const MAX_BATCH: usize = 256;
-
 /// Delivers a write's outcome once the shared commit has succeeded (`None`) or failed.
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
 /// A queued write: runs (in a savepoint when the flag says so) and returns how to reply and
@@ -36,11 +33,11 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread owning `conn`.
-    pub(super) fn start(conn: Connection) -> Self {
+    pub(super) fn start(conn: Connection, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("agora-db-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, max_batch.max(1)))
             .unwrap_or_else(|e| panic!("cannot start the database writer thread: {e}"));
         Writer { tx, thread }
     }
@@ -82,10 +79,10 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,

@@ -281,8 +281,7 @@ impl TradingRepository for CachedTradingRepository {
 mod tests {
     use super::*;
     use crate::{
-        config::Synchronous,
-        db::Db,
+        db::{Db, DbOptions},
         domain::market::{NewMarketInput, SortKey},
         repo::{sqlite_markets::SqliteMarketRepository, sqlite_users::insert_user},
     };
@@ -294,7 +293,7 @@ mod tests {
         i64,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(&dir.path().join("t.db"), Synchronous::Normal, 4).unwrap());
+        let db = Arc::new(Db::open(&dir.path().join("t.db"), &DbOptions::default()).unwrap());
         let user = db
             .write(|conn| insert_user(conn, "alice", "!", crate::domain::user::Role::User, 100, 0))
             .await
