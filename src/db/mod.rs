@@ -6,6 +6,7 @@
 //! each in its own `SAVEPOINT`: one failing write rolls back alone, and many writes share one
 //! commit (and one fsync).
 
+pub mod invariants;
 mod migrations;
 mod pool;
 mod writer;

@@ -156,3 +156,73 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::db::{Db, DbError, DbOptions};
+
+    #[tokio::test]
+    async fn a_failing_write_in_a_group_commit_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), &DbOptions::default()).unwrap();
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE t (n INTEGER NOT NULL)")
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+        // A slow write holds the writer, so the next ten queue up and share one transaction.
+        let slow = db.write(|c| {
+            std::thread::sleep(Duration::from_millis(100));
+            c.execute("INSERT INTO t VALUES (0)", [])
+                .map_err(DbError::from)
+        });
+        let batch = futures::future::join_all((1..=10).map(|n| {
+            db.write(move |c| {
+                c.execute("INSERT INTO t VALUES (?1)", [n])?;
+                if n % 3 == 0 {
+                    // Half-done work that must vanish with the error.
+                    c.execute("INSERT INTO t VALUES (?1)", [n * 100])?;
+                    return Err(DbError::Closed);
+                }
+                Ok(())
+            })
+        }));
+        let (slow, results) = tokio::join!(slow, batch);
+        slow.unwrap();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(failed, 3);
+        let rows: Vec<i64> = db
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT n FROM t ORDER BY n")?;
+                let rows = stmt
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok::<_, DbError>(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![0, 1, 2, 4, 5, 7, 8, 10]);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_is_an_error_and_the_writer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), &DbOptions::default()).unwrap();
+        let panicked = db
+            .write(|_| -> Result<(), DbError> { panic!("boom") })
+            .await;
+        assert!(matches!(panicked, Err(DbError::Panicked)));
+        let ok = db
+            .write(|c| {
+                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map_err(DbError::from)
+            })
+            .await;
+        assert_eq!(ok.unwrap(), 1);
+        db.close().await;
+    }
+}

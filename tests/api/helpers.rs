@@ -394,53 +394,8 @@ impl TestApp {
     /// Checks every money invariant of DESIGN.md section 4 by SQL over the whole database.
     #[track_caller]
     pub fn assert_invariants(&self) {
-        let db = self.db();
-        let one = |sql: &str| -> i64 {
-            db.query_row(sql, [], |r| r.get(0))
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        };
-        let grants = one("SELECT coalesce(sum(amount), 0) FROM ledger WHERE kind = 'GRANT'");
-        let balances = one("SELECT coalesce(sum(balance), 0) FROM users");
-        let open_pools = one(
-            "SELECT coalesce(sum(o.pool), 0) FROM outcomes o JOIN markets m ON m.id = o.market_id
-              WHERE m.status IN ('active', 'closed')",
-        );
-        assert_eq!(balances + open_pools, grants, "credits are conserved");
-        assert!(
-            one("SELECT coalesce(min(balance), 0) FROM users") >= 0,
-            "no negative balance"
-        );
-        assert_eq!(
-            one("SELECT count(*) FROM users u WHERE balance != (SELECT coalesce(sum(amount), 0) FROM ledger l WHERE l.user_id = u.id)"),
-            0,
-            "every balance equals the sum of its ledger entries"
-        );
-        assert_eq!(
-            one(
-                "SELECT count(*) FROM markets m WHERE
-                    volume != (SELECT coalesce(sum(amount), 0) FROM positions p WHERE p.market_id = m.id)
-                 OR volume != (SELECT coalesce(-sum(amount), 0) FROM ledger l WHERE l.market_id = m.id AND l.kind = 'STAKE')
-                 OR volume != (SELECT coalesce(sum(amount), 0) FROM bets b WHERE b.market_id = m.id)
-                 OR volume != (SELECT coalesce(sum(pool), 0) FROM outcomes o WHERE o.market_id = m.id)"
-            ),
-            0,
-            "market volume == positions == stake entries == bets == pools"
-        );
-        assert_eq!(
-            one(
-                "SELECT count(*) FROM markets m WHERE m.status IN ('resolved', 'cancelled') AND (
-                    volume != (SELECT coalesce(sum(amount), 0) FROM ledger l WHERE l.market_id = m.id AND l.kind IN ('PAYOUT', 'REFUND'))
-                 OR volume != (SELECT coalesce(sum(payout), 0) FROM positions p WHERE p.market_id = m.id)
-                 OR (SELECT count(*) FROM positions p WHERE p.market_id = m.id AND p.payout IS NULL) > 0)"
-            ),
-            0,
-            "a settled market paid out exactly its pool, once per position"
-        );
-        assert_eq!(
-            one("SELECT count(*) FROM markets m WHERE m.status IN ('active', 'closed') AND EXISTS (SELECT 1 FROM ledger l WHERE l.market_id = m.id AND l.kind IN ('PAYOUT', 'REFUND'))"),
-            0,
-            "unsettled markets paid nothing"
-        );
+        let broken = agora::db::invariants::violations(&self.db()).expect("invariant queries run");
+        assert!(broken.is_empty(), "broken invariants: {broken:?}");
     }
 
     /// A user's balance, from the database.
