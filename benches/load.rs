@@ -3,9 +3,13 @@
 //! Builds the release server, seeds 100,000 markets and 10,000 users into a temporary data
 //! dir, starts the server as its own process, and drives it with 64 keep-alive connections for
 //! a fixed time per workload. Prints one table row per workload: requests per second, p50 and
-//! p99 latency, errors, and the ratio to the same server's `/healthz` in the same run. Stakes
-//! are measured with group commit on and off (`--write-batch 256` vs `1`) under
-//! `synchronous=normal` and `full`.
+//! p99 latency, errors, and the ratio to the same server's `/healthz` in the same run, plus the
+//! server's RSS and peak RSS; writes the rows to `target/bench/load.json`. Stakes are also
+//! measured with group commit off (`--write-batch 1`) and with `synchronous=full`. At the end
+//! the money invariants are checked over the whole database.
+//!
+//! The load generator runs in this process and shares the machine's cores with the server, so
+//! the ratios to `/healthz` are the figures to compare, not the absolute rates.
 //!
 //! Environment: `AGORA_BENCH_SECS` (seconds per workload, default 10), `AGORA_BENCH_MARKETS`
 //! (default 100000), `AGORA_BENCH_CONNECTIONS` (default 64).
@@ -89,14 +93,18 @@ impl Server {
         panic!("server did not start");
     }
 
-    fn rss_mib(&self) -> f64 {
+    /// Current and peak resident memory, in MiB.
+    fn rss_mib(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     fn stop(mut self) {
@@ -203,36 +211,80 @@ async fn login_all(client: &Client, base: &str, n: usize) -> Arc<Vec<String>> {
 }
 
 async fn active_markets(client: &Client, base: &str) -> Arc<Vec<i64>> {
-    let resp: Value = client
-        .get(format!(
-            "{base}/api/markets?status=active&sort=created_at&limit=100"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    Arc::new(
-        resp["data"]
-            .as_array()
+    let mut ids = Vec::new();
+    for offset in (0..500).step_by(100) {
+        let resp: Value = client
+            .get(format!(
+                "{base}/api/markets?status=active&sort=created_at&limit=100&offset={offset}"
+            ))
+            .send()
+            .await
             .unwrap()
-            .iter()
-            .map(|m| m["id"].as_i64().unwrap())
-            .collect(),
-    )
+            .json()
+            .await
+            .unwrap();
+        ids.extend(
+            resp["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_i64().unwrap()),
+        );
+    }
+    Arc::new(ids)
 }
 
-fn row(name: &str, f: &Figures, healthz: f64, rss: f64) {
-    println!(
-        "| {name:<34} | {:>9.0} | {:>7.2} | {:>7.2} | {:>6} | {:>9} | {:>5.2} | {rss:>6.0} |",
-        f.rps,
-        f.p50_ms,
-        f.p99_ms,
-        f.errors,
-        f.requests,
-        f.rps / healthz
-    );
+/// A cheap, deterministic spread of numbers for picking ids and offsets.
+fn spread(conn: usize, n: u64) -> u64 {
+    (conn as u64 + 1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(n.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        >> 17
+}
+
+/// Collects the table rows, printing each and keeping them for the JSON file.
+struct Table {
+    healthz: f64,
+    rows: Vec<Value>,
+}
+
+impl Table {
+    fn row(&mut self, name: &str, f: &Figures, server: &Server) {
+        let (rss, peak) = server.rss_mib();
+        let ratio = f.rps / self.healthz;
+        println!(
+            "| {name:<40} | {:>8.0} | {:>7.2} | {:>7.2} | {:>6} | {ratio:>5.2} | {rss:>5.0} | {peak:>5.0} |",
+            f.rps, f.p50_ms, f.p99_ms, f.errors
+        );
+        self.rows.push(json!({
+            "workload": name, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "errors": f.errors,
+            "requests": f.requests, "ratio_to_healthz": ratio, "rss_mib": rss, "peak_rss_mib": peak,
+        }));
+    }
+}
+
+fn stake_request(tokens: Arc<Vec<String>>, active: Arc<Vec<i64>>, outcome: u32) -> Make {
+    Arc::new(move |c, n| {
+        let id = active[spread(c, n) as usize % active.len()];
+        let body = json!({"outcome": outcome, "amount": 1});
+        (
+            Method::POST,
+            format!("/api/markets/{id}/positions"),
+            Some(body),
+            Some(tokens[c].clone()),
+        )
+    })
+}
+
+fn get_request(hot: u64) -> Make {
+    Arc::new(move |c, n| {
+        (
+            Method::GET,
+            format!("/api/markets/{}", 1 + spread(c, n) % hot),
+            None,
+            None,
+        )
+    })
 }
 
 fn main() {
@@ -270,13 +322,20 @@ fn main() {
         .pool_max_idle_per_host(connections)
         .build()
         .unwrap();
+    // The cache holds 10,000 markets by default: "cache warm" reads pick among the first 10,000.
+    let hot = markets.min(10_000);
     println!(
-        "{connections} connections, {secs} s per workload, server RSS at the end of each run\n"
+        "{connections} connections, {secs} s per workload; RSS and peak RSS of the server in MiB\n"
     );
-    println!("| workload                           |     req/s | p50 ms  | p99 ms  | errors |  requests | x hz  | RSS MiB |");
-    println!("|------------------------------------|-----------|---------|---------|--------|-----------|-------|---------|");
+    println!("| workload                                 |    req/s |  p50 ms |  p99 ms | errors |  x hz |   RSS |  peak |");
+    println!("|------------------------------------------|----------|---------|---------|--------|-------|-------|-------|");
+    let mut table = Table {
+        healthz: 1.0,
+        rows: Vec::new(),
+    };
 
     let server = Server::start(&bin, dir.path(), &[]);
+    println!("(idle after start: {:.0} MiB)", server.rss_mib().0);
     runtime.block_on(async {
         let base = server.base.clone();
         let tokens = login_all(&client, &base, connections).await;
@@ -289,149 +348,135 @@ fn main() {
             Arc::new(|_, _| (Method::GET, "/healthz".into(), None, None)),
         )
         .await;
-        row("GET /healthz", &hz, hz.rps, server.rss_mib());
-        let total = markets.max(1);
-        let get = drive(
+        table.healthz = hz.rps;
+        table.row("GET /healthz", &hz, &server);
+        drive(
             &client,
             &base,
             connections,
-            secs,
+            2,
             Arc::new(move |c, n| {
-                let id = 1 + (c as u64 * 7919 + n * 104_729) % total;
-                (Method::GET, format!("/api/markets/{id}"), None, None)
+                (
+                    Method::GET,
+                    format!(
+                        "/api/markets/{}",
+                        1 + (n * connections as u64 + c as u64) % hot
+                    ),
+                    None,
+                    None,
+                )
             }),
         )
         .await;
-        row(
-            "GET /api/markets/{id} (any of all)",
-            &get,
-            hz.rps,
-            server.rss_mib(),
-        );
-        let hot = drive(
-            &client,
-            &base,
-            connections,
-            secs,
-            Arc::new(move |c, n| {
-                let id = 1 + (c as u64 + n) % 100;
-                (Method::GET, format!("/api/markets/{id}"), None, None)
-            }),
-        )
-        .await;
-        row(
-            "GET /api/markets/{id} (hot 100)",
-            &hot,
-            hz.rps,
-            server.rss_mib(),
-        );
+        let get = drive(&client, &base, connections, secs, get_request(hot)).await;
+        table.row("GET /api/markets/{id} (cache warm)", &get, &server);
         let list = drive(
             &client,
             &base,
             connections,
             secs,
-            Arc::new(|_, _| {
+            Arc::new(|c, n| {
+                let offset = spread(c, n) % 100 * 20;
                 (
                     Method::GET,
-                    "/api/markets?status=active&sort=volume&limit=20".into(),
+                    format!("/api/markets?status=active&sort=volume&limit=20&offset={offset}"),
                     None,
                     None,
                 )
             }),
         )
         .await;
-        row(
-            "GET /api/markets?sort=volume",
-            &list,
-            hz.rps,
-            server.rss_mib(),
-        );
-        let t = tokens.clone();
-        let create = drive(
-            &client,
-            &base,
-            connections,
-            secs,
-            Arc::new(move |c, n| {
-                let body =
-                    json!({"name": format!("Bench market {c}-{n}"), "outcomes": ["YES", "NO"]});
-                (
-                    Method::POST,
-                    "/api/markets".into(),
-                    Some(body),
-                    Some(t[c].clone()),
-                )
-            }),
-        )
-        .await;
-        row("POST /api/markets", &create, hz.rps, server.rss_mib());
-        let (t, a) = (tokens.clone(), active.clone());
+        table.row("GET /api/markets (active, volume, page)", &list, &server);
         let stake = drive(
             &client,
             &base,
             connections,
             secs,
-            Arc::new(move |c, n| {
-                let id = a[(c + n as usize) % a.len()];
-                (
-                    Method::POST,
-                    format!("/api/markets/{id}/positions"),
-                    Some(json!({"outcome": 0, "amount": 1})),
-                    Some(t[c].clone()),
-                )
-            }),
+            stake_request(tokens.clone(), active.clone(), 0),
         )
         .await;
-        row(
-            "POST positions (normal, batch 256)",
-            &stake,
-            hz.rps,
-            server.rss_mib(),
+        table.row("POST positions (group commit, normal)", &stake, &server);
+        let (stake, get) = (
+            stake_request(tokens.clone(), active.clone(), 1),
+            get_request(hot),
         );
+        let mixed = drive(
+            &client,
+            &base,
+            connections,
+            secs,
+            Arc::new(move |c, n| if n % 10 == 9 { stake(c, n) } else { get(c, n) }),
+        )
+        .await;
+        table.row("mixed 90% GET by id / 10% stakes", &mixed, &server);
     });
     server.stop();
 
-    for (sync, batch) in [("normal", "1"), ("full", "256"), ("full", "1")] {
-        let server = Server::start(
-            &bin,
-            dir.path(),
-            &["--synchronous", sync, "--write-batch", batch],
-        );
+    let configs: [(&str, &[&str], bool); 4] = [
+        (
+            "GET /api/markets/{id} (cache off)",
+            &["--cache-markets", "0"],
+            false,
+        ),
+        (
+            "POST positions (one commit each, normal)",
+            &["--write-batch", "1"],
+            true,
+        ),
+        (
+            "POST positions (group commit, full)",
+            &["--synchronous", "full"],
+            true,
+        ),
+        (
+            "POST positions (one commit each, full)",
+            &["--synchronous", "full", "--write-batch", "1"],
+            true,
+        ),
+    ];
+    for (name, flags, stakes) in configs {
+        let server = Server::start(&bin, dir.path(), flags);
         runtime.block_on(async {
             let base = server.base.clone();
-            let tokens = login_all(&client, &base, connections).await;
-            let active = active_markets(&client, &base).await;
-            let hz = drive(
-                &client,
-                &base,
-                connections,
-                secs.min(5),
-                Arc::new(|_, _| (Method::GET, "/healthz".into(), None, None)),
-            )
-            .await;
-            let stake = drive(
-                &client,
-                &base,
-                connections,
-                secs,
-                Arc::new(move |c, n| {
-                    let id = active[(c + n as usize) % active.len()];
-                    (
-                        Method::POST,
-                        format!("/api/markets/{id}/positions"),
-                        Some(json!({"outcome": 1, "amount": 1})),
-                        Some(tokens[c].clone()),
-                    )
-                }),
-            )
-            .await;
-            row(
-                &format!("POST positions ({sync}, batch {batch})"),
-                &stake,
-                hz.rps,
-                server.rss_mib(),
-            );
+            let figures = if stakes {
+                let tokens = login_all(&client, &base, connections).await;
+                let active = active_markets(&client, &base).await;
+                drive(
+                    &client,
+                    &base,
+                    connections,
+                    secs,
+                    stake_request(tokens, active, 1),
+                )
+                .await
+            } else {
+                drive(&client, &base, connections, secs, get_request(hot)).await
+            };
+            table.row(name, &figures, &server);
         });
         server.stop();
     }
+
+    let conn = rusqlite::Connection::open(dir.path().join("agora.db")).unwrap();
+    let broken = agora::db::invariants::violations(&conn).unwrap();
+    println!(
+        "\ninvariants after the run: {}",
+        if broken.is_empty() {
+            "all hold".to_owned()
+        } else {
+            format!("BROKEN {broken:?}")
+        }
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let report = json!({"connections": connections, "seconds": secs, "markets": markets, "rows": table.rows, "invariants_broken": broken});
+    std::fs::write(
+        out.join("load.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    println!("rows written to target/bench/load.json");
+    assert!(broken.is_empty(), "invariants broken");
 }
