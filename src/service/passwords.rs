@@ -4,13 +4,14 @@
 //! 19 MiB over every blocking thread's allocator arena (64 concurrent logins grew the process
 //! to 1.2 GB here). Dedicated threads keep both the concurrency and the memory bounded.
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::{
+    cell::RefCell,
+    sync::{mpsc, Arc, Mutex},
+};
 
 use argon2::{
-    password_hash::{
-        rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
-    },
-    Argon2,
+    password_hash::{self, rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString},
+    Algorithm, Argon2, Block, Params, Version,
 };
 use tokio::sync::oneshot;
 
@@ -26,20 +27,87 @@ pub struct Passwords {
     dummy: Arc<String>,
 }
 
-/// Hashes `password` now, on the current thread (for startup and command-line tools).
-pub fn hash_blocking(password: &str) -> Result<String, AppError> {
-    Argon2::default()
-        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-        .map(|h| h.to_string())
-        .map_err(|e| AppError::Internal(format!("password hashing failed: {e}")))
+thread_local! {
+    /// Argon2's working memory (~19 MiB), allocated once per hashing thread and reused: a
+    /// fresh allocation per hash would be freed into the allocator's arena and pile up there.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-fn verify_blocking(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
+/// Runs Argon2 with this thread's reusable working memory.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        let needed = argon.params().block_count();
+        if blocks.len() < needed {
+            blocks.resize(needed, Block::default());
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
     })
+}
+
+/// Hashes `password` now, on the current thread, into a PHC string (`$argon2id$v=19$...`).
+pub fn hash_blocking(password: &str) -> Result<String, AppError> {
+    let fail =
+        |e: &dyn std::fmt::Display| AppError::Internal(format!("password hashing failed: {e}"));
+    let argon = Argon2::default();
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| fail(&e))?;
+    let len = argon
+        .params()
+        .output_len()
+        .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = Output::init_with(len, |out| {
+        argon2_into(&argon, password.as_bytes(), salt_bytes, out)
+            .map_err(|_| password_hash::Error::Password)
+    })
+    .map_err(|e| fail(&e))?;
+    let hash = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::default().into()),
+        params: ParamsString::try_from(argon.params()).map_err(|e| fail(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// True when `password` matches the PHC string `hash` (compared in constant time).
+fn verify_blocking(password: &str, hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&parsed),
+        Algorithm::try_from(parsed.algorithm),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params);
+    Output::init_with(expected.len(), |out| {
+        argon2_into(&argon, password.as_bytes(), salt_bytes, out)
+            .map_err(|_| password_hash::Error::Password)
+    })
+    .is_ok_and(|actual| actual == expected)
 }
 
 impl Passwords {
@@ -110,5 +178,34 @@ impl Passwords {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::{PasswordHasher as _, PasswordVerifier as _};
+
+    use super::*;
+
+    #[test]
+    fn hashes_interoperate_with_the_standard_argon2_api() {
+        let ours = hash_blocking("correct horse").unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"wrong horse", &parsed)
+            .is_err());
+
+        let theirs = Argon2::default()
+            .hash_password(b"battery staple", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(verify_blocking("battery staple", &theirs));
+        assert!(!verify_blocking("battery stapler", &theirs));
+        assert!(!verify_blocking("battery staple", "not a hash"));
+        assert!(verify_blocking("correct horse", &ours) && !verify_blocking("", &ours));
     }
 }
