@@ -5,7 +5,8 @@
 //! a fixed time per workload. Prints one table row per workload: requests per second, p50 and
 //! p99 latency, errors, and the ratio to the same server's `/healthz` in the same run, plus the
 //! server's RSS and peak RSS; writes the rows to `target/bench/load.json`. Stakes are also
-//! measured with group commit off (`--write-batch 1`) and with `synchronous=full`. At the end
+//! measured with group commit off (`--write-batch 1`) and with `synchronous=normal` (the
+//! default is `full`). At the end
 //! the money invariants are checked over the whole database.
 //!
 //! The load generator runs in this process and shares the machine's cores with the server, so
@@ -395,7 +396,7 @@ fn main() {
             stake_request(tokens.clone(), active.clone(), 0),
         )
         .await;
-        table.row("POST positions (group commit, normal)", &stake, &server);
+        table.row("POST positions (group commit, full)", &stake, &server);
         let (stake, get) = (
             stake_request(tokens.clone(), active.clone(), 1),
             get_request(hot),
@@ -419,18 +420,18 @@ fn main() {
             false,
         ),
         (
-            "POST positions (one commit each, normal)",
+            "POST positions (one commit each, full)",
             &["--write-batch", "1"],
             true,
         ),
         (
-            "POST positions (group commit, full)",
-            &["--synchronous", "full"],
+            "POST positions (group commit, normal)",
+            &["--synchronous", "normal"],
             true,
         ),
         (
-            "POST positions (one commit each, full)",
-            &["--synchronous", "full", "--write-batch", "1"],
+            "POST positions (one commit each, normal)",
+            &["--synchronous", "normal", "--write-batch", "1"],
             true,
         ),
     ];

@@ -100,7 +100,7 @@ pub struct Config {
     #[arg(long, global = true, env = "AGORA_LOG", default_value = "info")]
     pub log: String,
     /// SQLite `synchronous` pragma: `normal` survives process crashes, `full` also power loss.
-    #[arg(long, global = true, env = "AGORA_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Normal)]
+    #[arg(long, global = true, env = "AGORA_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
     pub synchronous: Synchronous,
     /// Number of read-only SQLite connections in the pool.
     #[arg(long, global = true, env = "AGORA_DB_READERS", default_value_t = 8)]
