@@ -1,6 +1,6 @@
-//! The money invariants of the design (DESIGN.md section 4), checked by SQL over a whole
-//! database: used by the test suite after every concurrent scenario and by the load benchmark
-//! after its run.
+//! The money invariants of the design (DESIGN.md section 4), and the derived counts, checked
+//! by SQL over a whole database: used by the test suite after every concurrent scenario and by
+//! the load benchmark after its run.
 
 use rusqlite::Connection;
 
@@ -34,6 +34,10 @@ const CHECKS: &[(&str, &str)] = &[
                         WHERE l.market_id = m.id AND l.kind IN ('PAYOUT', 'REFUND'))
          OR volume != (SELECT coalesce(sum(payout), 0) FROM positions p WHERE p.market_id = m.id)
          OR EXISTS (SELECT 1 FROM positions p WHERE p.market_id = m.id AND p.payout IS NULL))",
+    ),
+    (
+        "the per-status market counts match the markets",
+        "SELECT count(*) FROM market_counts c WHERE n != (SELECT count(*) FROM markets m WHERE m.status = c.status)",
     ),
     (
         "unsettled markets paid nothing",

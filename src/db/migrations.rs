@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_accounts.sql"),
     include_str!("migrations/0003_trading.sql"),
+    include_str!("migrations/0004_market_counts.sql"),
 ];
 
 /// The schema version this binary creates and understands.

@@ -102,7 +102,12 @@ fn list_sql(q: &ListQuery) -> (String, String) {
     };
     (
         format!("{SELECT_MARKET}{filter} ORDER BY {order} LIMIT :limit OFFSET :offset"),
-        format!("SELECT count(*) FROM markets m{filter}"),
+        match (q.status.is_some(), q.creator_id.is_some()) {
+            // Without a creator filter the total is kept per status by triggers (migration 4).
+            (true, false) => "SELECT n FROM market_counts WHERE status = :status".to_owned(),
+            (false, false) => "SELECT coalesce(sum(n), 0) FROM market_counts".to_owned(),
+            _ => format!("SELECT count(*) FROM markets m{filter}"),
+        },
     )
 }
 
