@@ -121,6 +121,12 @@ macro_rules! envelope {
             pub fn new(data: Vec<$item>, meta: $meta) -> Self {
                 Self { success: true, data, meta }
             }
+
+            /// The envelope of a page fetched with `paging`.
+            pub fn from_page<T: Into<$item>>(page: crate::domain::Page<T>, paging: crate::domain::Paging) -> Self {
+                let meta = ListMeta::of(paging, page.total);
+                Self::new(page.items.into_iter().map(Into::into).collect(), meta)
+            }
         }
 
         impl poem_openapi::types::Example for $name {

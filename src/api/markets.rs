@@ -11,11 +11,10 @@ use poem_openapi::{
 use time::OffsetDateTime;
 
 use super::{
-    envelope::ListMeta,
     error::ApiError,
     market_models::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
-        MarketView, PatchMarketBody, ReplaceMarketBody, SortOrder,
+        PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
     security::BearerAuth,
     ApiTags,
@@ -173,11 +172,7 @@ impl MarketsApi {
             offset.0,
         )?;
         let page = self.markets.list(query).await?;
-        let meta = ListMeta::of(query.paging, page.total);
-        Ok(Json(MarketListEnvelope::new(
-            page.items.into_iter().map(MarketView::from).collect(),
-            meta,
-        )))
+        Ok(Json(MarketListEnvelope::from_page(page, query.paging)))
     }
 
     /// Get a market

@@ -9,7 +9,6 @@ use poem_openapi::{
 };
 
 use super::{
-    envelope::ListMeta,
     error::ApiError,
     market_models::MarketEnvelope,
     security::BearerAuth,
@@ -110,11 +109,7 @@ impl TradingApi {
     ) -> Result<Json<PositionListEnvelope>, ApiError> {
         let paging = Paging::parse(limit.0, offset.0)?;
         let page = self.trading.market_positions(id.0, paging).await?;
-        let meta = ListMeta::of(paging, page.total);
-        Ok(Json(PositionListEnvelope::new(
-            page.items.into_iter().map(Into::into).collect(),
-            meta,
-        )))
+        Ok(Json(PositionListEnvelope::from_page(page, paging)))
     }
 
     /// List the caller's positions
@@ -139,11 +134,7 @@ impl TradingApi {
     ) -> Result<Json<MyPositionListEnvelope>, ApiError> {
         let paging = Paging::parse(limit.0, offset.0)?;
         let page = self.trading.my_positions(&auth.0, paging).await?;
-        let meta = ListMeta::of(paging, page.total);
-        Ok(Json(MyPositionListEnvelope::new(
-            page.items.into_iter().map(Into::into).collect(),
-            meta,
-        )))
+        Ok(Json(MyPositionListEnvelope::from_page(page, paging)))
     }
 
     /// List the caller's ledger
@@ -168,11 +159,7 @@ impl TradingApi {
     ) -> Result<Json<LedgerEnvelope>, ApiError> {
         let paging = Paging::parse(limit.0, offset.0)?;
         let page = self.trading.my_ledger(&auth.0, paging).await?;
-        let meta = ListMeta::of(paging, page.total);
-        Ok(Json(LedgerEnvelope::new(
-            page.items.into_iter().map(Into::into).collect(),
-            meta,
-        )))
+        Ok(Json(LedgerEnvelope::from_page(page, paging)))
     }
 
     /// Close a market
