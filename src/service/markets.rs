@@ -96,7 +96,7 @@ impl MarketService {
             if market.volume > 0 {
                 return Err(AppError::conflict(
                     "market_has_stakes",
-                    "a market with stakes cannot be deleted; cancel it",
+                    "a market that has had stakes cannot be deleted (cancel it to refund them)",
                 ));
             }
             match self.repo.delete(id, market.version).await {
