@@ -149,7 +149,9 @@ impl MarketRepository for SqliteMarketRepository {
 
     #[tracing::instrument(skip_all, fields(market.id = id))]
     async fn get(&self, id: i64) -> Result<Option<Market>, RepoError> {
-        self.db.read(move |conn| Ok(get_market(conn, id)?)).await
+        self.db
+            .read_point(move |conn| Ok(get_market(conn, id)?))
+            .await
     }
 
     #[tracing::instrument(skip_all)]

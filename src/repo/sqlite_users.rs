@@ -106,7 +106,9 @@ impl UserRepository for SqliteUserRepository {
 
     #[tracing::instrument(skip_all, fields(user.id = id))]
     async fn get(&self, id: i64) -> Result<Option<User>, RepoError> {
-        self.db.read(move |conn| Ok(get_user(conn, id)?)).await
+        self.db
+            .read_point(move |conn| Ok(get_user(conn, id)?))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
