@@ -37,8 +37,19 @@ const SELECT_MARKET: &str = "
               FROM outcomes o WHERE o.market_id = m.id)
       FROM markets m JOIN users u ON u.id = m.creator_id";
 
+/// The market status stored in column `idx`.
+pub(crate) fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<MarketStatus> {
+    let status: String = row.get(idx)?;
+    MarketStatus::parse(&status).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("status {status}").into(),
+        )
+    })
+}
+
 fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
-    let status: String = row.get(5)?;
     let outcomes: String = row.get(12)?;
     let outcomes: Vec<(String, i64)> = serde_json::from_str(&outcomes).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
@@ -51,13 +62,7 @@ fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
             id: row.get(3)?,
             username: row.get(4)?,
         },
-        status: MarketStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                5,
-                rusqlite::types::Type::Text,
-                format!("status {status}").into(),
-            )
-        })?,
+        status: status_at(row, 5)?,
         outcomes: outcomes
             .into_iter()
             .map(|(label, pool)| Outcome { label, pool })
