@@ -51,11 +51,6 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// A validation failure of one field.
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        AppError::Validation(vec![FieldError::new(field, message)])
-    }
-
     /// Not allowed, with the reason.
     pub fn forbidden(why: impl Into<String>) -> Self {
         AppError::Forbidden(why.into())

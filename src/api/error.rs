@@ -90,11 +90,6 @@ fn details(fields: Vec<FieldError>) -> Vec<ErrorDetail> {
 }
 
 impl ApiError {
-    /// A 400 about one field.
-    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
-        AppError::invalid(field, message).into()
-    }
-
     /// The 500 sent for a bug; the cause is logged here, once, and never sent.
     pub fn internal(cause: &str) -> Self {
         tracing::error!(error = cause, "internal error");
