@@ -14,7 +14,11 @@ use crate::{
     api::{self, error::ApiError},
     config::Config,
     db::{Db, DbError, DbOptions},
-    middleware::{access_log::AccessLog, body_limit::BodyLimit},
+    middleware::{
+        access_log::AccessLog,
+        body_limit::BodyLimit,
+        rate_limit::{RateLimit, RateLimits},
+    },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
         sqlite_markets::SqliteMarketRepository,
@@ -98,7 +102,7 @@ impl App {
             Duration::from_secs(config.refresh_token_ttl_secs),
         ));
         let passwords = Arc::new(
-            Passwords::new(config.max_concurrent_hashes)
+            Passwords::new(config.max_concurrent_hashes, config.max_queued_hashes)
                 .map_err(|e| StartError::Init(e.to_string()))?,
         );
         let bind_err = |source| StartError::Bind {
@@ -164,6 +168,11 @@ impl App {
             trading.clone(),
             Duration::from_secs(config.close_sweep_secs.max(1)),
         ));
+        let limits = Arc::new(RateLimits::new(&config.quotas()));
+        let forgetter = tokio::spawn(forget_idle_clients(
+            limits.clone(),
+            Duration::from_secs(config.rate_limit_sweep_secs.max(1)),
+        ));
         let services = api::Services {
             trading,
             markets: Arc::new(MarketService::new(markets)),
@@ -176,10 +185,12 @@ impl App {
             )),
             users: Arc::new(UserService::new(users)),
             db: db.clone(),
+            limits: limits.clone(),
         };
-        let routes = routes(api::apis(services), &config, tokens);
+        let routes = routes(api::apis(services), &config, tokens, limits);
         tracing::info!(port, data_dir = %config.data_dir.display(), "agora listening");
         let result = Server::new_with_acceptor(acceptor)
+            .idle_timeout(Duration::from_secs(config.idle_timeout_secs.max(1)))
             .run_with_graceful_shutdown(
                 routes,
                 shutdown,
@@ -187,6 +198,7 @@ impl App {
             )
             .await;
         sweeper.abort();
+        forgetter.abort();
         db.close().await;
         tracing::info!("agora stopped");
         result
@@ -198,6 +210,7 @@ fn routes(
     apis: api::Apis,
     config: &Config,
     tokens: Arc<Tokens>,
+    limits: Arc<RateLimits>,
 ) -> impl poem::Endpoint<Output = Response> {
     let service = api::service(apis);
     let docs = api::swagger_ui_html();
@@ -220,10 +233,11 @@ fn routes(
                     .body(spec.clone())
             }),
         )
-        .data(tokens)
+        .data(tokens.clone())
         .with(BodyLimit {
             limit: config.body_limit,
         })
+        .with(RateLimit { limits, tokens })
         .with(CatchPanic::new().with_handler(panic_response))
         .with(AccessLog {
             timeout: config.request_timeout(),
@@ -296,5 +310,18 @@ async fn close_due_markets(trading: Arc<TradingService>, every: Duration) {
             Ok(n) => tracing::info!(markets = n, "closed markets past their close time"),
             Err(e) => tracing::warn!(error = %e, "closing due markets failed"),
         }
+    }
+}
+
+/// Forgets the rate-limit state of clients whose buckets are full again, every `every`, so
+/// the limiter's memory follows the number of recently active clients, not of all clients ever.
+async fn forget_idle_clients(limits: Arc<RateLimits>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let tracked = limits.sweep();
+        tracing::debug!(tracked_keys = tracked, "rate limiter swept");
     }
 }

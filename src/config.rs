@@ -4,12 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::middleware::rate_limit::{IpNet, Quotas, Rate};
+
 /// The `agora` command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "agora",
     version,
-    about = "Prediction-markets API server on embedded SQLite"
+    about = "Prediction-markets API server on embedded SQLite",
+    args_override_self = true
 )]
 pub struct Cli {
     /// Settings shared by every subcommand.
@@ -181,6 +184,70 @@ pub struct Config {
         default_value_t = 2
     )]
     pub max_concurrent_hashes: usize,
+    /// Most password hashes waiting for a hashing thread; logins and sign-ups beyond it get
+    /// 503 at once instead of queueing without bound.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_MAX_QUEUED_HASHES",
+        default_value_t = 64
+    )]
+    pub max_queued_hashes: usize,
+    /// Rate limiting on or off (off: no limits, no `RateLimit` headers).
+    #[arg(long, global = true, env = "AGORA_RATE_LIMIT", value_enum, default_value_t = Switch::On)]
+    pub rate_limit: Switch,
+    /// Quota of `/api/auth/*` requests per client IP (`N/s`, `N/min`, `N/h`, `N/15min`...).
+    #[arg(long, global = true, env = "AGORA_RATE_AUTH", default_value = "30/min")]
+    pub rate_auth: Rate,
+    /// Quota of login attempts per username, whatever the client address.
+    #[arg(long, global = true, env = "AGORA_RATE_LOGIN", default_value = "10/15min")]
+    pub rate_login: Rate,
+    /// Quota of writes (POST, PUT, PATCH, DELETE) per user, or per client IP when anonymous.
+    #[arg(long, global = true, env = "AGORA_RATE_WRITES", default_value = "120/min")]
+    pub rate_writes: Rate,
+    /// Quota of reads per user, or per client IP when anonymous.
+    #[arg(long, global = true, env = "AGORA_RATE_READS", default_value = "1200/min")]
+    pub rate_reads: Rate,
+    /// Quota of market searches per user, or per client IP when anonymous.
+    #[arg(long, global = true, env = "AGORA_RATE_SEARCH", default_value = "120/min")]
+    pub rate_search: Rate,
+    /// Quota of an admin's requests (reads and writes together), per admin.
+    #[arg(long, global = true, env = "AGORA_RATE_ADMIN", default_value = "6000/min")]
+    pub rate_admin: Rate,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed (comma-separated
+    /// addresses or CIDR networks). Empty: the TCP peer is the client.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Seconds between sweeps that forget rate-limit state of idle clients.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_LIMIT_SWEEP",
+        default_value_t = 60
+    )]
+    pub rate_limit_sweep_secs: u64,
+    /// Seconds a connection may stay idle before it is closed.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_IDLE_TIMEOUT",
+        default_value_t = 60
+    )]
+    pub idle_timeout_secs: u64,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// A secret string whose `Debug` output is redacted.
@@ -219,6 +286,20 @@ impl Config {
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The rate-limit quotas.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            enabled: self.rate_limit == Switch::On,
+            auth: self.rate_auth,
+            login: self.rate_login,
+            writes: self.rate_writes,
+            reads: self.rate_reads,
+            search: self.rate_search,
+            admin: self.rate_admin,
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
     }
 }
 

@@ -9,12 +9,16 @@ use super::{
     user_models::{LoginBody, RefreshBody, RegisterBody, SessionEnvelope, UserEnvelope},
     ApiTags,
 };
-use crate::{domain::user::Credentials, service::auth::AuthService};
+use crate::{
+    domain::user::Credentials, middleware::rate_limit::RateLimits, service::auth::AuthService,
+};
 
 /// Auth API.
 pub struct AuthApi {
     /// Sign-up and sessions.
     pub auth: Arc<AuthService>,
+    /// The per-username login quota.
+    pub limits: Arc<RateLimits>,
 }
 
 /// A created account.
@@ -49,9 +53,14 @@ impl AuthApi {
     /// Log in
     ///
     /// Exchanges a username and password for an access token and a refresh token. Wrong
-    /// credentials get 401, the same for unknown users and wrong passwords.
+    /// credentials get 401, the same for unknown users and wrong passwords. Attempts are
+    /// limited per client address and per username (10 per 15 minutes by default): past
+    /// either, 429.
     #[oai(path = "/login", method = "post", operation_id = "login_user")]
     async fn login_user(&self, body: Json<LoginBody>) -> Result<Json<SessionEnvelope>, ApiError> {
+        self.limits
+            .check_login(&body.0.username.0)
+            .map_err(|t| ApiError::rate_limited(&t))?;
         let session = self
             .auth
             .login(body.0.username.0, body.0.password.0)

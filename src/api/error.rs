@@ -20,7 +20,11 @@ use super::{
     envelope::{ErrorBody, ErrorDetail},
     security::InvalidToken,
 };
-use crate::{domain::FieldError, error::AppError, middleware::request_id};
+use crate::{
+    domain::FieldError,
+    error::AppError,
+    middleware::{rate_limit::Throttled, request_id},
+};
 
 /// Every error response an operation can give.
 #[derive(Debug, ApiResponse)]
@@ -59,6 +63,21 @@ pub enum ApiError {
     /// The request is well-formed but refers to something that cannot be used.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// Too many requests: the caller used up a rate-limit quota (see `RateLimit-Policy`).
+    /// Retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Whole seconds after which a retry can succeed (rounded up).
+        #[oai(header = "Retry-After")]
+        u64,
+        /// The quota that was used up, e.g. `"writes";q=120;w=60`.
+        #[oai(header = "RateLimit-Policy")]
+        String,
+        /// What is left of it, e.g. `"writes";r=0;t=1` (`t`: seconds until more).
+        #[oai(header = "RateLimit")]
+        String,
+    ),
     /// An unexpected error; the details are in the server log under the request id.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -94,6 +113,25 @@ impl ApiError {
     pub fn internal(cause: &str) -> Self {
         tracing::error!(error = cause, "internal error");
         ApiError::Internal(body("internal_error", "internal server error", vec![]))
+    }
+}
+
+impl ApiError {
+    /// The 429 for a used-up quota.
+    pub fn rate_limited(t: &Throttled) -> Self {
+        ApiError::TooManyRequests(
+            body(
+                "rate_limited",
+                format!(
+                    "too many requests; retry in {} s",
+                    t.retry_after
+                ),
+                vec![],
+            ),
+            t.retry_after,
+            t.policy.to_str().unwrap_or_default().to_owned(),
+            t.state.clone(),
+        )
     }
 }
 

@@ -7,7 +7,10 @@ use poem::{error::ResponseError, http::StatusCode, Request};
 use poem_openapi::{auth::Bearer, SecurityScheme};
 
 use crate::{
-    domain::user::Actor, error::AppError, middleware::request_id, service::tokens::Tokens,
+    domain::user::Actor,
+    error::AppError,
+    middleware::{rate_limit::VerifiedActor, request_id},
+    service::tokens::Tokens,
 };
 
 /// An access token from `POST /api/auth/login` or `/api/auth/refresh`, sent as
@@ -34,6 +37,10 @@ impl ResponseError for InvalidToken {
 }
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
+    if let Some(VerifiedActor(actor)) = req.extensions().get::<VerifiedActor>() {
+        // The rate limiter already verified this request's token.
+        return Ok(actor.clone());
+    }
     let tokens = req.data::<Arc<Tokens>>().ok_or_else(|| {
         poem::Error::from_string("token service missing", StatusCode::INTERNAL_SERVER_ERROR)
     })?;

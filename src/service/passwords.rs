@@ -2,11 +2,16 @@
 //! of dedicated threads. Each hash touches ~19 MiB and takes tens of milliseconds: unbounded
 //! hashing is a way to exhaust the server, and hashing on tokio's blocking pool spreads those
 //! 19 MiB over every blocking thread's allocator arena (64 concurrent logins grew the process
-//! to 1.2 GB here). Dedicated threads keep both the concurrency and the memory bounded.
+//! to 1.2 GB here). Dedicated threads keep both the concurrency and the memory bounded; the
+//! line in front of them is bounded too (beyond it a request gets 503 at once), and a job
+//! whose caller already gave up (timed out, disconnected) is skipped.
 
 use std::{
     cell::RefCell,
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
 };
 
 use argon2::{
@@ -22,6 +27,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Hashes and verifies passwords.
 pub struct Passwords {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet started.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     /// A hash of a random password: logins for unknown users verify against it, so they take
     /// as long as logins with a wrong password (no user enumeration by timing).
     dummy: Arc<String>,
@@ -111,8 +119,9 @@ fn verify_blocking(password: &str, hash: &str) -> bool {
 }
 
 impl Passwords {
-    /// A hasher running at most `threads` hashes at once (the rest wait in line).
-    pub fn new(threads: usize) -> Result<Self, AppError> {
+    /// A hasher running at most `threads` hashes at once, with at most `max_waiting` more
+    /// waiting in line.
+    pub fn new(threads: usize, max_waiting: usize) -> Result<Self, AppError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads.max(1) {
@@ -142,6 +151,8 @@ impl Passwords {
             .map_err(|_| AppError::Internal("the hashing threads stopped".into()))??;
         Ok(Passwords {
             jobs,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
             dummy: Arc::new(dummy),
         })
     }
@@ -150,11 +161,21 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AppError> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppError::Unavailable(
+                "too many password hashes are waiting".into(),
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
+        let waiting = self.waiting.clone();
         self.jobs
             .send(Box::new(move || {
-                let _ = tx.send(span.in_scope(f));
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                if !tx.is_closed() {
+                    let _ = tx.send(span.in_scope(f));
+                }
             }))
             .map_err(|_| AppError::Unavailable("password hashing has stopped".into()))?;
         rx.await

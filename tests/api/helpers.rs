@@ -122,6 +122,18 @@ impl TestApp {
             "--jwt-secret",
             JWT_SECRET,
         ];
+        // Suites register and log in many accounts from one address; tests of the limiter
+        // set the quotas they need (a later flag overrides an earlier one).
+        for flag in [
+            "--rate-auth",
+            "--rate-login",
+            "--rate-writes",
+            "--rate-reads",
+            "--rate-search",
+            "--rate-admin",
+        ] {
+            args.extend_from_slice(&[flag, "100000/s"]);
+        }
         args.extend_from_slice(extra);
         Config::from_args(args).expect("valid test config")
     }
