@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod middleware;
 pub mod repo;
+pub mod search;
 pub mod seed;
 pub mod service;
 pub mod telemetry;

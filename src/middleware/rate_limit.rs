@@ -219,7 +219,8 @@ impl Throttled {
 }
 
 /// The headers of an allowed request.
-struct Allowed {
+#[derive(Debug)]
+pub struct Allowed {
     policy: HeaderValue,
     state: String,
 }
@@ -388,8 +389,19 @@ impl RateLimits {
         self.trusted_proxies.iter().any(|net| net.contains(ip))
     }
 
-    fn check(&self, class: Class, actor: Option<&Actor>, ip: IpAddr) -> Option<Checked> {
-        let result = match (class, actor) {
+    /// Counts a request against its quota: `None` when it is not limited (not under
+    /// `/api/`, or limiting is off), else whether it may proceed.
+    pub fn check_request(
+        &self,
+        method: &Method,
+        path: &str,
+        actor: Option<&Actor>,
+        ip: IpAddr,
+    ) -> Option<std::result::Result<Allowed, Throttled>> {
+        if !self.enabled {
+            return None;
+        }
+        let result = match (classify(method, path), actor) {
             (Class::Exempt, _) => return None,
             (Class::Auth, _) => self.auth.check(&ip),
             (_, Some(actor)) if actor.role == crate::domain::user::Role::Admin => {
@@ -407,8 +419,6 @@ impl RateLimits {
         Some(result)
     }
 }
-
-type Checked = std::result::Result<Allowed, Throttled>;
 
 /// Addresses listed by `X-Forwarded-For` (all such headers, in order), else by `Forwarded`'s
 /// `for=` parameters. Entries that are not addresses (`unknown`, obfuscated names) are skipped.
@@ -483,8 +493,7 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> Result<Response> {
-        let class = classify(req.method(), req.uri().path());
-        if !self.limits.enabled || class == Class::Exempt {
+        if !self.limits.enabled || classify(req.method(), req.uri().path()) == Class::Exempt {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
         let actor = bearer(req.headers()).and_then(|token| self.tokens.verify(token).ok());
@@ -494,7 +503,10 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         }
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
         let ip = self.limits.client_ip(peer, req.headers());
-        let allowed = match self.limits.check(class, actor.as_ref(), ip) {
+        let checked =
+            self.limits
+                .check_request(req.method(), req.uri().path(), actor.as_ref(), ip);
+        let allowed = match checked {
             None => return self.inner.call(req).await.map(IntoResponse::into_response),
             Some(Err(throttled)) => return Ok(throttled.response()),
             Some(Ok(allowed)) => allowed,
