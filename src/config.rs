@@ -200,19 +200,44 @@ pub struct Config {
     #[arg(long, global = true, env = "AGORA_RATE_AUTH", default_value = "30/min")]
     pub rate_auth: Rate,
     /// Quota of login attempts per username, whatever the client address.
-    #[arg(long, global = true, env = "AGORA_RATE_LOGIN", default_value = "10/15min")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_LOGIN",
+        default_value = "10/15min"
+    )]
     pub rate_login: Rate,
     /// Quota of writes (POST, PUT, PATCH, DELETE) per user, or per client IP when anonymous.
-    #[arg(long, global = true, env = "AGORA_RATE_WRITES", default_value = "120/min")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_WRITES",
+        default_value = "120/min"
+    )]
     pub rate_writes: Rate,
     /// Quota of reads per user, or per client IP when anonymous.
-    #[arg(long, global = true, env = "AGORA_RATE_READS", default_value = "1200/min")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_READS",
+        default_value = "1200/min"
+    )]
     pub rate_reads: Rate,
     /// Quota of market searches per user, or per client IP when anonymous.
-    #[arg(long, global = true, env = "AGORA_RATE_SEARCH", default_value = "120/min")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_SEARCH",
+        default_value = "120/min"
+    )]
     pub rate_search: Rate,
     /// Quota of an admin's requests (reads and writes together), per admin.
-    #[arg(long, global = true, env = "AGORA_RATE_ADMIN", default_value = "6000/min")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_ADMIN",
+        default_value = "6000/min"
+    )]
     pub rate_admin: Rate,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed (comma-separated
     /// addresses or CIDR networks). Empty: the TCP peer is the client.
@@ -232,12 +257,7 @@ pub struct Config {
     )]
     pub rate_limit_sweep_secs: u64,
     /// Seconds a connection may stay idle before it is closed.
-    #[arg(
-        long,
-        global = true,
-        env = "AGORA_IDLE_TIMEOUT",
-        default_value_t = 60
-    )]
+    #[arg(long, global = true, env = "AGORA_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 }
 

@@ -122,10 +122,7 @@ impl ApiError {
         ApiError::TooManyRequests(
             body(
                 "rate_limited",
-                format!(
-                    "too many requests; retry in {} s",
-                    t.retry_after
-                ),
+                format!("too many requests; retry in {} s", t.retry_after),
                 vec![],
             ),
             t.retry_after,

@@ -131,9 +131,7 @@ fn finish(raw: &str) -> String {
 /// drops 429 from the others.
 fn rate_limit_headers(doc: &mut serde_json::Value) {
     use serde_json::json;
-    let header = |description: &str, example: &str| {
-        json!({"description": description, "schema": {"type": "string"}, "example": example})
-    };
+    let header = |description: &str, example: &str| json!({"description": description, "schema": {"type": "string"}, "example": example});
     doc["components"]["headers"] = json!({
         "RateLimit-Policy": header(
             "The quota this request counted against: `\"name\";q=<requests>;w=<window seconds>` \
@@ -150,7 +148,11 @@ fn rate_limit_headers(doc: &mut serde_json::Value) {
     };
     for (path, item) in paths.iter_mut() {
         let limited = path.starts_with("/api/");
-        for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
             let Some(responses) = op["responses"].as_object_mut() else {
                 continue;
             };

@@ -39,7 +39,7 @@ impl ResponseError for InvalidToken {
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
     if let Some(VerifiedActor(actor)) = req.extensions().get::<VerifiedActor>() {
         // The rate limiter already verified this request's token.
-        return Ok(actor.clone());
+        return Ok(*actor);
     }
     let tokens = req.data::<Arc<Tokens>>().ok_or_else(|| {
         poem::Error::from_string("token service missing", StatusCode::INTERNAL_SERVER_ERROR)

@@ -115,7 +115,10 @@ async fn two_users_are_limited_independently_and_reads_do_not_use_the_write_quot
 
     let created = bob.post("/api/markets", json!({"name": "Bob asks?"})).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-    assert_eq!(created.header("ratelimit-policy"), Some("\"writes\";q=2;w=60"));
+    assert_eq!(
+        created.header("ratelimit-policy"),
+        Some("\"writes\";q=2;w=60")
+    );
     assert!(created
         .header("ratelimit")
         .is_some_and(|s| s.starts_with("\"writes\";r=1;")));
@@ -132,7 +135,10 @@ async fn admins_have_their_own_quota_which_is_not_unlimited() {
     let admin = app.with_role("root", "admin").await;
     for i in 0..3 {
         let reply = admin
-            .post("/api/markets", json!({"name": format!("Admin question {i}?")}))
+            .post(
+                "/api/markets",
+                json!({"name": format!("Admin question {i}?")}),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         assert_eq!(reply.header("ratelimit-policy"), Some("\"admin\";q=3;w=60"));

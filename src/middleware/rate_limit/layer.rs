@@ -1,0 +1,87 @@
+//! The poem middleware: counts each request against its quota and adds the headers.
+
+use std::sync::Arc;
+
+use poem::{
+    http::{header, HeaderMap, HeaderValue},
+    Endpoint, IntoResponse, Middleware, Request, Response, Result,
+};
+
+use super::{classify, Class, RateLimits, POLICY_HEADER, STATE_HEADER};
+use crate::{domain::user::Actor, middleware::request_id, service::tokens::Tokens};
+
+/// An access token the rate limiter already verified, for the bearer checker to reuse.
+#[derive(Debug, Clone)]
+pub struct VerifiedActor(pub Actor);
+
+/// The rate-limiting middleware.
+pub struct RateLimit {
+    /// The limiters.
+    pub limits: Arc<RateLimits>,
+    /// To tell users (and admins) from anonymous clients.
+    pub tokens: Arc<Tokens>,
+}
+
+impl<E: Endpoint> Middleware<E> for RateLimit {
+    type Output = RateLimitEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RateLimitEndpoint {
+            inner,
+            limits: self.limits.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// [`RateLimit`] around an endpoint.
+pub struct RateLimitEndpoint<E> {
+    inner: E,
+    limits: Arc<RateLimits>,
+    tokens: Arc<Tokens>,
+}
+
+impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> Result<Response> {
+        if !self.limits.enabled || classify(req.method(), req.uri().path()) == Class::Exempt {
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        }
+        let actor = bearer(req.headers()).and_then(|token| self.tokens.verify(token).ok());
+        if let Some(actor) = &actor {
+            request_id::set_user(actor.user_id);
+            req.extensions_mut().insert(VerifiedActor(*actor));
+        }
+        let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let ip = self.limits.client_ip(peer, req.headers());
+        let checked = self
+            .limits
+            .check_request(req.method(), req.uri().path(), actor.as_ref(), ip);
+        let allowed = match checked {
+            None => return self.inner.call(req).await.map(IntoResponse::into_response),
+            Some(Err(throttled)) => return Ok(throttled.response()),
+            Some(Ok(allowed)) => allowed,
+        };
+        let mut resp = self.inner.call(req).await?.into_response();
+        // A handler's own refusal (the per-username login quota) keeps its headers.
+        if !resp.headers().contains_key(STATE_HEADER) {
+            let headers = resp.headers_mut();
+            headers.insert(POLICY_HEADER, allowed.policy);
+            if let Ok(state) = HeaderValue::from_str(&allowed.state) {
+                headers.insert(STATE_HEADER, state);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
