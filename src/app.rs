@@ -12,7 +12,12 @@ use poem::{
 
 use crate::{
     api::{self, error::ApiError},
-    config::Config,
+    config::{Config, EmbedderKind},
+    jobs::{handlers::{self, AgoraJobs}, Queue, Workers},
+    search::{
+        embedder::{Embedder, HashEmbedder},
+        http::{HttpEmbedder, HttpEmbedderConfig},
+    },
     db::{Db, DbError, DbOptions},
     middleware::{
         access_log::AccessLog,
@@ -22,6 +27,7 @@ use crate::{
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
         sqlite_markets::SqliteMarketRepository,
+        sqlite_search::SqliteSearchRepository,
         sqlite_sessions::SqliteSessionRepository,
         sqlite_trading::SqliteTradingRepository,
         sqlite_users::SqliteUserRepository,
@@ -30,7 +36,9 @@ use crate::{
     service::{
         auth::AuthService,
         markets::MarketService,
+        jobs::JobService,
         passwords::Passwords,
+        search::SearchService,
         tokens::{Tokens, SECRET_MIN},
         trading::TradingService,
         users::UserService,
@@ -75,6 +83,30 @@ pub struct App {
     config: Config,
     tokens: Arc<Tokens>,
     passwords: Arc<Passwords>,
+    embedder: Arc<dyn Embedder>,
+}
+
+/// The embedder `config` asks for.
+pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, StartError> {
+    Ok(match config.embedder {
+        EmbedderKind::Builtin => Arc::new(HashEmbedder::default()),
+        EmbedderKind::Http => {
+            let base_url = config.embedder_url.clone().ok_or_else(|| {
+                StartError::Init("--embedder http needs --embedder-url".into())
+            })?;
+            Arc::new(
+                HttpEmbedder::new(HttpEmbedderConfig {
+                    base_url,
+                    model: config.embedder_model.clone(),
+                    api_key: config.embedder_key.as_ref().map(|k| k.0.clone()),
+                    timeout: Duration::from_millis(config.embedder_timeout_ms.max(1)),
+                    attempts: config.embedder_attempts.max(1),
+                    backoff: Duration::from_millis(config.embedder_backoff_ms),
+                })
+                .map_err(|e| StartError::Init(e.to_string()))?,
+            )
+        }
+    })
 }
 
 /// Opens the data directory and database (creating and migrating them as needed).
@@ -95,6 +127,7 @@ impl App {
     /// Opens storage and binds the listener; call [`App::run_until_stopped`] to serve.
     pub async fn build(config: Config) -> Result<App, StartError> {
         let secret = jwt_secret(&config)?;
+        let embedder = embedder(&config)?;
         let db = open_db(&config)?;
         let tokens = Arc::new(Tokens::new(
             &secret,
@@ -125,6 +158,7 @@ impl App {
             config,
             tokens,
             passwords,
+            embedder,
         })
     }
 
@@ -146,7 +180,9 @@ impl App {
             config,
             tokens,
             passwords,
+            embedder,
         } = self;
+        let queue = Arc::new(Queue::new(db.clone(), config.queue()));
         let mut markets: Arc<dyn MarketRepository> =
             Arc::new(SqliteMarketRepository::new(db.clone()));
         let mut trading: Arc<dyn TradingRepository> =
@@ -164,10 +200,33 @@ impl App {
         let sessions: Arc<dyn SessionRepository> =
             Arc::new(SqliteSessionRepository::new(db.clone()));
         let trading = Arc::new(TradingService::new(trading, markets.clone()));
-        let sweeper = tokio::spawn(close_due_markets(
-            trading.clone(),
-            Duration::from_secs(config.close_sweep_secs.max(1)),
+        let search = Arc::new(SearchService::new(
+            Arc::new(SqliteSearchRepository::new(db.clone())),
+            markets.clone(),
+            embedder,
+            queue.clone(),
+            Duration::from_millis(config.search_timeout_ms.max(1)),
         ));
+        match search.load().await {
+            Ok((loaded, enqueued)) => {
+                tracing::info!(loaded, enqueued, model = search.model(), "search index loaded")
+            }
+            Err(e) => tracing::error!(error = %e, "loading the search index failed"),
+        }
+        if let Err(e) = queue
+            .ensure_periodic(
+                handlers::CLOSE_DUE_MARKETS,
+                Duration::from_secs(config.close_sweep_secs.max(1)),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "scheduling the close sweep failed");
+        }
+        let workers = Workers::start(
+            queue.clone(),
+            Arc::new(AgoraJobs::new(trading.clone(), search.clone())),
+            config.workers(),
+        );
         let limits = Arc::new(RateLimits::new(&config.quotas()));
         let forgetter = tokio::spawn(forget_idle_clients(
             limits.clone(),
@@ -175,7 +234,9 @@ impl App {
         ));
         let services = api::Services {
             trading,
-            markets: Arc::new(MarketService::new(markets)),
+            search,
+            jobs: Arc::new(JobService::new(queue.clone())),
+            markets: Arc::new(MarketService::new(markets, queue)),
             auth: Arc::new(AuthService::new(
                 users.clone(),
                 sessions,
@@ -197,8 +258,10 @@ impl App {
                 Some(Duration::from_secs(config.shutdown_timeout_secs)),
             )
             .await;
-        sweeper.abort();
         forgetter.abort();
+        workers
+            .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
+            .await;
         db.close().await;
         tracing::info!("agora stopped");
         result
@@ -295,21 +358,6 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
             Ok(secret.into_bytes())
         }
         Err(e) => Err(io_err(e)),
-    }
-}
-
-/// Closes markets whose close time has passed, every `every`. (Stakes after the close time are
-/// refused at once regardless; this makes the status say so.)
-async fn close_due_markets(trading: Arc<TradingService>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match trading.close_due().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(markets = n, "closed markets past their close time"),
-            Err(e) => tracing::warn!(error = %e, "closing due markets failed"),
-        }
     }
 }
 

@@ -259,6 +259,67 @@ pub struct Config {
     /// Seconds a connection may stay idle before it is closed.
     #[arg(long, global = true, env = "AGORA_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Background jobs run at once (0: jobs wait in the table until a server with workers runs).
+    #[arg(long, global = true, env = "AGORA_JOB_WORKERS", default_value_t = 2)]
+    pub job_workers: usize,
+    /// Longest a job worker sleeps before looking at the queue again (it is also woken at once
+    /// by new jobs and at the next retry time).
+    #[arg(long, global = true, env = "AGORA_JOB_POLL_MS", default_value_t = 1000)]
+    pub job_poll_ms: u64,
+    /// Runs a job gets before it is marked dead.
+    #[arg(long, global = true, env = "AGORA_JOB_MAX_ATTEMPTS", default_value_t = 5)]
+    pub job_max_attempts: u32,
+    /// Delay before a failed job's first retry, in milliseconds; doubled after each further
+    /// failure (1 s, 2 s, 4 s, ...), less up to a quarter of jitter.
+    #[arg(long, global = true, env = "AGORA_JOB_BACKOFF_MS", default_value_t = 1000)]
+    pub job_backoff_ms: u64,
+    /// Longest delay between a job's retries, in seconds.
+    #[arg(long, global = true, env = "AGORA_JOB_BACKOFF_MAX", default_value_t = 300)]
+    pub job_backoff_max_secs: u64,
+    /// Longest a job run may take before it is cancelled and counted as failed, in seconds.
+    #[arg(long, global = true, env = "AGORA_JOB_TIMEOUT", default_value_t = 60)]
+    pub job_timeout_secs: u64,
+    /// Text embedder for search: `builtin` (no network, no files) or `http` (an
+    /// OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
+    #[arg(long, global = true, env = "AGORA_EMBEDDER", value_enum, default_value_t = EmbedderKind::Builtin)]
+    pub embedder: EmbedderKind,
+    /// Base URL of the HTTP embedder, e.g. `http://127.0.0.1:11434` or
+    /// `https://api.openai.com/v1`.
+    #[arg(long, global = true, env = "AGORA_EMBEDDER_URL")]
+    pub embedder_url: Option<String>,
+    /// Model the HTTP embedder asks for.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EMBEDDER_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
+    pub embedder_model: String,
+    /// API key of the HTTP embedder, sent as a bearer token.
+    #[arg(long, global = true, env = "AGORA_EMBEDDER_KEY", hide_env_values = true)]
+    pub embedder_key: Option<Secret>,
+    /// Timeout of one call to the HTTP embedder, in milliseconds.
+    #[arg(long, global = true, env = "AGORA_EMBEDDER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub embedder_timeout_ms: u64,
+    /// Calls the HTTP embedder makes per request before giving up.
+    #[arg(long, global = true, env = "AGORA_EMBEDDER_ATTEMPTS", default_value_t = 3)]
+    pub embedder_attempts: u32,
+    /// Delay before the HTTP embedder's first retry, in milliseconds (then doubled).
+    #[arg(long, global = true, env = "AGORA_EMBEDDER_BACKOFF_MS", default_value_t = 1000)]
+    pub embedder_backoff_ms: u64,
+    /// Longest a search waits for its query's embedding, in milliseconds; past it the search
+    /// answers from the keyword index alone and says so.
+    #[arg(long, global = true, env = "AGORA_SEARCH_TIMEOUT_MS", default_value_t = 2000)]
+    pub search_timeout_ms: u64,
+}
+
+/// Which embedder search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbedderKind {
+    /// Hashed word and character n-gram features: no network, no downloaded files.
+    Builtin,
+    /// An OpenAI-compatible HTTP API (`--embedder-url`, `--embedder-model`, `--embedder-key`).
+    Http,
 }
 
 /// On or off.
@@ -306,6 +367,26 @@ impl Config {
     /// Request timeout as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Retry and lease settings of the job queue.
+    pub fn queue(&self) -> crate::jobs::QueueConfig {
+        crate::jobs::QueueConfig {
+            max_attempts: self.job_max_attempts.max(1),
+            backoff: Duration::from_millis(self.job_backoff_ms),
+            backoff_max: Duration::from_secs(self.job_backoff_max_secs),
+            // Longer than a run may take, so a live run's lease never runs out.
+            lease: Duration::from_secs(self.job_timeout_secs.max(1) + 10),
+        }
+    }
+
+    /// Job worker settings.
+    pub fn workers(&self) -> crate::jobs::WorkerConfig {
+        crate::jobs::WorkerConfig {
+            workers: self.job_workers,
+            poll: Duration::from_millis(self.job_poll_ms.max(1)),
+            timeout: Duration::from_secs(self.job_timeout_secs.max(1)),
+        }
     }
 
     /// The rate-limit quotas.

@@ -103,7 +103,21 @@ macro_rules! envelope {
             }
         }
     };
+    ($(#[$doc:meta])* $name:ident { data: Vec<$item:ty>, meta: ListMeta }) => {
+        envelope!(@list $(#[$doc])* $name { data: Vec<$item>, meta: ListMeta });
+
+        impl $name {
+            /// The envelope of a page fetched with `paging`.
+            pub fn from_page<T: Into<$item>>(page: crate::domain::Page<T>, paging: crate::domain::Paging) -> Self {
+                let meta = ListMeta::of(paging, page.total);
+                Self::new(page.items.into_iter().map(Into::into).collect(), meta)
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident { data: Vec<$item:ty>, meta: $meta:ty }) => {
+        envelope!(@list $(#[$doc])* $name { data: Vec<$item>, meta: $meta });
+    };
+    (@list $(#[$doc:meta])* $name:ident { data: Vec<$item:ty>, meta: $meta:ty }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, poem_openapi::Object)]
         #[oai(example)]
@@ -112,20 +126,14 @@ macro_rules! envelope {
             pub success: bool,
             /// The page's items, in order.
             pub data: Vec<$item>,
-            /// Paging facts.
+            /// Facts about the list.
             pub meta: $meta,
         }
 
         impl $name {
-            /// A success envelope around a page.
+            /// A success envelope around a list.
             pub fn new(data: Vec<$item>, meta: $meta) -> Self {
                 Self { success: true, data, meta }
-            }
-
-            /// The envelope of a page fetched with `paging`.
-            pub fn from_page<T: Into<$item>>(page: crate::domain::Page<T>, paging: crate::domain::Paging) -> Self {
-                let meta = ListMeta::of(paging, page.total);
-                Self::new(page.items.into_iter().map(Into::into).collect(), meta)
             }
         }
 

@@ -6,8 +6,12 @@ mod auth;
 pub mod envelope;
 pub mod error;
 mod health;
+mod job_models;
+mod jobs;
 mod market_models;
 mod markets;
+mod search;
+mod search_models;
 pub mod security;
 mod text;
 mod trading;
@@ -25,7 +29,9 @@ use poem_openapi::{
 
 pub use auth::AuthApi;
 pub use health::HealthApi;
+pub use jobs::JobsApi;
 pub use markets::MarketsApi;
+pub use search::SearchApi;
 pub use trading::TradingApi;
 pub use users::UsersApi;
 
@@ -40,12 +46,22 @@ pub enum ApiTags {
     Auth,
     /// The caller's account, and account administration.
     Users,
+    /// Background jobs: search indexing and periodic maintenance.
+    Jobs,
     /// Liveness and readiness probes.
     Health,
 }
 
 /// Every operation the server serves.
-pub type Apis = (MarketsApi, TradingApi, AuthApi, UsersApi, HealthApi);
+pub type Apis = (
+    SearchApi,
+    MarketsApi,
+    TradingApi,
+    AuthApi,
+    UsersApi,
+    JobsApi,
+    HealthApi,
+);
 
 const DESCRIPTION: &str = "\
 agora is a prediction-markets API server: one binary, an embedded SQLite database, this \
@@ -234,6 +250,10 @@ pub struct Services {
     pub users: Arc<crate::service::users::UserService>,
     /// Staking and settlement.
     pub trading: Arc<crate::service::trading::TradingService>,
+    /// Search.
+    pub search: Arc<crate::service::search::SearchService>,
+    /// Background jobs.
+    pub jobs: Arc<crate::service::jobs::JobService>,
     /// The database (for readiness).
     pub db: Arc<crate::db::Db>,
     /// Rate limits (the per-username login quota is checked by the login handler).
@@ -243,6 +263,7 @@ pub struct Services {
 /// Builds the API object from the services.
 pub fn apis(s: Services) -> Apis {
     (
+        SearchApi { search: s.search },
         MarketsApi { markets: s.markets },
         TradingApi { trading: s.trading },
         AuthApi {
@@ -250,6 +271,7 @@ pub fn apis(s: Services) -> Apis {
             limits: s.limits,
         },
         UsersApi { users: s.users },
+        JobsApi { jobs: s.jobs },
         HealthApi { db: s.db },
     )
 }

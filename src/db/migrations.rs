@@ -10,6 +10,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_accounts.sql"),
     include_str!("migrations/0003_trading.sql"),
     include_str!("migrations/0004_market_counts.sql"),
+    include_str!("migrations/0005_jobs.sql"),
+    include_str!("migrations/0006_search.sql"),
 ];
 
 /// The schema version this binary creates and understands.

@@ -2,6 +2,7 @@
 //! valid. No I/O here.
 
 pub mod market;
+pub mod search;
 pub mod trading;
 pub mod user;
 

@@ -4,6 +4,7 @@
 pub mod cached;
 mod codes;
 pub mod sqlite_markets;
+pub mod sqlite_search;
 pub mod sqlite_sessions;
 pub mod sqlite_trading;
 pub mod sqlite_users;
@@ -95,6 +96,84 @@ pub trait MarketRepository: Send + Sync {
     ) -> Result<Market, RepoError>;
     /// Deletes the market if it is still at `expected_version`.
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
+}
+
+/// A market's searchable text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketText {
+    /// The name.
+    pub name: String,
+    /// The description, if any.
+    pub description: Option<String>,
+}
+
+impl MarketText {
+    /// Name and description as one text, the embedder's input.
+    pub fn joined(&self) -> String {
+        match &self.description {
+            Some(d) => format!("{}\n{d}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// SHA-256 (hex) of the text as embedded by `model`: equal hashes need no new vector.
+    pub fn content_hash(&self, model: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(model.as_bytes());
+        h.update([0]);
+        h.update(self.joined().as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// The search indexes: full text (FTS5, kept by triggers) and one vector per market.
+#[async_trait]
+pub trait SearchRepository: Send + Sync {
+    /// Ids of markets matching the FTS5 `query`, best bm25 first (names weigh double), at most
+    /// `n`, filtered by `status` inside the query.
+    async fn keyword(
+        &self,
+        query: String,
+        status: Option<crate::domain::market::MarketStatus>,
+        n: u32,
+    ) -> Result<Vec<i64>, RepoError>;
+    /// The status of each of `ids` that exists.
+    async fn statuses(
+        &self,
+        ids: Vec<i64>,
+    ) -> Result<std::collections::HashMap<i64, crate::domain::market::MarketStatus>, RepoError>;
+    /// A market's text, and the content hash of its stored vector for `model` if it has one.
+    async fn text(
+        &self,
+        id: i64,
+        model: String,
+    ) -> Result<Option<(MarketText, Option<String>)>, RepoError>;
+    /// Stores `vector` (from `text`, by `model`) unless the market's text is no longer `text`
+    /// (a later edit's job stores its own) or the market is gone; true when stored.
+    async fn store_vector(
+        &self,
+        id: i64,
+        model: String,
+        text: MarketText,
+        vector: Vec<f32>,
+    ) -> Result<bool, RepoError>;
+    /// The stored vector of a market for `model`.
+    async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError>;
+    /// Passes every stored vector of `model` to `each`, one at a time; returns how many.
+    async fn each_vector(
+        &self,
+        model: String,
+        each: Box<dyn FnMut(i64, Vec<f32>) + Send>,
+    ) -> Result<u64, RepoError>;
+    /// Enqueues an `index_market` job for every market (`missing_only`: those without a vector
+    /// of `model`), in one transaction; returns how many were enqueued.
+    async fn enqueue_index_jobs(
+        &self,
+        model: String,
+        missing_only: bool,
+        owner: Option<i64>,
+    ) -> Result<u64, RepoError>;
 }
 
 /// Accounts.

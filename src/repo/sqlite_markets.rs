@@ -16,6 +16,7 @@ use crate::{
         },
         user::UserSummary,
     },
+    jobs,
 };
 
 /// Markets stored in SQLite.
@@ -80,6 +81,14 @@ pub(crate) fn get_market(conn: &Connection, id: i64) -> rusqlite::Result<Option<
     conn.prepare_cached(&format!("{SELECT_MARKET} WHERE m.id = ?1"))?
         .query_row([id], market_from_row)
         .optional()
+}
+
+/// A market's name and description, or `NotFound`.
+fn market_text(conn: &Connection, id: i64) -> Result<(String, Option<String>), RepoError> {
+    conn.prepare_cached("SELECT name, description FROM markets WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(RepoError::NotFound)
 }
 
 /// The current version of a market, or `NotFound`.
@@ -180,6 +189,8 @@ impl MarketRepository for SqliteMarketRepository {
                 if let Some(stake) = &m.initial_stake {
                     place_stake(conn, m.creator_id, id, stake, None)?;
                 }
+                // Indexing for search is enqueued with the market: a crash cannot lose it.
+                jobs::queue::insert(conn, &jobs::handlers::index_market(id, m.creator_id))?;
                 get_market(conn, id)?.ok_or(RepoError::NotFound)
             })
             .await
@@ -199,6 +210,7 @@ impl MarketRepository for SqliteMarketRepository {
                     return Err(RepoError::VersionMismatch { current });
                 }
                 let now = to_millis(OffsetDateTime::now_utc());
+                let text_before = market_text(conn, id)?;
                 conn.prepare_cached(
                     "UPDATE markets SET
                          name        = coalesce(?2, name),
@@ -217,7 +229,12 @@ impl MarketRepository for SqliteMarketRepository {
                     c.close_time.flatten().map(to_millis),
                     now
                 ])?;
-                get_market(conn, id)?.ok_or(RepoError::NotFound)
+                let market = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
+                if market_text(conn, id)? != text_before {
+                    let job = jobs::handlers::index_market(id, market.creator.id);
+                    jobs::queue::insert(conn, &job)?;
+                }
+                Ok(market)
             })
             .await
     }

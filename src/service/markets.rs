@@ -9,6 +9,7 @@ use crate::{
         user::{Actor, Permission},
     },
     error::AppError,
+    jobs::Queue,
     repo::{MarketRepository, RepoError},
 };
 
@@ -19,12 +20,13 @@ const EDIT_ATTEMPTS: usize = 3;
 /// Market use cases.
 pub struct MarketService {
     repo: Arc<dyn MarketRepository>,
+    queue: Arc<Queue>,
 }
 
 impl MarketService {
-    /// A service over `repo`.
-    pub fn new(repo: Arc<dyn MarketRepository>) -> Self {
-        Self { repo }
+    /// A service over `repo`; `queue` is woken when a write enqueued indexing.
+    pub fn new(repo: Arc<dyn MarketRepository>, queue: Arc<Queue>) -> Self {
+        Self { repo, queue }
     }
 
     /// A page of markets.
@@ -45,12 +47,15 @@ impl MarketService {
                 "markets are created in the caller's own name",
             ));
         }
-        self.repo.create(market).await.map_err(|e| match e {
+        let market = self.repo.create(market).await.map_err(|e| match e {
             RepoError::MissingReference => {
                 AppError::Unauthorized("the account no longer exists".into())
             }
-            other => other.into(),
-        })
+            other => AppError::from(other),
+        })?;
+        // Its indexing job was committed with it.
+        self.queue.wake();
+        Ok(market)
     }
 
     /// Changes a market's editable fields. With `if_match`, the change applies only to that
@@ -73,7 +78,11 @@ impl MarketService {
             match self.repo.update(id, market.version, changes.clone()).await {
                 Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
-                other => return Ok(other?),
+                other => {
+                    let market = other?;
+                    self.queue.wake();
+                    return Ok(market);
+                }
             }
         }
         Err(AppError::conflict(

@@ -2,8 +2,10 @@
 //! speak domain types and [`AppError`](crate::error::AppError); they know nothing of HTTP.
 
 pub mod auth;
+pub mod jobs;
 pub mod markets;
 pub mod passwords;
+pub mod search;
 pub mod tokens;
 pub mod trading;
 pub mod users;

@@ -159,6 +159,19 @@ impl TestApp {
         }
     }
 
+    /// Kills the server without a graceful shutdown (its task is dropped mid-flight, as in a
+    /// crash) and hands back its data directory.
+    pub async fn crash(mut self) -> TempDir {
+        self.stop.take();
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+        tempfile::tempdir()
+            .map(|spare| std::mem::replace(&mut self.dir, spare))
+            .expect("tempdir")
+    }
+
     /// Stops the server gracefully and hands back its data directory.
     pub async fn stop(mut self) -> TempDir {
         if let Some(stop) = self.stop.take() {

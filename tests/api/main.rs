@@ -6,6 +6,7 @@ mod auth;
 mod cache;
 mod errors;
 mod helpers;
+mod jobs;
 mod limits;
 mod markets;
 mod restart;

@@ -1,0 +1,102 @@
+//! Background jobs: read one (its owner or an admin), list them and start a reindex (admins).
+
+use std::sync::Arc;
+
+use poem_openapi::{
+    param::{Path, Query},
+    payload::Json,
+    ApiResponse, OpenApi,
+};
+
+use super::{
+    error::ApiError,
+    job_models::{JobEnvelope, JobListEnvelope, JobStatusView},
+    security::BearerAuth,
+    ApiTags,
+};
+use crate::{
+    domain::Paging,
+    jobs::JobFilter,
+    service::jobs::JobService,
+};
+
+/// Jobs API.
+pub struct JobsApi {
+    /// The job use cases.
+    pub jobs: Arc<JobService>,
+}
+
+/// An accepted job.
+#[derive(ApiResponse)]
+pub enum JobAccepted {
+    /// The job is queued; follow it at `Location`.
+    #[oai(status = 202)]
+    Accepted(
+        Json<JobEnvelope>,
+        /// Path of the job.
+        #[oai(header = "Location")]
+        String,
+    ),
+}
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Get a job
+    ///
+    /// A job's status, attempts, last error and result. Readable by the user it was enqueued
+    /// for (a market's creator, for its indexing) and by admins; 404 for anyone else.
+    #[oai(path = "/api/jobs/:id", method = "get", operation_id = "get_job")]
+    async fn get_job(
+        &self,
+        auth: BearerAuth,
+        /// Job id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+    ) -> Result<Json<JobEnvelope>, ApiError> {
+        let job = self.jobs.get(&auth.0, id.0).await?;
+        Ok(Json(JobEnvelope::new(job.into())))
+    }
+
+    /// List jobs
+    ///
+    /// Jobs newest first, optionally only those in one status or of one kind. Admins only.
+    #[oai(path = "/api/jobs", method = "get", operation_id = "list_jobs")]
+    async fn list_jobs(
+        &self,
+        auth: BearerAuth,
+        /// Only jobs in this status.
+        status: Query<Option<JobStatusView>>,
+        /// Only jobs of this kind (e.g. `index_market`).
+        #[oai(validator(min_length = 1, max_length = 64))]
+        kind: Query<Option<String>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// Rows to skip, up to 1,000,000 (default 0).
+        #[oai(validator(maximum(value = "1000000")))]
+        offset: Query<Option<u64>>,
+    ) -> Result<Json<JobListEnvelope>, ApiError> {
+        let paging = Paging::parse(limit.0, offset.0)?;
+        let filter = JobFilter {
+            status: status.0.map(Into::into),
+            kind: kind.0,
+        };
+        let page = self.jobs.list(&auth.0, filter, paging).await?;
+        Ok(Json(JobListEnvelope::from_page(page, paging)))
+    }
+
+    /// Reindex every market
+    ///
+    /// Queues a job that queues the search indexing of every market (markets whose text has
+    /// not changed since their last indexing are skipped cheaply). Admins only. While one such
+    /// job is still waiting, returns that one.
+    #[oai(path = "/api/admin/reindex", method = "post", operation_id = "reindex_markets")]
+    async fn reindex_markets(&self, auth: BearerAuth) -> Result<JobAccepted, ApiError> {
+        let job = self.jobs.reindex(&auth.0).await?;
+        let location = format!("/api/jobs/{}", job.id);
+        Ok(JobAccepted::Accepted(
+            Json(JobEnvelope::new(job.into())),
+            location,
+        ))
+    }
+}

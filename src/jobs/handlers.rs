@@ -1,0 +1,78 @@
+//! agora's jobs: index a market's text for search, reindex every market, close markets past
+//! their close time (periodic). Each is idempotent.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{Handler, Job, NewJob};
+use crate::service::{search::SearchService, trading::TradingService};
+
+/// Embed a market's text and store its vector (payload `{"market_id": N}`).
+pub const INDEX_MARKET: &str = "index_market";
+/// Enqueue `index_market` for every market.
+pub const REINDEX_MARKETS: &str = "reindex_markets";
+/// Close every active market whose close time has passed (periodic).
+pub const CLOSE_DUE_MARKETS: &str = "close_due_markets";
+
+/// The job that (re)indexes market `market_id`, readable by `owner`; one waits per market.
+pub fn index_market(market_id: i64, owner: i64) -> NewJob {
+    NewJob::new(INDEX_MARKET, json!({ "market_id": market_id }))
+        .owned_by(owner)
+        .dedupe(format!("{INDEX_MARKET}:{market_id}"))
+}
+
+/// The job that reindexes every market, for `owner`.
+pub fn reindex_markets(owner: i64) -> NewJob {
+    NewJob::new(REINDEX_MARKETS, json!({}))
+        .owned_by(owner)
+        .dedupe(REINDEX_MARKETS.to_owned())
+}
+
+/// Runs agora's job kinds.
+pub struct AgoraJobs {
+    trading: Arc<TradingService>,
+    search: Arc<SearchService>,
+}
+
+impl AgoraJobs {
+    /// Handlers over the services they use.
+    pub fn new(trading: Arc<TradingService>, search: Arc<SearchService>) -> Self {
+        AgoraJobs { trading, search }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for AgoraJobs {
+    async fn run(&self, job: &Job) -> Result<Option<Value>, String> {
+        match job.kind.as_str() {
+            INDEX_MARKET => {
+                let id = job.payload["market_id"]
+                    .as_i64()
+                    .ok_or("the payload lacks an integer market_id")?;
+                let outcome = self
+                    .search
+                    .index_market(id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(json!({ "market_id": id, "outcome": outcome })))
+            }
+            REINDEX_MARKETS => {
+                let n = self
+                    .search
+                    .enqueue_reindex(job.owner_id, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(json!({ "enqueued": n })))
+            }
+            CLOSE_DUE_MARKETS => {
+                let n = self.trading.close_due().await.map_err(|e| e.to_string())?;
+                if n > 0 {
+                    tracing::info!(markets = n, "closed markets past their close time");
+                }
+                Ok(Some(json!({ "closed": n })))
+            }
+            other => Err(format!("no handler for job kind `{other}`")),
+        }
+    }
+}

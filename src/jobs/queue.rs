@@ -1,0 +1,438 @@
+//! The `jobs` table: enqueue (also inside another write's transaction), claim under a lease,
+//! record success or failure (with exponential backoff and jitter), read.
+
+use std::{sync::Arc, time::Duration};
+
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use super::{Job, JobFilter, JobStatus, NewJob};
+use crate::{
+    db::{snapshot, Db},
+    domain::{Page, Paging},
+    repo::{from_millis, to_millis, RepoError},
+};
+
+/// Retry and lease settings.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// Runs allowed when a job does not say.
+    pub max_attempts: u32,
+    /// Delay after the first failure; doubled after each further one.
+    pub backoff: Duration,
+    /// Longest delay between runs.
+    pub backoff_max: Duration,
+    /// How long a claim holds a job; past it, another worker may run the job again.
+    pub lease: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            lease: Duration::from_secs(70),
+        }
+    }
+}
+
+/// A job a worker holds: only the holder of `lease_token` may record its outcome.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job, as claimed (attempts already counts this run).
+    pub job: Job,
+    lease_token: String,
+}
+
+/// The queue.
+pub struct Queue {
+    db: Arc<Db>,
+    config: QueueConfig,
+    wake: Arc<Notify>,
+}
+
+const COLUMNS: &str = "id, kind, payload, status, attempts, max_attempts, run_at, last_error,
+    result, owner_id, every_ms, created_at, updated_at, finished_at";
+
+fn job_from_row(row: &Row<'_>, default_attempts: u32) -> rusqlite::Result<Job> {
+    let json = |idx: usize, text: Option<String>| -> rusqlite::Result<Option<Value>> {
+        text.map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    idx,
+                    rusqlite::types::Type::Text,
+                    e.into(),
+                )
+            })
+    };
+    let status: String = row.get(3)?;
+    Ok(Job {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        payload: json(2, row.get(2)?)?.unwrap_or(Value::Null),
+        status: JobStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("job status {status}").into(),
+            )
+        })?,
+        attempts: row.get(4)?,
+        max_attempts: row.get::<_, Option<u32>>(5)?.unwrap_or(default_attempts),
+        run_at: from_millis(row.get(6)?),
+        last_error: row.get(7)?,
+        result: json(8, row.get(8)?)?,
+        owner_id: row.get(9)?,
+        every: row
+            .get::<_, Option<i64>>(10)?
+            .map(|ms| Duration::from_millis(ms.max(1) as u64)),
+        created_at: from_millis(row.get(11)?),
+        updated_at: from_millis(row.get(12)?),
+        finished_at: row.get::<_, Option<i64>>(13)?.map(from_millis),
+    })
+}
+
+/// Inserts `job` using `conn`, inside whatever transaction `conn` is in: the way a change
+/// enqueues the work it needs atomically with itself. Returns the new id, or `None` when a
+/// queued job with the same dedupe key already waits (it will do the work).
+pub fn insert(conn: &Connection, job: &NewJob) -> rusqlite::Result<Option<i64>> {
+    let now = to_millis(OffsetDateTime::now_utc());
+    let run_at = now + job.delay.as_millis() as i64;
+    conn.prepare_cached(
+        "INSERT INTO jobs (kind, payload, max_attempts, run_at, owner_id, dedupe_key, every_ms,
+                           created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+    )?
+    .query_row(
+        params![
+            job.kind,
+            job.payload.to_string(),
+            job.max_attempts,
+            run_at,
+            job.owner_id,
+            job.dedupe_key,
+            job.every.map(|e| e.as_millis().max(1) as i64),
+            now
+        ],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The delay before retrying after failed run number `attempt` (1-based): `base * 2^(attempt-1)`
+/// capped at `max`, then jittered down by up to a quarter, so retries of many jobs that failed
+/// together spread out while each delay still exceeds the one before (until the cap).
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
+    let delay = doubled.min(max);
+    delay.mul_f64(rand::rng().random_range(0.75..=1.0))
+}
+
+impl Queue {
+    /// A queue over `db`.
+    pub fn new(db: Arc<Db>, config: QueueConfig) -> Self {
+        Queue {
+            db,
+            config,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> QueueConfig {
+        self.config
+    }
+
+    /// Wakes an idle worker (after a commit that enqueued something).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What idle workers wait on.
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Enqueues `job` in a transaction of its own and wakes a worker.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Option<i64>, RepoError> {
+        let id = self
+            .db
+            .write(move |conn| Ok::<_, RepoError>(insert(conn, &job)?))
+            .await?;
+        self.wake();
+        Ok(id)
+    }
+
+    /// Makes sure one periodic job of `kind` exists, running every `every`.
+    pub async fn ensure_periodic(&self, kind: &str, every: Duration) -> Result<(), RepoError> {
+        let key = format!("periodic:{kind}");
+        let job = NewJob {
+            dedupe_key: Some(key.clone()),
+            every: Some(every),
+            ..NewJob::new(kind, Value::Object(Default::default()))
+        };
+        self.db
+            .write(move |conn| {
+                let every_ms = every.as_millis().max(1) as i64;
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE jobs SET every_ms = ?2
+                          WHERE dedupe_key = ?1 AND status IN ('queued', 'running')",
+                    )?
+                    .execute(params![key, every_ms])?;
+                if updated == 0 {
+                    insert(conn, &job)?;
+                }
+                Ok::<_, RepoError>(())
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Claims the job due first (queued and due, or running with its lease run out), counting
+    /// the run; `None` when nothing is due. One write transaction, so two workers never claim
+    /// the same job.
+    pub async fn claim(&self) -> Result<Option<Claimed>, RepoError> {
+        let (lease, default_attempts) = (self.config.lease, self.config.max_attempts);
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                let token = uuid::Uuid::new_v4().to_string();
+                let job = conn
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                                lease_until = ?2, lease_token = ?3, updated_at = ?1
+                          WHERE id = (SELECT id FROM (
+                                    SELECT * FROM (
+                                        SELECT id, run_at AS due FROM jobs
+                                         WHERE status = 'queued' AND run_at <= ?1
+                                         ORDER BY run_at, id LIMIT 1)
+                                    UNION ALL
+                                    SELECT * FROM (
+                                        SELECT id, lease_until AS due FROM jobs
+                                         WHERE status = 'running' AND lease_until < ?1
+                                         ORDER BY lease_until, id LIMIT 1))
+                                 ORDER BY due LIMIT 1)
+                          RETURNING {COLUMNS}"
+                    ))?
+                    .query_row(params![now, now + lease.as_millis() as i64, token], |r| {
+                        job_from_row(r, default_attempts)
+                    })
+                    .optional()?;
+                Ok::<_, RepoError>(job.map(|job| Claimed {
+                    job,
+                    lease_token: token,
+                }))
+            })
+            .await
+    }
+
+    /// Records a successful run: `succeeded`, or queued for the next period. `false` when the
+    /// lease had run out and another claim owns the job now.
+    pub async fn succeed(
+        &self,
+        claimed: &Claimed,
+        result: Option<Value>,
+    ) -> Result<bool, RepoError> {
+        let (id, token) = (claimed.job.id, claimed.lease_token.clone());
+        let every = claimed.job.every;
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                let result = result.map(|r| r.to_string());
+                let changed = match every {
+                    Some(every) => conn
+                        .prepare_cached(
+                            "UPDATE jobs SET status = 'queued', attempts = 0, lease_until = NULL,
+                                    lease_token = NULL, result = ?3, last_error = NULL,
+                                    run_at = ?4 + ?5, updated_at = ?4
+                              WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                        )?
+                        .execute(params![id, token, result, now, every.as_millis() as i64])?,
+                    None => conn
+                        .prepare_cached(
+                            "UPDATE jobs SET status = 'succeeded', lease_until = NULL,
+                                    lease_token = NULL, result = ?3, updated_at = ?4,
+                                    finished_at = ?4
+                              WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                        )?
+                        .execute(params![id, token, result, now])?,
+                };
+                Ok::<_, RepoError>(changed == 1)
+            })
+            .await
+    }
+
+    /// Records a failed run: queued again after a backoff, or `dead` after the last allowed run
+    /// (a periodic job instead waits for its next period). Returns the status it is left in,
+    /// or `None` when the lease had run out.
+    pub async fn fail(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+    ) -> Result<Option<JobStatus>, RepoError> {
+        let job = &claimed.job;
+        let (id, token) = (job.id, claimed.lease_token.clone());
+        let exhausted = job.attempts >= job.max_attempts;
+        let delay = match job.every {
+            Some(every) if exhausted => every,
+            _ => backoff(job.attempts, self.config.backoff, self.config.backoff_max),
+        };
+        let dead = exhausted && job.every.is_none();
+        let error: String = error.chars().take(2000).collect();
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                // A newer queued job with the same key supersedes this one's retry.
+                let superseded: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT newer.id FROM jobs AS this JOIN jobs AS newer
+                            ON newer.dedupe_key = this.dedupe_key AND newer.status = 'queued'
+                         WHERE this.id = ?1",
+                    )?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?;
+                let (status, error) = match superseded {
+                    Some(newer) => (
+                        JobStatus::Dead,
+                        format!("{error} (superseded by job {newer})"),
+                    ),
+                    None if dead => (JobStatus::Dead, error),
+                    None => (JobStatus::Queued, error),
+                };
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE jobs SET status = ?3, last_error = ?4, lease_until = NULL,
+                                lease_token = NULL, run_at = ?5 + ?6, updated_at = ?5,
+                                attempts = CASE WHEN ?7 THEN 0 ELSE attempts END,
+                                finished_at = CASE WHEN ?3 = 'dead' THEN ?5 END
+                          WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                    )?
+                    .execute(params![
+                        id,
+                        token,
+                        status.as_str(),
+                        error,
+                        now,
+                        delay.as_millis() as i64,
+                        exhausted && status == JobStatus::Queued
+                    ])?;
+                Ok::<_, RepoError>((changed == 1).then_some(status))
+            })
+            .await
+    }
+
+    /// When a worker should look again: the earliest `run_at` of a queued job or lease end
+    /// of a running one.
+    pub async fn next_due(&self) -> Result<Option<OffsetDateTime>, RepoError> {
+        self.db
+            .read_point(|conn| {
+                let due: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT min(due) FROM (
+                            SELECT min(run_at) AS due FROM jobs WHERE status = 'queued'
+                            UNION ALL
+                            SELECT min(lease_until) FROM jobs WHERE status = 'running')",
+                    )?
+                    .query_row([], |r| r.get(0))?;
+                Ok::<_, RepoError>(due.map(from_millis))
+            })
+            .await
+    }
+
+    /// One job.
+    pub async fn get(&self, id: i64) -> Result<Option<Job>, RepoError> {
+        let default_attempts = self.config.max_attempts;
+        self.db
+            .read_point(move |conn| {
+                Ok::<_, RepoError>(
+                    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
+                        .query_row([id], |r| job_from_row(r, default_attempts))
+                        .optional()?,
+                )
+            })
+            .await
+    }
+
+    /// A page of jobs, newest first.
+    pub async fn list(&self, filter: JobFilter, paging: Paging) -> Result<Page<Job>, RepoError> {
+        let default_attempts = self.config.max_attempts;
+        self.db
+            .read(move |conn| {
+                let status = filter.status.map(JobStatus::as_str);
+                let filters = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2)";
+                snapshot(conn, || {
+                    let total: i64 = conn
+                        .prepare_cached(&format!("SELECT count(*) FROM jobs WHERE {filters}"))?
+                        .query_row(params![status, filter.kind], |r| r.get(0))?;
+                    let items = conn
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM jobs WHERE {filters}
+                              ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+                        ))?
+                        .query_map(
+                            params![status, filter.kind, paging.limit, paging.offset as i64],
+                            |r| job_from_row(r, default_attempts),
+                        )?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok::<_, RepoError>(Page {
+                        items,
+                        total: total as u64,
+                    })
+                })
+            })
+            .await
+    }
+
+    /// Jobs per status (a gauge for metrics and the readiness probe).
+    pub async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, RepoError> {
+        self.db
+            .read(|conn| {
+                let mut counts: Vec<(JobStatus, u64)> =
+                    JobStatus::ALL.iter().map(|s| (*s, 0)).collect();
+                let mut stmt =
+                    conn.prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+                for row in rows {
+                    let (status, n): (String, i64) = row?;
+                    if let Some(slot) = counts
+                        .iter_mut()
+                        .find(|(s, _)| Some(*s) == JobStatus::parse(&status))
+                    {
+                        slot.1 = n as u64;
+                    }
+                }
+                Ok::<_, RepoError>(counts)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let (base, max) = (Duration::from_millis(1000), Duration::from_secs(10));
+        for _ in 0..100 {
+            let d: Vec<Duration> = (1..=6).map(|a| backoff(a, base, max)).collect();
+            assert!((750..=1000).contains(&d[0].as_millis()), "{d:?}");
+            assert!((1500..=2000).contains(&d[1].as_millis()), "{d:?}");
+            assert!((3000..=4000).contains(&d[2].as_millis()), "{d:?}");
+            assert!(d[..4].windows(2).all(|w| w[0] < w[1]), "{d:?}");
+            assert!(d[4..]
+                .iter()
+                .all(|d| (7500..=10_000).contains(&d.as_millis())));
+        }
+        assert!(backoff(200, base, max) <= max);
+    }
+}

@@ -1,0 +1,216 @@
+//! [`SearchRepository`] on SQLite: FTS5 (`markets_fts`, kept in step with `markets` by the
+//! triggers of migration 6) and `market_vectors` (little-endian f32 blobs).
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension};
+use time::OffsetDateTime;
+
+use super::{sqlite_markets::status_at, to_millis, MarketText, RepoError, SearchRepository};
+use crate::{db::Db, domain::market::MarketStatus, jobs::handlers::INDEX_MARKET};
+
+/// The search indexes in SQLite.
+pub struct SqliteSearchRepository {
+    db: Arc<Db>,
+}
+
+impl SqliteSearchRepository {
+    /// A repository over `db`.
+    pub fn new(db: Arc<Db>) -> Self {
+        Self { db }
+    }
+}
+
+/// A vector as stored.
+pub fn encode(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A stored vector back (trailing bytes of a damaged blob are ignored).
+pub fn decode(blob: &[u8]) -> Vec<f32> {
+    blob.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[async_trait]
+impl SearchRepository for SqliteSearchRepository {
+    #[tracing::instrument(skip_all)]
+    async fn keyword(
+        &self,
+        query: String,
+        status: Option<MarketStatus>,
+        n: u32,
+    ) -> Result<Vec<i64>, RepoError> {
+        self.db
+            .read(move |conn| {
+                let ids = conn
+                    .prepare_cached(
+                        "SELECT m.id FROM markets_fts f JOIN markets m ON m.id = f.rowid
+                          WHERE markets_fts MATCH ?1 AND (?2 IS NULL OR m.status = ?2)
+                          ORDER BY bm25(markets_fts, 2.0, 1.0), m.id LIMIT ?3",
+                    )?
+                    .query_map(params![query, status.map(MarketStatus::as_str), n], |r| {
+                        r.get(0)
+                    })?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                Ok(ids)
+            })
+            .await
+    }
+
+    async fn statuses(&self, ids: Vec<i64>) -> Result<HashMap<i64, MarketStatus>, RepoError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.db
+            .read(move |conn| {
+                // Ids are integers: listing them inline is safe and keeps one statement.
+                let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT id, status FROM markets WHERE id IN ({list})"
+                ))?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, status_at(r, 1)?)))?;
+                Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
+            })
+            .await
+    }
+
+    async fn text(
+        &self,
+        id: i64,
+        model: String,
+    ) -> Result<Option<(MarketText, Option<String>)>, RepoError> {
+        self.db
+            .read_point(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT m.name, m.description, v.content_hash
+                           FROM markets m
+                           LEFT JOIN market_vectors v ON v.market_id = m.id AND v.model = ?2
+                          WHERE m.id = ?1",
+                    )?
+                    .query_row(params![id, model], |r| {
+                        Ok((
+                            MarketText {
+                                name: r.get(0)?,
+                                description: r.get(1)?,
+                            },
+                            r.get(2)?,
+                        ))
+                    })
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn store_vector(
+        &self,
+        id: i64,
+        model: String,
+        text: MarketText,
+        vector: Vec<f32>,
+    ) -> Result<bool, RepoError> {
+        let hash = text.content_hash(&model);
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                let stored = conn
+                    .prepare_cached(
+                        "INSERT INTO market_vectors (market_id, model, content_hash, vector, updated_at)
+                         SELECT id, ?2, ?3, ?4, ?5 FROM markets
+                          WHERE id = ?1 AND name = ?6 AND description IS ?7
+                         ON CONFLICT (market_id) DO UPDATE SET
+                            model = excluded.model, content_hash = excluded.content_hash,
+                            vector = excluded.vector, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![
+                        id,
+                        model,
+                        hash,
+                        encode(&vector),
+                        now,
+                        text.name,
+                        text.description
+                    ])?;
+                Ok(stored == 1)
+            })
+            .await
+    }
+
+    async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError> {
+        self.db
+            .read_point(move |conn| {
+                let blob: Option<Vec<u8>> = conn
+                    .prepare_cached(
+                        "SELECT vector FROM market_vectors WHERE market_id = ?1 AND model = ?2",
+                    )?
+                    .query_row(params![id, model], |r| r.get(0))
+                    .optional()?;
+                Ok(blob.as_deref().map(decode))
+            })
+            .await
+    }
+
+    async fn each_vector(
+        &self,
+        model: String,
+        mut each: Box<dyn FnMut(i64, Vec<f32>) + Send>,
+    ) -> Result<u64, RepoError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt =
+                    conn.prepare("SELECT market_id, vector FROM market_vectors WHERE model = ?1")?;
+                let mut rows = stmt.query([model])?;
+                let mut n = 0;
+                while let Some(row) = rows.next()? {
+                    let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                    each(row.get(0)?, decode(blob));
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await
+    }
+
+    async fn enqueue_index_jobs(
+        &self,
+        model: String,
+        missing_only: bool,
+        owner: Option<i64>,
+    ) -> Result<u64, RepoError> {
+        self.db
+            .write(move |conn| {
+                let now = to_millis(OffsetDateTime::now_utc());
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO jobs (kind, payload, run_at, owner_id, dedupe_key,
+                                           created_at, updated_at)
+                         SELECT ?1, json_object('market_id', m.id), ?2, ?3,
+                                ?1 || ':' || m.id, ?2, ?2
+                           FROM markets m
+                          WHERE NOT ?4 OR NOT EXISTS (
+                                SELECT 1 FROM market_vectors v
+                                 WHERE v.market_id = m.id AND v.model = ?5)
+                          ORDER BY m.id
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![INDEX_MARKET, now, owner, missing_only, model])?;
+                Ok(n as u64)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_their_stored_form() {
+        let v = vec![0.5f32, -0.25, 1.0e-7, 0.0];
+        assert_eq!(decode(&encode(&v)), v);
+        assert_eq!(decode(&[0, 0, 128, 63, 1]), vec![1.0]);
+    }
+}

@@ -1,0 +1,81 @@
+//! Job use cases: a job's owner or an admin may read it; admins list jobs and start a reindex.
+
+use std::sync::Arc;
+
+use super::users::require;
+use crate::{
+    domain::{
+        user::{Actor, Permission},
+        Page, Paging,
+    },
+    error::AppError,
+    jobs::{handlers, Job, JobFilter, Queue},
+};
+
+/// Jobs as the API sees them.
+pub struct JobService {
+    queue: Arc<Queue>,
+}
+
+impl JobService {
+    /// A service over `queue`.
+    pub fn new(queue: Arc<Queue>) -> Self {
+        JobService { queue }
+    }
+
+    /// One job, for its owner or an admin (others get `NotFound`, so ids reveal nothing).
+    pub async fn get(&self, actor: &Actor, id: i64) -> Result<Job, AppError> {
+        match self.queue.get(id).await? {
+            Some(job) if job.owner_id == Some(actor.user_id) || actor.can(Permission::Admin) => {
+                Ok(job)
+            }
+            _ => Err(AppError::NotFound("job")),
+        }
+    }
+
+    /// A page of jobs, newest first (admins).
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        filter: JobFilter,
+        paging: Paging,
+    ) -> Result<Page<Job>, AppError> {
+        require(actor, Permission::Admin)?;
+        Ok(self.queue.list(filter, paging).await?)
+    }
+
+    /// Enqueues the reindexing of every market (admins); while one waits, returns that one.
+    pub async fn reindex(&self, actor: &Actor) -> Result<Job, AppError> {
+        require(actor, Permission::Admin)?;
+        let id = match self
+            .queue
+            .enqueue(handlers::reindex_markets(actor.user_id))
+            .await?
+        {
+            Some(id) => id,
+            None => self.waiting_reindex().await?,
+        };
+        self.queue
+            .get(id)
+            .await?
+            .ok_or(AppError::Internal("an enqueued job vanished".into()))
+    }
+
+    async fn waiting_reindex(&self) -> Result<i64, AppError> {
+        let filter = JobFilter {
+            status: Some(crate::jobs::JobStatus::Queued),
+            kind: Some(handlers::REINDEX_MARKETS.to_owned()),
+        };
+        let page = self
+            .queue
+            .list(filter, Paging { limit: 1, offset: 0 })
+            .await?;
+        page.items
+            .first()
+            .map(|job| job.id)
+            .ok_or(AppError::conflict(
+                "reindex_pending",
+                "a reindex was just queued; retry",
+            ))
+    }
+}

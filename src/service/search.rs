@@ -1,0 +1,374 @@
+//! Market search: hybrid ranking (FTS5 bm25 fused with vector similarity by reciprocal rank),
+//! related markets, and indexing a market's text (what the `index_market` job does).
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use crate::{
+    domain::{
+        market::{Market, MarketStatus},
+        search::{fts_query, SearchMode, SearchQuery},
+    },
+    error::AppError,
+    jobs::Queue,
+    repo::{MarketRepository, SearchRepository},
+    search::{
+        embedder::{EmbedError, Embedder},
+        index::{Ranked, VectorIndex},
+        rank::{reciprocal_rank_fusion, RRF_K},
+    },
+};
+
+/// Candidates taken from each ranking before fusion, at least.
+const CANDIDATES_MIN: usize = 50;
+/// Vector matches less similar than this are not candidates (noise, not meaning).
+const SIMILARITY_FLOOR: f32 = 0.05;
+
+/// One result.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The market.
+    pub market: Market,
+    /// Fused score (higher is better); comparable within one response.
+    pub score: f64,
+    /// 1-based rank among keyword matches, if it matched.
+    pub keyword_rank: Option<u32>,
+    /// 1-based rank by vector similarity, if a candidate.
+    pub vector_rank: Option<u32>,
+}
+
+/// A search's answer.
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    /// Best first.
+    pub hits: Vec<Hit>,
+    /// The ranking actually used.
+    pub mode: SearchMode,
+    /// Why the ranking is not the one requested (the embedder is unavailable).
+    pub degraded: Option<String>,
+    /// The embedding model.
+    pub model: String,
+}
+
+/// What indexing a market did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexed {
+    /// A new vector was stored.
+    Embedded,
+    /// The stored vector is of the same text; nothing to do.
+    Unchanged,
+    /// The text changed or the market was deleted meanwhile; a later job has it.
+    Superseded,
+}
+
+impl Indexed {
+    /// For the job's result.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Indexed::Embedded => "embedded",
+            Indexed::Unchanged => "unchanged",
+            Indexed::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for Indexed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Indexed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Search use cases.
+pub struct SearchService {
+    repo: Arc<dyn SearchRepository>,
+    markets: Arc<dyn MarketRepository>,
+    embedder: Arc<dyn Embedder>,
+    index: Arc<RwLock<VectorIndex>>,
+    queue: Arc<Queue>,
+    query_timeout: Duration,
+}
+
+impl SearchService {
+    /// A service; `query_timeout` bounds embedding a query (past it, keyword results only).
+    pub fn new(
+        repo: Arc<dyn SearchRepository>,
+        markets: Arc<dyn MarketRepository>,
+        embedder: Arc<dyn Embedder>,
+        queue: Arc<Queue>,
+        query_timeout: Duration,
+    ) -> Self {
+        let index = VectorIndex::new(embedder.dimensions());
+        SearchService {
+            repo,
+            markets,
+            embedder,
+            index: Arc::new(RwLock::new(index)),
+            queue,
+            query_timeout,
+        }
+    }
+
+    /// The embedding model's id.
+    pub fn model(&self) -> &str {
+        self.embedder.model()
+    }
+
+    /// Loads the stored vectors of the current model into memory and enqueues indexing of
+    /// markets that have none (new, or embedded by another model). Returns (loaded, enqueued).
+    pub async fn load(&self) -> Result<(u64, u64), AppError> {
+        let index = self.index.clone();
+        let loaded = self
+            .repo
+            .each_vector(
+                self.model().to_owned(),
+                Box::new(move |id, vector| {
+                    if let Ok(mut index) = index.write() {
+                        put(&mut index, id, &vector);
+                    }
+                }),
+            )
+            .await?;
+        let enqueued = self.enqueue_reindex(None, true).await?;
+        Ok((loaded, enqueued))
+    }
+
+    /// Enqueues indexing of every market (`missing_only`: of those without a current vector).
+    pub async fn enqueue_reindex(
+        &self,
+        owner: Option<i64>,
+        missing_only: bool,
+    ) -> Result<u64, AppError> {
+        let n = self
+            .repo
+            .enqueue_index_jobs(self.model().to_owned(), missing_only, owner)
+            .await?;
+        if n > 0 {
+            self.queue.wake();
+        }
+        Ok(n)
+    }
+
+    /// Embeds market `id`'s text and stores the vector, unless the stored one is of the same
+    /// text. Idempotent. Fails (so the job retries) when the embedder does.
+    pub async fn index_market(&self, id: i64) -> Result<Indexed, AppError> {
+        let model = self.model().to_owned();
+        let Some((text, stored_hash)) = self.repo.text(id, model.clone()).await? else {
+            self.with_index(|index| index.remove(id));
+            return Ok(Indexed::Superseded);
+        };
+        if stored_hash.as_deref() == Some(text.content_hash(&model).as_str()) {
+            if !self.with_index(|index| index.contains(id)) {
+                if let Some(vector) = self.repo.vector(id, model).await? {
+                    self.with_index(|index| put(index, id, &vector));
+                }
+            }
+            return Ok(Indexed::Unchanged);
+        }
+        let vector = self
+            .embedder
+            .embed(&[text.joined()])
+            .await
+            .map_err(embed_error)?
+            .pop()
+            .ok_or_else(|| AppError::Internal("the embedder returned no vector".into()))?;
+        if self
+            .repo
+            .store_vector(id, model, text, vector.clone())
+            .await?
+        {
+            self.with_index(|index| put(index, id, &vector));
+            Ok(Indexed::Embedded)
+        } else {
+            Ok(Indexed::Superseded)
+        }
+    }
+
+    /// Markets matching `q`, best first.
+    pub async fn search(&self, q: SearchQuery) -> Result<SearchResults, AppError> {
+        let n = (q.limit as usize * 5).max(CANDIDATES_MIN);
+        let mut degraded = None;
+        let mut vector_ids = Vec::new();
+        if q.mode != SearchMode::Keyword {
+            match self.embed_query(&q.text).await {
+                Ok(vector) => vector_ids = self.nearest(&vector, q.status, n, None).await?,
+                Err(why) => degraded = Some(why),
+            }
+        }
+        let keyword_ids = match (q.mode, &degraded, fts_query(&q.text)) {
+            (SearchMode::Vector, None, _) | (_, _, None) => Vec::new(),
+            (_, _, Some(fts)) => self.repo.keyword(fts, q.status, n as u32).await?,
+        };
+        let mode = match (&degraded, q.mode) {
+            (Some(_), _) => SearchMode::Keyword,
+            (None, mode) => mode,
+        };
+        let fused = reciprocal_rank_fusion(&[&keyword_ids, &vector_ids], RRF_K);
+        let rank_in =
+            |ids: &[i64], id: i64| ids.iter().position(|&x| x == id).map(|p| p as u32 + 1);
+        let mut hits = Vec::with_capacity(q.limit as usize);
+        for (id, score) in fused {
+            if hits.len() == q.limit as usize {
+                break;
+            }
+            // Deleted between ranking and loading: skip it.
+            if let Some(market) = self.markets.get(id).await? {
+                hits.push(Hit {
+                    market,
+                    score,
+                    keyword_rank: rank_in(&keyword_ids, id),
+                    vector_rank: rank_in(&vector_ids, id),
+                });
+            }
+        }
+        Ok(SearchResults {
+            hits,
+            mode,
+            degraded,
+            model: self.model().to_owned(),
+        })
+    }
+
+    /// Markets whose text is nearest to market `id`'s, best first, with their similarity.
+    pub async fn related(
+        &self,
+        id: i64,
+        status: Option<MarketStatus>,
+        limit: u32,
+    ) -> Result<Vec<(Market, f32)>, AppError> {
+        let market = self
+            .markets
+            .get(id)
+            .await?
+            .ok_or(AppError::NotFound("market"))?;
+        let vector = match self.repo.vector(id, self.model().to_owned()).await? {
+            Some(vector) => vector,
+            None => {
+                let text = format!(
+                    "{}\n{}",
+                    market.name,
+                    market.description.unwrap_or_default()
+                );
+                self.embed_query(&text)
+                    .await
+                    .map_err(AppError::Unavailable)?
+            }
+        };
+        let ranked = self.ranked(vector).await?;
+        let ids = self
+            .filter(ranked, status, limit as usize, Some(id))
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, similarity) in ids {
+            if let Some(market) = self.markets.get(id).await? {
+                out.push((market, similarity));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn embed_query(&self, text: &str) -> Result<Vec<f32>, String> {
+        let texts = [text.to_owned()];
+        let call = self.embedder.embed(&texts);
+        match tokio::time::timeout(self.query_timeout, call).await {
+            Ok(Ok(mut vectors)) => vectors.pop().ok_or_else(|| "no vector returned".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the embedding provider did not answer within {} ms",
+                self.query_timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn nearest(
+        &self,
+        vector: &[f32],
+        status: Option<MarketStatus>,
+        n: usize,
+        exclude: Option<i64>,
+    ) -> Result<Vec<i64>, AppError> {
+        let ranked = self.ranked(vector.to_vec()).await?;
+        let hits = self.filter(ranked, status, n, exclude).await?;
+        Ok(hits.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Scores every indexed market (a scan: off the async workers).
+    async fn ranked(&self, vector: Vec<f32>) -> Result<Ranked, AppError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || {
+            index
+                .read()
+                .map(|index| index.ranked(&vector))
+                .map_err(|_| AppError::Internal("the vector index lock is poisoned".into()))
+        })
+        .await
+        .map_err(|_| AppError::Internal("vector ranking panicked".into()))?
+    }
+
+    /// Takes ranked candidates in order, keeping those that still exist (and have `status`),
+    /// until `n` are kept: the filter applies before the cut, never after.
+    async fn filter(
+        &self,
+        mut ranked: Ranked,
+        status: Option<MarketStatus>,
+        n: usize,
+        exclude: Option<i64>,
+    ) -> Result<Vec<(i64, f32)>, AppError> {
+        let mut kept = Vec::with_capacity(n);
+        let batch = (n * 2).max(64);
+        loop {
+            let chunk: Vec<(i64, f32)> = ranked
+                .by_ref()
+                .take_while(|&(_, similarity)| similarity >= SIMILARITY_FLOOR)
+                .filter(|&(id, _)| Some(id) != exclude)
+                .take(batch)
+                .collect();
+            if chunk.is_empty() {
+                return Ok(kept);
+            }
+            let statuses = self
+                .repo
+                .statuses(chunk.iter().map(|(id, _)| *id).collect())
+                .await?;
+            for (id, similarity) in chunk {
+                match statuses.get(&id) {
+                    None => {
+                        self.with_index(|index| index.remove(id));
+                    }
+                    Some(s) if status.is_some_and(|want| want != *s) => {}
+                    Some(_) => kept.push((id, similarity)),
+                }
+                if kept.len() == n {
+                    return Ok(kept);
+                }
+            }
+        }
+    }
+
+    fn with_index<T: Default>(&self, f: impl FnOnce(&mut VectorIndex) -> T) -> T {
+        self.index
+            .write()
+            .map(|mut index| f(&mut index))
+            .unwrap_or_default()
+    }
+}
+
+/// Adds a vector, adopting its length when the index is still empty (an HTTP embedder's
+/// dimensions are known only from its first answer).
+fn put(index: &mut VectorIndex, id: i64, vector: &[f32]) -> bool {
+    if index.dimensions() != vector.len() && index.is_empty() {
+        *index = VectorIndex::new(vector.len());
+    }
+    index.upsert(id, vector)
+}
+
+fn embed_error(e: EmbedError) -> AppError {
+    AppError::Unavailable(e.to_string())
+}
