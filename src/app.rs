@@ -13,12 +13,11 @@ use poem::{
 use crate::{
     api::{self, error::ApiError},
     config::{Config, EmbedderKind},
-    jobs::{handlers::{self, AgoraJobs}, Queue, Workers},
-    search::{
-        embedder::{Embedder, HashEmbedder},
-        http::{HttpEmbedder, HttpEmbedderConfig},
-    },
     db::{Db, DbError, DbOptions},
+    jobs::{
+        handlers::{self, AgoraJobs},
+        Queue, Workers,
+    },
     middleware::{
         access_log::AccessLog,
         body_limit::BodyLimit,
@@ -33,10 +32,14 @@ use crate::{
         sqlite_users::SqliteUserRepository,
         MarketRepository, SessionRepository, TradingRepository, UserRepository,
     },
+    search::{
+        embedder::{Embedder, HashEmbedder},
+        http::{HttpEmbedder, HttpEmbedderConfig},
+    },
     service::{
         auth::AuthService,
-        markets::MarketService,
         jobs::JobService,
+        markets::MarketService,
         passwords::Passwords,
         search::SearchService,
         tokens::{Tokens, SECRET_MIN},
@@ -91,9 +94,10 @@ pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, StartError> {
     Ok(match config.embedder {
         EmbedderKind::Builtin => Arc::new(HashEmbedder::default()),
         EmbedderKind::Http => {
-            let base_url = config.embedder_url.clone().ok_or_else(|| {
-                StartError::Init("--embedder http needs --embedder-url".into())
-            })?;
+            let base_url = config
+                .embedder_url
+                .clone()
+                .ok_or_else(|| StartError::Init("--embedder http needs --embedder-url".into()))?;
             Arc::new(
                 HttpEmbedder::new(HttpEmbedderConfig {
                     base_url,
@@ -209,7 +213,12 @@ impl App {
         ));
         match search.load().await {
             Ok((loaded, enqueued)) => {
-                tracing::info!(loaded, enqueued, model = search.model(), "search index loaded")
+                tracing::info!(
+                    loaded,
+                    enqueued,
+                    model = search.model(),
+                    "search index loaded"
+                )
             }
             Err(e) => tracing::error!(error = %e, "loading the search index failed"),
         }

@@ -267,14 +267,29 @@ pub struct Config {
     #[arg(long, global = true, env = "AGORA_JOB_POLL_MS", default_value_t = 1000)]
     pub job_poll_ms: u64,
     /// Runs a job gets before it is marked dead.
-    #[arg(long, global = true, env = "AGORA_JOB_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_JOB_MAX_ATTEMPTS",
+        default_value_t = 5
+    )]
     pub job_max_attempts: u32,
     /// Delay before a failed job's first retry, in milliseconds; doubled after each further
     /// failure (1 s, 2 s, 4 s, ...), less up to a quarter of jitter.
-    #[arg(long, global = true, env = "AGORA_JOB_BACKOFF_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_JOB_BACKOFF_MS",
+        default_value_t = 1000
+    )]
     pub job_backoff_ms: u64,
     /// Longest delay between a job's retries, in seconds.
-    #[arg(long, global = true, env = "AGORA_JOB_BACKOFF_MAX", default_value_t = 300)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_JOB_BACKOFF_MAX",
+        default_value_t = 300
+    )]
     pub job_backoff_max_secs: u64,
     /// Longest a job run may take before it is cancelled and counted as failed, in seconds.
     #[arg(long, global = true, env = "AGORA_JOB_TIMEOUT", default_value_t = 60)]
@@ -296,20 +311,45 @@ pub struct Config {
     )]
     pub embedder_model: String,
     /// API key of the HTTP embedder, sent as a bearer token.
-    #[arg(long, global = true, env = "AGORA_EMBEDDER_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EMBEDDER_KEY",
+        hide_env_values = true
+    )]
     pub embedder_key: Option<Secret>,
     /// Timeout of one call to the HTTP embedder, in milliseconds.
-    #[arg(long, global = true, env = "AGORA_EMBEDDER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EMBEDDER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub embedder_timeout_ms: u64,
     /// Calls the HTTP embedder makes per request before giving up.
-    #[arg(long, global = true, env = "AGORA_EMBEDDER_ATTEMPTS", default_value_t = 3)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EMBEDDER_ATTEMPTS",
+        default_value_t = 3
+    )]
     pub embedder_attempts: u32,
     /// Delay before the HTTP embedder's first retry, in milliseconds (then doubled).
-    #[arg(long, global = true, env = "AGORA_EMBEDDER_BACKOFF_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EMBEDDER_BACKOFF_MS",
+        default_value_t = 1000
+    )]
     pub embedder_backoff_ms: u64,
     /// Longest a search waits for its query's embedding, in milliseconds; past it the search
     /// answers from the keyword index alone and says so.
-    #[arg(long, global = true, env = "AGORA_SEARCH_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_SEARCH_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
     pub search_timeout_ms: u64,
 }
 

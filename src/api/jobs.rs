@@ -14,11 +14,7 @@ use super::{
     security::BearerAuth,
     ApiTags,
 };
-use crate::{
-    domain::Paging,
-    jobs::JobFilter,
-    service::jobs::JobService,
-};
+use crate::{domain::Paging, jobs::JobFilter, service::jobs::JobService};
 
 /// Jobs API.
 pub struct JobsApi {
@@ -90,7 +86,11 @@ impl JobsApi {
     /// Queues a job that queues the search indexing of every market (markets whose text has
     /// not changed since their last indexing are skipped cheaply). Admins only. While one such
     /// job is still waiting, returns that one.
-    #[oai(path = "/api/admin/reindex", method = "post", operation_id = "reindex_markets")]
+    #[oai(
+        path = "/api/admin/reindex",
+        method = "post",
+        operation_id = "reindex_markets"
+    )]
     async fn reindex_markets(&self, auth: BearerAuth) -> Result<JobAccepted, ApiError> {
         let job = self.jobs.reindex(&auth.0).await?;
         let location = format!("/api/jobs/{}", job.id);

@@ -60,7 +60,11 @@ impl SearchApi {
     ///
     /// The markets nearest in meaning to this one (by their embedding vectors), nearest first,
     /// without the market itself.
-    #[oai(path = "/:id/related", method = "get", operation_id = "list_related_markets")]
+    #[oai(
+        path = "/:id/related",
+        method = "get",
+        operation_id = "list_related_markets"
+    )]
     async fn list_related_markets(
         &self,
         /// Market id.

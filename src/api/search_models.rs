@@ -116,9 +116,7 @@ impl From<SearchResults> for SearchEnvelope {
     fn from(r: SearchResults) -> Self {
         let meta = SearchMeta {
             mode: r.mode.into(),
-            notice: r
-                .degraded
-                .map(|why| format!("keyword results only: {why}")),
+            notice: r.degraded.map(|why| format!("keyword results only: {why}")),
             model: r.model,
             count: r.hits.len() as u32,
         };

@@ -150,7 +150,7 @@ impl Worker {
             match outcome {
                 Ok(result) => match self.queue.succeed(&claimed, result).await {
                     Ok(true) if job.every.is_some() => tracing::debug!(ms, "periodic job ran"),
-                Ok(true) => tracing::info!(attempt = job.attempts, ms, "job succeeded"),
+                    Ok(true) => tracing::info!(attempt = job.attempts, ms, "job succeeded"),
                     Ok(false) => tracing::warn!("job finished after its lease ran out"),
                     Err(e) => tracing::error!(error = %e, "recording a job's success failed"),
                 },

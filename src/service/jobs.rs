@@ -68,7 +68,13 @@ impl JobService {
         };
         let page = self
             .queue
-            .list(filter, Paging { limit: 1, offset: 0 })
+            .list(
+                filter,
+                Paging {
+                    limit: 1,
+                    offset: 0,
+                },
+            )
             .await?;
         page.items
             .first()

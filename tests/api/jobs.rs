@@ -84,7 +84,11 @@ async fn a_job_failing_twice_is_retried_with_growing_delays_and_succeeds() {
         ..Flaky::default()
     });
     let workers = workers(&queue, handler.clone(), 2);
-    let id = queue.enqueue(NewJob::new("flaky", json!({}))).await.unwrap().unwrap();
+    let id = queue
+        .enqueue(NewJob::new("flaky", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     let job = finished(&queue, id).await;
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.attempts, 3);
@@ -151,7 +155,13 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
     let handler = Arc::new(Exclusive::default());
     let mut ids = Vec::new();
     for i in 0..120 {
-        ids.push(queue.enqueue(NewJob::new("exclusive", json!({ "i": i }))).await.unwrap().unwrap());
+        ids.push(
+            queue
+                .enqueue(NewJob::new("exclusive", json!({ "i": i })))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     let workers = workers(&queue, handler.clone(), 6);
     for id in &ids {
@@ -167,18 +177,28 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
 #[tokio::test]
 async fn a_job_whose_worker_died_runs_again_once_its_lease_runs_out() {
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_millis(300));
-    let id = queue.enqueue(NewJob::new("orphan", json!({}))).await.unwrap().unwrap();
+    let id = queue
+        .enqueue(NewJob::new("orphan", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     // A worker claims the job and dies without a word.
     let claimed = queue.claim().await.unwrap().expect("the job is due");
     assert_eq!(claimed.job.id, id);
-    assert_eq!(queue.get(id).await.unwrap().unwrap().status, JobStatus::Running);
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
     let started = Instant::now();
     let handler = Arc::new(Flaky::default());
     let workers = workers(&queue, handler.clone(), 2);
     let job = finished(&queue, id).await;
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.attempts, 2, "the lost run counts");
-    assert!(started.elapsed() >= Duration::from_millis(250), "not before the lease ran out");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before the lease ran out"
+    );
     // The dead worker's late report is refused: the job is no longer its to record.
     assert!(!queue.succeed(&claimed, None).await.unwrap());
     workers.shutdown(Duration::from_secs(1)).await;
@@ -211,8 +231,18 @@ impl Handler for Unruly {
 #[tokio::test]
 async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on() {
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
-    let workers = workers(&queue, Arc::new(Unruly { runs: Mutex::new(0) }), 1);
-    let id = queue.enqueue(NewJob::new("unruly", json!({}))).await.unwrap().unwrap();
+    let workers = workers(
+        &queue,
+        Arc::new(Unruly {
+            runs: Mutex::new(0),
+        }),
+        1,
+    );
+    let id = queue
+        .enqueue(NewJob::new("unruly", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     let job = finished(&queue, id).await;
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.attempts, 3);
@@ -233,7 +263,11 @@ impl Handler for Slow {
 #[tokio::test]
 async fn shutdown_lets_running_jobs_finish_and_leaves_the_rest_queued() {
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
-    let first = queue.enqueue(NewJob::new("slow", json!({}))).await.unwrap().unwrap();
+    let first = queue
+        .enqueue(NewJob::new("slow", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     let workers = workers(&queue, Arc::new(Slow), 1);
     for _ in 0..100 {
         if queue.get(first).await.unwrap().unwrap().status == JobStatus::Running {
@@ -241,10 +275,20 @@ async fn shutdown_lets_running_jobs_finish_and_leaves_the_rest_queued() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let second = queue.enqueue(NewJob::new("slow", json!({}))).await.unwrap().unwrap();
+    let second = queue
+        .enqueue(NewJob::new("slow", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     workers.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(queue.get(first).await.unwrap().unwrap().status, JobStatus::Succeeded);
-    assert_eq!(queue.get(second).await.unwrap().unwrap().status, JobStatus::Queued);
+    assert_eq!(
+        queue.get(first).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
+    assert_eq!(
+        queue.get(second).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
 }
 
 #[tokio::test]
@@ -284,8 +328,15 @@ async fn a_job_enqueued_before_a_crash_runs_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(status, "succeeded");
-    let found = app.get("/api/markets/search?q=lighthouse&mode=vector").await;
-    assert_eq!(found.body["data"][0]["market"]["id"], json!(mid), "{}", found.text);
+    let found = app
+        .get("/api/markets/search?q=lighthouse&mode=vector")
+        .await;
+    assert_eq!(
+        found.body["data"][0]["market"]["id"],
+        json!(mid),
+        "{}",
+        found.text
+    );
 }
 
 #[tokio::test]
@@ -295,7 +346,9 @@ async fn jobs_are_readable_by_their_owner_and_admins_and_listed_for_admins_only(
     let app = TestApp::spawn_with(dir, config).await;
     let (alice, bob) = (app.user("alice").await, app.user("bob").await);
     let admin = app.with_role("root", "admin").await;
-    alice.create_market(json!({"name": "Will it hail in May?"})).await;
+    alice
+        .create_market(json!({"name": "Will it hail in May?"}))
+        .await;
     let listed = admin.get("/api/jobs?kind=index_market&status=queued").await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
     assert_eq!(listed.body["meta"]["total"], 1);
@@ -305,8 +358,14 @@ async fn jobs_are_readable_by_their_owner_and_admins_and_listed_for_admins_only(
     assert_eq!(admin.get(&path).await.status, StatusCode::OK);
     bob.get(&path).await.assert_error(404, "not_found");
     app.get(&path).await.assert_error(401, "unauthorized");
-    alice.get("/api/jobs/999999").await.assert_error(404, "not_found");
-    alice.get("/api/jobs/0").await.assert_field_error(400, "invalid_parameter", "id");
+    alice
+        .get("/api/jobs/999999")
+        .await
+        .assert_error(404, "not_found");
+    alice
+        .get("/api/jobs/0")
+        .await
+        .assert_field_error(400, "invalid_parameter", "id");
     alice.get("/api/jobs").await.assert_error(403, "forbidden");
     admin
         .get("/api/jobs?status=unknown")
@@ -326,7 +385,10 @@ async fn jobs_are_readable_by_their_owner_and_admins_and_listed_for_admins_only(
     let accepted = admin.post("/api/admin/reindex", json!({})).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
     let location = accepted.header("location").unwrap().to_owned();
-    assert_eq!(location, format!("/api/jobs/{}", accepted.body["data"]["id"]));
+    assert_eq!(
+        location,
+        format!("/api/jobs/{}", accepted.body["data"]["id"])
+    );
     // A second request while the first waits returns the same job.
     let again = admin.post("/api/admin/reindex", json!({})).await;
     assert_eq!(again.body["data"]["id"], accepted.body["data"]["id"]);

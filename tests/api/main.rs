@@ -10,6 +10,7 @@ mod jobs;
 mod limits;
 mod markets;
 mod restart;
+mod search;
 mod seed;
 mod spec;
 mod trading;

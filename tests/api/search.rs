@@ -1,0 +1,390 @@
+//! Search over HTTP: hybrid ranking with scores, filters inside the search, related markets,
+//! an embedding provider that fails or is down (a real HTTP server started by the test), and
+//! search quality on the corpus in `data/search/corpus.json`.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use agora::search::{
+    embedder::HashEmbedder,
+    rank::{recall_at, reciprocal_rank},
+};
+use poem::{
+    handler,
+    listener::{Acceptor, Listener, TcpListener},
+    web::{Data, Json},
+    EndpointExt, IntoResponse, Response, Route, Server,
+};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    helpers::{Caller, TestApp},
+    jobs::indexed,
+};
+
+async fn create(user: &Caller, name: &str, description: &str) -> i64 {
+    user.create_market(json!({ "name": name, "description": description }))
+        .await["id"]
+        .as_i64()
+        .unwrap()
+}
+
+fn ids(reply: &Value) -> Vec<i64> {
+    reply["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["market"]["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn hybrid_search_ranks_best_first_with_scores_and_filters_inside_the_search() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let btc = create(
+        &alice,
+        "Will Bitcoin close above $150,000 in 2027?",
+        "Per Coinbase.",
+    )
+    .await;
+    let eth = create(
+        &alice,
+        "Will Ethereum trade above $10,000?",
+        "Any major exchange.",
+    )
+    .await;
+    let dip = create(
+        &alice,
+        "Will Bitcoin dip below $40,000?",
+        "Any day in 2027.",
+    )
+    .await;
+    create(
+        &alice,
+        "Will it rain in Lisbon on New Year's Day?",
+        "IPMA data.",
+    )
+    .await;
+    indexed(&app).await;
+
+    // A typo the keyword index cannot match: found by meaning alone.
+    let reply = app.get("/api/markets/search?q=bitcon%20price").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["meta"]["mode"], "hybrid");
+    assert_eq!(reply.body["meta"]["notice"], Value::Null);
+    assert_eq!(ids(&reply.body)[0], btc, "{}", reply.text);
+    let top = &reply.body["data"][0];
+    assert_eq!(top["keyword_rank"], Value::Null);
+    assert_eq!(top["vector_rank"], 1);
+    assert!(top["score"].as_f64().unwrap() > 0.0);
+    assert!(reply
+        .header("ratelimit-policy")
+        .unwrap()
+        .starts_with("\"search\""));
+
+    // Words that match: both rankings agree, scores fall best first.
+    let reply = app.get("/api/markets/search?q=ethereum").await;
+    let hits = reply.body["data"].as_array().unwrap();
+    assert_eq!(ids(&reply.body)[0], eth);
+    assert_eq!(hits[0]["keyword_rank"], 1);
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let keyword = app.get("/api/markets/search?q=ethereum&mode=keyword").await;
+    assert_eq!(ids(&keyword.body), [eth]);
+    assert_eq!(keyword.body["meta"]["mode"], "keyword");
+
+    // The filter applies before the cut: the closed market is found though an active one
+    // ranks above it.
+    let moderator = app.with_role("mod", "moderator").await;
+    moderator
+        .post(&format!("/api/markets/{dip}/close"), json!({}))
+        .await;
+    let all = ids(&app
+        .get("/api/markets/search?q=bitcoin%20above%20150,000")
+        .await
+        .body);
+    let rank = |id| all.iter().position(|&x| x == id).unwrap();
+    assert!(rank(btc) < rank(dip), "{all:?}");
+    for mode in ["hybrid", "keyword", "vector"] {
+        let path = format!(
+            "/api/markets/search?q=bitcoin%20above%20150,000&status=closed&limit=1&mode={mode}"
+        );
+        let reply = app.get(&path).await;
+        assert_eq!(ids(&reply.body), [dip], "{mode}: {}", reply.text);
+    }
+    let reply = app
+        .get("/api/markets/search?q=zzzz%20qqqq&mode=keyword")
+        .await;
+    assert_eq!(reply.body["data"], json!([]));
+
+    // An edit re-indexes; a deletion drops the market from results.
+    alice
+        .patch(
+            &format!("/api/markets/{eth}"),
+            json!({"name": "Will Solana flip Ethereum by market cap?"}),
+        )
+        .await;
+    indexed(&app).await;
+    let reply = app.get("/api/markets/search?q=solana&mode=vector").await;
+    assert_eq!(ids(&reply.body)[0], eth);
+    alice.delete(&format!("/api/markets/{btc}")).await;
+    let reply = app.get("/api/markets/search?q=bitcoin&limit=50").await;
+    assert!(!ids(&reply.body).contains(&btc), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn related_markets_are_the_nearest_others() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let fed = create(
+        &alice,
+        "Will the Fed cut interest rates in March?",
+        "FOMC decision.",
+    )
+    .await;
+    let ecb = create(
+        &alice,
+        "Will the ECB cut interest rates in June?",
+        "ECB decision.",
+    )
+    .await;
+    create(
+        &alice,
+        "Will the Lakers win the NBA title?",
+        "Finals result.",
+    )
+    .await;
+    indexed(&app).await;
+    let reply = app
+        .get(&format!("/api/markets/{fed}/related?limit=2"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let related: Vec<i64> = reply.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["market"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(related[0], ecb);
+    assert!(!related.contains(&fed));
+    assert!(reply.body["data"][0]["similarity"].as_f64().unwrap() > 0.3);
+    app.get("/api/markets/999/related")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn bad_search_parameters_are_400_with_the_field_named() {
+    let app = TestApp::spawn().await;
+    for (query, field) in [
+        ("", "q"),
+        ("q=", "q"),
+        ("q=%20%20", "q"),
+        ("q=x&limit=0", "limit"),
+        ("q=x&limit=51", "limit"),
+        ("q=x&mode=fuzzy", "mode"),
+        ("q=x&status=open", "status"),
+    ] {
+        let reply = app.get(&format!("/api/markets/search?{query}")).await;
+        let code = if field == "q" && query.contains("%20") {
+            "validation_failed"
+        } else {
+            "invalid_parameter"
+        };
+        reply.assert_field_error(400, code, field);
+    }
+    let long = "x".repeat(201);
+    app.get(&format!("/api/markets/search?q={long}"))
+        .await
+        .assert_field_error(400, "invalid_parameter", "q");
+    app.get("/api/markets/0/related")
+        .await
+        .assert_field_error(400, "invalid_parameter", "id");
+}
+
+/// A stand-in for an OpenAI-compatible embedding provider: fails the first `fail_first`
+/// calls with 503, answers with the built-in embedder's vectors after that, and is down
+/// (503) while `down` is set. Records when each call came.
+#[derive(Default)]
+struct Provider {
+    fail_first: usize,
+    calls: AtomicUsize,
+    down: AtomicBool,
+    times: Mutex<Vec<Instant>>,
+}
+
+#[handler]
+async fn embeddings(provider: Data<&Arc<Provider>>, body: Json<Value>) -> Response {
+    let n = provider.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    provider.times.lock().unwrap().push(Instant::now());
+    if n <= provider.fail_first || provider.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let embedder = HashEmbedder::default();
+    let data: Vec<Value> = body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            json!({"index": i, "embedding": embedder.embed_text(text.as_str().unwrap())})
+        })
+        .collect();
+    poem::web::Json(json!({ "data": data })).into_response()
+}
+
+async fn start_provider(provider: Arc<Provider>) -> String {
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new()
+        .at("/v1/embeddings", poem::post(embeddings))
+        .data(provider);
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_provider_failing_twice_then_answering_indexes_and_when_down_search_is_keyword_only() {
+    let provider = Arc::new(Provider {
+        fail_first: 2,
+        ..Provider::default()
+    });
+    let url = start_provider(provider.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--embedder",
+        "http",
+        "--embedder-url",
+        &url,
+        "--embedder-model",
+        "stand-in",
+        "--embedder-attempts",
+        "1",
+        "--job-backoff-ms",
+        "200",
+        "--search-timeout-ms",
+        "1000",
+    ];
+    let config = TestApp::config(&dir, &flags);
+    let app = TestApp::spawn_with(dir, config).await;
+    let alice = app.user("alice").await;
+    let id = create(
+        &alice,
+        "Will the Thames freeze over this winter?",
+        "Met Office.",
+    )
+    .await;
+    indexed(&app).await;
+    let (status, attempts, outcome): (String, i64, String) = app
+        .db()
+        .query_row(
+            "SELECT status, attempts, result ->> 'outcome' FROM jobs WHERE kind = 'index_market'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), attempts, outcome.as_str()),
+        ("succeeded", 3, "embedded")
+    );
+    let times = provider.times.lock().unwrap().clone();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[1] > gaps[0], "retries wait longer each time: {gaps:?}");
+    let model: String = app
+        .db()
+        .query_row("SELECT model FROM market_vectors", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(model, "http:stand-in");
+    let reply = app.get("/api/markets/search?q=thames%20frozen").await;
+    assert_eq!(reply.body["meta"]["mode"], "hybrid", "{}", reply.text);
+    assert_eq!(ids(&reply.body)[0], id);
+
+    // The provider goes down: search still answers, from the keyword index, and says so.
+    provider.down.store(true, Ordering::SeqCst);
+    let reply = app.get("/api/markets/search?q=thames").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["meta"]["mode"], "keyword");
+    assert!(reply.body["meta"]["notice"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("keyword results only")));
+    assert_eq!(ids(&reply.body), [id]);
+    // New markets wait: their jobs fail, keep their error and retry.
+    create(&alice, "Will the Seine flood in spring?", "Vigicrues.").await;
+    let mut job = (String::new(), 0i64, None::<String>);
+    for _ in 0..200 {
+        job = app
+            .db()
+            .query_row(
+                "SELECT status, attempts, last_error FROM jobs
+                  WHERE kind = 'index_market' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        if job.1 >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(job.1 >= 2, "{job:?}");
+    assert_ne!(job.0, "succeeded");
+    assert!(job.2.is_some_and(|e| e.contains("unavailable")));
+}
+
+#[tokio::test]
+async fn on_the_corpus_hybrid_ranking_beats_keyword_ranking() {
+    let corpus: Value =
+        serde_json::from_str(include_str!("../../data/search/corpus.json")).unwrap();
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let mut keys = std::collections::HashMap::new();
+    for m in corpus["markets"].as_array().unwrap() {
+        let data = alice
+            .create_market(json!({
+                "name": m["name"], "description": m["description"], "outcomes": m["outcomes"]
+            }))
+            .await;
+        keys.insert(
+            m["key"].as_str().unwrap().to_owned(),
+            data["id"].as_i64().unwrap(),
+        );
+    }
+    indexed(&app).await;
+    let mut report = Vec::new();
+    for mode in ["keyword", "vector", "hybrid"] {
+        let (mut recall, mut mrr) = (0.0, 0.0);
+        let queries = corpus["queries"].as_array().unwrap();
+        for q in queries {
+            let relevant: Vec<i64> = q["relevant"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| keys[k.as_str().unwrap()])
+                .collect();
+            let text = q["q"].as_str().unwrap();
+            let path = format!(
+                "/api/markets/search?q={}&mode={mode}&limit=10",
+                text.replace(' ', "%20")
+            );
+            let got = ids(&app.get(&path).await.body);
+            recall += recall_at(&relevant, &got, 10);
+            mrr += reciprocal_rank(&relevant, &got);
+        }
+        let n = queries.len() as f64;
+        report.push((mode, recall / n, mrr / n));
+    }
+    println!("mode, recall@10, MRR: {report:?}");
+    let (keyword, hybrid) = (report[0], report[2]);
+    assert!(hybrid.1 > keyword.1, "recall@10: {report:?}");
+    assert!(hybrid.2 > keyword.2, "MRR: {report:?}");
+}
