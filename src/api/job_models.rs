@@ -1,5 +1,7 @@
 //! Schemas of background jobs.
 
+use std::collections::BTreeMap;
+
 use poem_openapi::{types::Example, Enum, Object};
 use time::{macros::datetime, OffsetDateTime};
 
@@ -43,6 +45,17 @@ impl From<JobStatusView> for JobStatus {
     }
 }
 
+/// A JSON object.
+pub type JsonObject = BTreeMap<String, serde_json::Value>;
+
+/// `value` as an object (a non-object is wrapped as `{"value": ...}`).
+fn object(value: serde_json::Value) -> JsonObject {
+    match value {
+        serde_json::Value::Object(map) => map.into_iter().collect(),
+        other => BTreeMap::from([("value".to_owned(), other)]),
+    }
+}
+
 /// A background job.
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
@@ -52,7 +65,7 @@ pub struct JobView {
     /// What it does: `index_market`, `reindex_markets` or `close_due_markets`.
     pub kind: String,
     /// Its input.
-    pub payload: serde_json::Value,
+    pub payload: JsonObject,
     /// Where it is.
     pub status: JobStatusView,
     /// Runs started so far.
@@ -66,7 +79,7 @@ pub struct JobView {
     pub last_error: Option<String>,
     /// What the last successful run returned.
     #[oai(nullable)]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<JsonObject>,
     /// For periodic jobs: seconds between runs.
     #[oai(nullable)]
     pub every_secs: Option<f64>,
@@ -84,13 +97,13 @@ impl From<Job> for JobView {
         JobView {
             id: j.id,
             kind: j.kind,
-            payload: j.payload,
+            payload: object(j.payload),
             status: j.status.into(),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             run_at: j.run_at,
             last_error: j.last_error,
-            result: j.result,
+            result: j.result.map(object),
             every_secs: j.every.map(|e| e.as_secs_f64()),
             created_at: j.created_at,
             updated_at: j.updated_at,
@@ -105,13 +118,15 @@ impl Example for JobView {
         JobView {
             id: 17,
             kind: "index_market".into(),
-            payload: serde_json::json!({ "market_id": 42 }),
+            payload: object(serde_json::json!({ "market_id": 42 })),
             status: JobStatusView::Succeeded,
             attempts: 1,
             max_attempts: 5,
             run_at: t,
             last_error: None,
-            result: Some(serde_json::json!({ "market_id": 42, "outcome": "embedded" })),
+            result: Some(object(
+                serde_json::json!({ "market_id": 42, "outcome": "embedded" }),
+            )),
             every_secs: None,
             created_at: t,
             updated_at: t,
