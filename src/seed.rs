@@ -14,9 +14,12 @@ use crate::{
     domain::{trading::Stake, Rejection},
     repo::{
         sqlite_trading::{place_stake, settle_market},
+        sqlite_search::encode,
         sqlite_users::insert_user,
+        MarketText,
         to_millis, RepoError,
     },
+    search::embedder::{Embedder, HashEmbedder},
     service::passwords::hash_blocking,
 };
 
@@ -127,9 +130,11 @@ pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartEr
             // Bulk loading touches every index at random; a large page cache keeps it in memory.
             conn.execute_batch("PRAGMA cache_size = -262144")?;
             let mut rng = StdRng::seed_from_u64(seed);
+            let embedder = HashEmbedder::default();
             for _ in 0..count {
                 let m = demo_market(&mut rng, now, first_user, users);
-                seed_market(conn, &mut rng, &m, first_user, users)?;
+                let id = seed_market(conn, &mut rng, &m, first_user, users)?;
+                index_market(conn, &embedder, id, &m)?;
             }
             Ok(())
         })
@@ -145,6 +150,33 @@ pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartEr
     })
 }
 
+/// Stores the built-in embedder's vector of a demo market at once (a server using another
+/// embedder re-indexes seeded markets through jobs when it starts).
+fn index_market(
+    conn: &rusqlite::Connection,
+    embedder: &HashEmbedder,
+    id: i64,
+    m: &DemoMarket,
+) -> Result<(), RepoError> {
+    let text = MarketText {
+        name: m.name.clone(),
+        description: Some(m.description.clone()),
+    };
+    let vector = embedder.embed_text(&text.joined());
+    conn.prepare_cached(
+        "INSERT INTO market_vectors (market_id, model, content_hash, vector, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        id,
+        embedder.model(),
+        text.content_hash(embedder.model()),
+        encode(&vector),
+        m.created_at
+    ])?;
+    Ok(())
+}
+
 /// Creates one demo market the way the API would: open, with a few stakes from random users
 /// (a stake the user cannot afford is skipped), then moved to its final status, settling it
 /// when resolved or cancelled. The seeded database keeps every money invariant.
@@ -154,7 +186,7 @@ fn seed_market(
     m: &DemoMarket,
     first_user: i64,
     users: u32,
-) -> Result<(), RepoError> {
+) -> Result<i64, RepoError> {
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO markets (name, description, creator_id, created_at, updated_at)
@@ -197,7 +229,7 @@ fn seed_market(
         "UPDATE markets SET close_time = ?2, version = 1, updated_at = created_at WHERE id = ?1",
     )?
     .execute(params![id, m.close_time])?;
-    Ok(())
+    Ok(id)
 }
 
 struct DemoMarket {
