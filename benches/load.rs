@@ -289,6 +289,30 @@ fn stake_request(tokens: Arc<Vec<String>>, active: Arc<Vec<i64>>, outcome: u32) 
     })
 }
 
+/// Searches with the corpus's queries, in turn.
+fn search_request(mode: &'static str) -> Make {
+    let corpus: Value =
+        serde_json::from_str(include_str!("../data/search/corpus.json")).expect("corpus");
+    let queries: Arc<Vec<String>> = Arc::new(
+        corpus["queries"]
+            .as_array()
+            .expect("queries")
+            .iter()
+            .filter_map(|q| q["q"].as_str())
+            .map(|q| q.replace(' ', "%20"))
+            .collect(),
+    );
+    Arc::new(move |c, n| {
+        let q = &queries[spread(c, n) as usize % queries.len()];
+        (
+            Method::GET,
+            format!("/api/markets/search?q={q}&mode={mode}&limit=10"),
+            None,
+            None,
+        )
+    })
+}
+
 fn get_request(hot: u64) -> Make {
     Arc::new(move |c, n| {
         (
@@ -400,6 +424,13 @@ fn main() {
         )
         .await;
         table.row("GET /api/markets (active, volume, page)", &list, &server);
+        for (name, mode) in [
+            ("GET /api/markets/search (hybrid)", "hybrid"),
+            ("GET /api/markets/search (keyword only)", "keyword"),
+        ] {
+            let figures = drive(&client, &base, connections, secs, search_request(mode)).await;
+            table.row(name, &figures, &server);
+        }
         let stake = drive(
             &client,
             &base,
