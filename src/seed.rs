@@ -13,11 +13,10 @@ use crate::{
     domain::user::Role,
     domain::{trading::Stake, Rejection},
     repo::{
-        sqlite_trading::{place_stake, settle_market},
         sqlite_search::encode,
+        sqlite_trading::{place_stake, settle_market},
         sqlite_users::insert_user,
-        MarketText,
-        to_millis, RepoError,
+        to_millis, MarketText, RepoError,
     },
     search::embedder::{Embedder, HashEmbedder},
     service::passwords::hash_blocking,

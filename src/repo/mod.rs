@@ -127,6 +127,9 @@ impl MarketText {
     }
 }
 
+/// Receives stored vectors: `(count, None)` once, then `(market id, Some(vector))` each.
+pub type VectorSink = Box<dyn for<'a> FnMut(i64, Option<&'a [f32]>) + Send>;
+
 /// The search indexes: full text (FTS5, kept by triggers) and one vector per market.
 #[async_trait]
 pub trait SearchRepository: Send + Sync {
@@ -160,12 +163,9 @@ pub trait SearchRepository: Send + Sync {
     ) -> Result<bool, RepoError>;
     /// The stored vector of a market for `model`.
     async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError>;
-    /// Passes every stored vector of `model` to `each`, one at a time; returns how many.
-    async fn each_vector(
-        &self,
-        model: String,
-        each: Box<dyn FnMut(i64, Vec<f32>) + Send>,
-    ) -> Result<u64, RepoError>;
+    /// Passes every stored vector of `model` to `each`, one at a time, after telling it how
+    /// many there are (`each(count, None)` first); returns how many.
+    async fn each_vector(&self, model: String, each: VectorSink) -> Result<u64, RepoError>;
     /// Enqueues an `index_market` job for every market (`missing_only`: those without a vector
     /// of `model`), in one transaction; returns how many were enqueued.
     async fn enqueue_index_jobs(

@@ -7,8 +7,14 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{sqlite_markets::status_at, to_millis, MarketText, RepoError, SearchRepository};
-use crate::{db::Db, domain::market::MarketStatus, jobs::handlers::INDEX_MARKET};
+use super::{
+    sqlite_markets::status_at, to_millis, MarketText, RepoError, SearchRepository, VectorSink,
+};
+use crate::{
+    db::{snapshot, Db},
+    domain::market::MarketStatus,
+    jobs::handlers::INDEX_MARKET,
+};
 
 /// The search indexes in SQLite.
 pub struct SqliteSearchRepository {
@@ -162,23 +168,34 @@ impl SearchRepository for SqliteSearchRepository {
             .await
     }
 
-    async fn each_vector(
-        &self,
-        model: String,
-        mut each: Box<dyn FnMut(i64, Vec<f32>) + Send>,
-    ) -> Result<u64, RepoError> {
+    async fn each_vector(&self, model: String, mut each: VectorSink) -> Result<u64, RepoError> {
         self.db
             .read(move |conn| {
-                let mut stmt =
-                    conn.prepare("SELECT market_id, vector FROM market_vectors WHERE model = ?1")?;
-                let mut rows = stmt.query([model])?;
-                let mut n = 0;
-                while let Some(row) = rows.next()? {
-                    let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                    each(row.get(0)?, decode(blob));
-                    n += 1;
-                }
-                Ok(n)
+                snapshot(conn, || {
+                    let count: i64 = conn.query_row(
+                        "SELECT count(*) FROM market_vectors WHERE model = ?1",
+                        [&model],
+                        |r| r.get(0),
+                    )?;
+                    each(count, None);
+                    let mut stmt = conn
+                        .prepare("SELECT market_id, vector FROM market_vectors WHERE model = ?1")?;
+                    let mut rows = stmt.query([&model])?;
+                    let (mut n, mut vector) = (0, Vec::new());
+                    while let Some(row) = rows.next()? {
+                        let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                        // One buffer for every row: loading 100,000 vectors allocates nothing
+                        // per row.
+                        vector.clear();
+                        vector.extend(
+                            blob.chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        );
+                        each(row.get(0)?, Some(&vector));
+                        n += 1;
+                    }
+                    Ok(n)
+                })
             })
             .await
     }

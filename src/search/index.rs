@@ -30,6 +30,15 @@ impl VectorIndex {
         }
     }
 
+    /// Makes room for `additional` more vectors at once, so loading many does not grow the
+    /// buffers by doubling (each doubling copies, and the old buffer stays in the allocator).
+    pub fn reserve(&mut self, additional: usize) {
+        self.data.reserve_exact(additional * self.dimensions);
+        self.scales.reserve_exact(additional);
+        self.ids.reserve_exact(additional);
+        self.slots.reserve(additional);
+    }
+
     /// Length of the vectors held.
     pub fn dimensions(&self) -> usize {
         self.dimensions

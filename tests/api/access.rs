@@ -74,6 +74,16 @@ async fn every_protected_route_gives_each_role_exactly_the_expected_status() {
         .create_market(json!({"name": "Owned by owner"}))
         .await;
     let path = format!("/api/markets/{}", market["id"]);
+    // The market's indexing job, enqueued for its creator.
+    let job: i64 = c
+        .app
+        .db()
+        .query_row(
+            "SELECT min(id) FROM jobs WHERE kind = 'index_market'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
 
     // (method, path, body, expected status for anonymous, owner, other, moderator, admin)
     let matrix: Vec<(Method, String, Option<Value>, [u16; 5])> = vec![
@@ -120,6 +130,36 @@ async fn every_protected_route_gives_each_role_exactly_the_expected_status() {
             Some(json!({"refresh_token": "unknown"})),
             [204, 204, 204, 204, 204],
         ),
+        (
+            Method::GET,
+            "/api/markets/search?q=owned".into(),
+            None,
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("{path}/related"),
+            None,
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/jobs/{job}"),
+            None,
+            [401, 200, 404, 404, 200],
+        ),
+        (
+            Method::GET,
+            "/api/jobs".into(),
+            None,
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            Method::POST,
+            "/api/admin/reindex".into(),
+            None,
+            [401, 403, 403, 403, 202],
+        ),
     ];
     for (method, path, body, expected) in matrix {
         for ((who, caller), status) in c.everyone().into_iter().zip(expected) {
@@ -133,6 +173,7 @@ async fn every_protected_route_gives_each_role_exactly_the_expected_status() {
             match status {
                 401 => drop(reply.assert_error(401, "unauthorized")),
                 403 => drop(reply.assert_error(403, "forbidden")),
+                404 => drop(reply.assert_error(404, "not_found")),
                 _ => {}
             }
         }

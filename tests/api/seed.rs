@@ -28,9 +28,15 @@ async fn seeded_markets_list_in_order_with_correct_totals() {
     assert_eq!(app.count("jobs WHERE kind = 'index_market'"), 0);
     let name = app.get("/api/markets?limit=1").await.body["data"][0]["name"].clone();
     let q = name.as_str().unwrap().replace(' ', "%20").replace('?', "");
-    let found = app.get(&format!("/api/markets/search?q={q}&limit=50")).await;
+    let found = app
+        .get(&format!("/api/markets/search?q={q}&limit=50"))
+        .await;
     assert_eq!(found.body["meta"]["mode"], "hybrid");
-    assert!(found.body["data"].as_array().is_some_and(|d| !d.is_empty()), "{}", found.text);
+    assert!(
+        found.body["data"].as_array().is_some_and(|d| !d.is_empty()),
+        "{}",
+        found.text
+    );
     let top = app.get("/api/markets?sort=volume&limit=5").await;
     let volumes: Vec<i64> = top
         .column("volume")
