@@ -97,8 +97,10 @@ impl Server {
             child,
             base: format!("http://{bind}"),
         };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&bind).is_ok() {
+        // The port accepts connections as soon as it is bound; the server answers once it
+        // has loaded its search index. Wait for an answer.
+        for _ in 0..600 {
+            if healthy(&bind) {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -127,6 +129,20 @@ impl Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// True when `GET /healthz` on `addr` answers 200.
+fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut answer = [0u8; 12];
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+        .and_then(|()| stream.read_exact(&mut answer))
+        .is_ok_and(|()| answer.ends_with(b"200"))
 }
 
 /// One request to make: method, path, body, bearer token.

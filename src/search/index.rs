@@ -1,8 +1,8 @@
 //! The in-memory [`VectorIndex`]: i8-quantized vectors searched by brute force, with results
 //! produced lazily best first ([`Ranked`]) so callers can filter without truncating early.
 
-use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 
 /// Vectors by id, each stored normalized and quantized to i8 with its own scale (a quarter of the
 /// memory of f32; the cosine error stays around 1e-2 at most), in one contiguous buffer.
@@ -132,6 +132,42 @@ impl VectorIndex {
         Ranked::new(scored)
     }
 
+    /// The `k` ids most similar to `query`, best first (ties by smaller id), found in one pass
+    /// that keeps only the best `k` seen so far: memory is `k` entries whatever the index
+    /// size. A query of the wrong length or non-finite yields nothing.
+    pub fn top(&self, query: &[f32], k: usize) -> Vec<(i64, f32)> {
+        let Some((query, query_scale)) = quantize(query, self.dimensions) else {
+            return Vec::new();
+        };
+        if k == 0 || self.dimensions == 0 {
+            return Vec::new();
+        }
+        // A min-heap on "goodness": its top is the worst of the best k kept so far.
+        let mut heap: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
+        for ((vector, scale), id) in self
+            .data
+            .chunks_exact(self.dimensions)
+            .zip(&self.scales)
+            .zip(&self.ids)
+        {
+            let dot: i64 = vector
+                .chunks(DOT_CHUNK)
+                .zip(query.chunks(DOT_CHUNK))
+                .map(|(a, b)| i64::from(dot_i8(a, b)))
+                .sum();
+            let scored = Scored(*id, dot as f32 * scale * query_scale);
+            if heap.len() < k {
+                heap.push(Reverse(scored));
+            } else if heap.peek().is_some_and(|worst| scored > worst.0) {
+                heap.pop();
+                heap.push(Reverse(scored));
+            }
+        }
+        let mut best: Vec<(i64, f32)> = heap.into_iter().map(|r| (r.0 .0, r.0 .1)).collect();
+        best.sort_unstable_by(best_first);
+        best
+    }
+
     /// Approximate heap bytes used (for logs/metrics).
     pub fn memory_bytes(&self) -> usize {
         // A hashbrown entry is the key and value plus one control byte.
@@ -172,6 +208,24 @@ fn quantize(vector: &[f32], dimensions: usize) -> Option<(Vec<i8>, f32)> {
         .map(|x| (x * to_i8).round().clamp(-127.0, 127.0) as i8)
         .collect();
     Some((quantized, 1.0 / (to_i8 * norm)))
+}
+
+/// An id and its score, ordered by goodness: higher score, then smaller id, is greater.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scored(i64, f32);
+
+impl Eq for Scored {}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        best_first(&(other.0, other.1), &(self.0, self.1))
+    }
 }
 
 /// Best-first order: higher score, then smaller id.
@@ -382,5 +436,22 @@ mod tests {
     #[ignore = "slow in debug builds; run with --ignored (or --release)"]
     fn lazy_iteration_yields_all_ids_once_100k() {
         yields_every_id_once(100_000);
+    }
+
+    #[test]
+    fn top_k_agrees_with_the_full_ranking() {
+        let mut index = VectorIndex::new(8);
+        for id in 0..500i64 {
+            let v: Vec<f32> = (0..8)
+                .map(|j| ((id * 31 + j * 7) % 13) as f32 - 6.0)
+                .collect();
+            index.upsert(id, &v);
+        }
+        let query = [1.0, -2.0, 0.5, 3.0, 0.0, -1.0, 2.0, 0.25];
+        let full: Vec<(i64, f32)> = index.ranked(&query).take(20).collect();
+        assert_eq!(index.top(&query, 20), full);
+        assert_eq!(index.top(&query, 600).len(), 500);
+        assert!(index.top(&query, 0).is_empty());
+        assert!(index.top(&[1.0], 5).is_empty());
     }
 }

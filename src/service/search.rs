@@ -18,7 +18,7 @@ use crate::{
     repo::{MarketRepository, SearchRepository},
     search::{
         embedder::{EmbedError, Embedder},
-        index::{Ranked, VectorIndex},
+        index::VectorIndex,
         rank::{reciprocal_rank_fusion, RRF_K},
     },
 };
@@ -274,9 +274,8 @@ impl SearchService {
                     .map_err(AppError::Unavailable)?
             }
         };
-        let ranked = self.ranked(vector).await?;
         let ids = self
-            .filter(ranked, status, limit as usize, Some(id))
+            .filtered_top(vector, status, limit as usize, Some(id))
             .await?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, similarity) in ids {
@@ -307,13 +306,15 @@ impl SearchService {
         n: usize,
         exclude: Option<i64>,
     ) -> Result<Vec<i64>, AppError> {
-        let ranked = self.ranked(vector.to_vec()).await?;
-        let hits = self.filter(ranked, status, n, exclude).await?;
+        let hits = self
+            .filtered_top(vector.to_vec(), status, n, exclude)
+            .await?;
         Ok(hits.into_iter().map(|(id, _)| id).collect())
     }
 
-    /// Scores every indexed market (a scan: off the async workers).
-    async fn ranked(&self, vector: Vec<f32>) -> Result<Ranked, AppError> {
+    /// The `k` most similar indexed markets (one scan: off the async workers, at most one per
+    /// core at a time).
+    async fn top(&self, vector: Arc<Vec<f32>>, k: usize) -> Result<Vec<(i64, f32)>, AppError> {
         let _permit = self
             .scans
             .acquire()
@@ -323,43 +324,45 @@ impl SearchService {
         tokio::task::spawn_blocking(move || {
             index
                 .read()
-                .map(|index| index.ranked(&vector))
+                .map(|index| index.top(&vector, k))
                 .map_err(|_| AppError::Internal("the vector index lock is poisoned".into()))
         })
         .await
         .map_err(|_| AppError::Internal("vector ranking panicked".into()))?
     }
 
-    /// Takes ranked candidates in order, keeping those that still exist (and have `status`),
-    /// until `n` are kept: the filter applies before the cut, never after.
-    async fn filter(
+    /// The `n` most similar markets that still exist (and have `status`). The filter applies
+    /// before the cut, never after: when it leaves fewer than `n` of the best `k`, the scan
+    /// is repeated for 8 times as many.
+    async fn filtered_top(
         &self,
-        mut ranked: Ranked,
+        vector: Vec<f32>,
         status: Option<MarketStatus>,
         n: usize,
         exclude: Option<i64>,
     ) -> Result<Vec<(i64, f32)>, AppError> {
-        let mut kept = Vec::with_capacity(n);
-        let batch = (n * 2).max(64);
+        let vector = Arc::new(vector);
+        let mut k = (n * 4).max(64);
         loop {
-            let chunk: Vec<(i64, f32)> = ranked
-                .by_ref()
+            let best = self.top(vector.clone(), k).await?;
+            let exhausted = best.len() < k;
+            let before_floor = best.len();
+            let candidates: Vec<(i64, f32)> = best
+                .into_iter()
                 .take_while(|&(_, similarity)| similarity >= SIMILARITY_FLOOR)
-                .filter(|&(id, _)| Some(id) != exclude)
-                .take(batch)
                 .collect();
-            if chunk.is_empty() {
-                return Ok(kept);
-            }
+            let floor_reached = candidates.len() < before_floor;
             let statuses = self
                 .repo
-                .statuses(chunk.iter().map(|(id, _)| *id).collect())
+                .statuses(candidates.iter().map(|(id, _)| *id).collect())
                 .await?;
-            for (id, similarity) in chunk {
+            let mut kept = Vec::with_capacity(n);
+            for (id, similarity) in candidates {
                 match statuses.get(&id) {
                     None => {
                         self.with_index(|index| index.remove(id));
                     }
+                    Some(_) if Some(id) == exclude => {}
                     Some(s) if status.is_some_and(|want| want != *s) => {}
                     Some(_) => kept.push((id, similarity)),
                 }
@@ -367,6 +370,10 @@ impl SearchService {
                     return Ok(kept);
                 }
             }
+            if exhausted || floor_reached {
+                return Ok(kept);
+            }
+            k = k.saturating_mul(8);
         }
     }
 

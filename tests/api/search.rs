@@ -140,6 +140,43 @@ async fn hybrid_search_ranks_best_first_with_scores_and_filters_inside_the_searc
 }
 
 #[tokio::test]
+async fn a_filter_that_excludes_the_nearest_hundred_still_finds_a_match() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    for i in 0..100 {
+        create(
+            &alice,
+            &format!("Will Bitcoin close above ${i},000 in 2027?"),
+            "Coinbase.",
+        )
+        .await;
+    }
+    let far = create(
+        &alice,
+        "Will Bitcoin miners in Texas go on strike?",
+        "Any report.",
+    )
+    .await;
+    app.with_role("mod", "moderator")
+        .await
+        .post(&format!("/api/markets/{far}/close"), json!({}))
+        .await;
+    indexed(&app).await;
+    let all = ids(&app
+        .get("/api/markets/search?q=bitcoin%20close%20above%202027&mode=vector&limit=50")
+        .await
+        .body);
+    assert!(
+        !all.contains(&far),
+        "the closed market ranks below the first 50"
+    );
+    let reply = app
+        .get("/api/markets/search?q=bitcoin%20close%20above%202027&mode=vector&status=closed")
+        .await;
+    assert_eq!(ids(&reply.body), [far], "{}", reply.text);
+}
+
+#[tokio::test]
 async fn related_markets_are_the_nearest_others() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;
