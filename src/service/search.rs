@@ -26,7 +26,7 @@ use crate::{
 /// Candidates taken from each ranking before fusion, at least.
 const CANDIDATES_MIN: usize = 50;
 /// Vector matches less similar than this are not candidates (noise, not meaning).
-const SIMILARITY_FLOOR: f32 = 0.05;
+const SIMILARITY_FLOOR: f32 = 0.1;
 
 /// One result.
 #[derive(Debug, Clone)]
