@@ -13,9 +13,9 @@ use poem::{
 use crate::{
     api::{self, error::ApiError},
     config::{Config, EmbedderKind},
-    db::{Db, DbError, DbOptions},
+    db::{backup::DataDirLock, Db, DbError, DbOptions},
     jobs::{
-        handlers::{self, AgoraJobs},
+        handlers::{self, AgoraJobs, Backups},
         Queue, Workers,
     },
     middleware::{
@@ -87,6 +87,7 @@ pub struct App {
     tokens: Arc<Tokens>,
     passwords: Arc<Passwords>,
     embedder: Arc<dyn Embedder>,
+    lock: DataDirLock,
 }
 
 /// The embedder `config` asks for.
@@ -131,6 +132,9 @@ impl App {
     /// Opens storage and binds the listener; call [`App::run_until_stopped`] to serve.
     pub async fn build(config: Config) -> Result<App, StartError> {
         let secret = jwt_secret(&config)?;
+        // One server per data directory; `agora restore` waits for it to stop.
+        let lock =
+            DataDirLock::acquire(&config.data_dir).map_err(|e| StartError::Init(e.to_string()))?;
         let embedder = embedder(&config)?;
         let db = open_db(&config)?;
         let tokens = Arc::new(Tokens::new(
@@ -163,6 +167,7 @@ impl App {
             tokens,
             passwords,
             embedder,
+            lock,
         })
     }
 
@@ -185,6 +190,7 @@ impl App {
             tokens,
             passwords,
             embedder,
+            lock,
         } = self;
         let queue = Arc::new(Queue::new(db.clone(), config.queue()));
         let mut markets: Arc<dyn MarketRepository> =
@@ -231,9 +237,25 @@ impl App {
         {
             tracing::error!(error = %e, "scheduling the close sweep failed");
         }
+        let periodic_backup = match config.backup_every_secs {
+            0 => queue.cancel_periodic(handlers::BACKUP).await,
+            secs => {
+                queue
+                    .ensure_periodic(handlers::BACKUP, Duration::from_secs(secs))
+                    .await
+            }
+        };
+        if let Err(e) = periodic_backup {
+            tracing::error!(error = %e, "scheduling backups failed");
+        }
+        let backups = Backups {
+            db_file: config.db_path(),
+            dir: config.data_dir.join("backups"),
+            keep: config.backup_keep,
+        };
         let workers = Workers::start(
             queue.clone(),
-            Arc::new(AgoraJobs::new(trading.clone(), search.clone())),
+            Arc::new(AgoraJobs::new(trading.clone(), search.clone(), backups)),
             config.workers(),
         );
         let limits = Arc::new(RateLimits::new(&config.quotas()));
@@ -272,6 +294,7 @@ impl App {
             .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
             .await;
         db.close().await;
+        drop(lock);
         tracing::info!("agora stopped");
         result
     }

@@ -35,6 +35,19 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Copy the database to PATH while the server runs (a consistent snapshot), then check the
+    /// copy with `integrity_check`.
+    Backup(PathArg),
+    /// Replace the database with the backup at PATH (checked first). Refused while a server
+    /// runs on the data directory; the replaced database is kept beside it.
+    Restore(PathArg),
+}
+
+/// A file argument.
+#[derive(Debug, Clone, Args)]
+pub struct PathArg {
+    /// The file.
+    pub path: PathBuf,
 }
 
 /// `agora users ...`.
@@ -351,6 +364,12 @@ pub struct Config {
         default_value_t = 2000
     )]
     pub search_timeout_ms: u64,
+    /// Seconds between automatic backups into `<data-dir>/backups` (0: none).
+    #[arg(long, global = true, env = "AGORA_BACKUP_EVERY", default_value_t = 0)]
+    pub backup_every_secs: u64,
+    /// Backups kept in `<data-dir>/backups`; older ones are deleted after each backup.
+    #[arg(long, global = true, env = "AGORA_BACKUP_KEEP", default_value_t = 7)]
+    pub backup_keep: usize,
 }
 
 /// Which embedder search uses.

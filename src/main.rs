@@ -43,6 +43,33 @@ async fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Backup(args) => {
+            let db_file = config.db_path();
+            match agora::db::backup::backup(&db_file, &args.path) {
+                Ok(b) => {
+                    println!(
+                        "backed up {} to {} ({} bytes, integrity ok)",
+                        db_file.display(),
+                        b.path.display(),
+                        b.bytes
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Restore(args) => match agora::db::backup::restore(&args.path, &config.data_dir) {
+            Ok(kept) => {
+                println!(
+                    "restored {} into {} (the replaced database is at {})",
+                    args.path.display(),
+                    config.db_path().display(),
+                    kept.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Serve => {
             agora::telemetry::init(config.log_format, &config.log);
             let app = match App::build(config).await {

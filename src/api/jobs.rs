@@ -81,6 +81,26 @@ impl JobsApi {
         Ok(Json(JobListEnvelope::from_page(page, paging)))
     }
 
+    /// Back up the database
+    ///
+    /// Queues a job that copies the database while the server keeps serving (a consistent
+    /// snapshot via `VACUUM INTO`), checks the copy with `integrity_check`, and keeps the
+    /// newest `--backup-keep` copies in `<data-dir>/backups`. The job's `result.path` names the
+    /// copy. Admins only. While one backup is still waiting, returns that one.
+    #[oai(
+        path = "/api/admin/backup",
+        method = "post",
+        operation_id = "create_backup"
+    )]
+    async fn create_backup(&self, auth: BearerAuth) -> Result<JobAccepted, ApiError> {
+        let job = self.jobs.backup(&auth.0).await?;
+        let location = format!("/api/jobs/{}", job.id);
+        Ok(JobAccepted::Accepted(
+            Json(JobEnvelope::new(job.into())),
+            location,
+        ))
+    }
+
     /// Reindex every market
     ///
     /// Queues a job that queues the search indexing of every market (markets whose text has

@@ -6,6 +6,7 @@
 //! each in its own `SAVEPOINT`: one failing write rolls back alone, and many writes share one
 //! commit (and one fsync).
 
+pub mod backup;
 pub mod invariants;
 mod migrations;
 mod pool;
@@ -31,6 +32,14 @@ pub enum DbError {
         path: String,
         /// The cause.
         source: rusqlite::Error,
+    },
+    /// `PRAGMA quick_check` found damage.
+    #[error("database {path} is damaged ({why}); restore a backup (agora restore PATH)")]
+    Corrupt {
+        /// The database file.
+        path: String,
+        /// What the check said.
+        why: String,
     },
     /// The database was written by a newer agora.
     #[error("database schema version {found} is newer than this agora supports ({supported}); upgrade agora")]
@@ -66,6 +75,23 @@ pub fn snapshot<T, E: From<rusqlite::Error>>(
     result
 }
 
+/// Refuses a damaged database at start, before anything writes to it.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), DbError> {
+    let corrupt = |why: String| DbError::Corrupt {
+        path: path.display().to_string(),
+        why,
+    };
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| corrupt(e.to_string()))?;
+    if problems == ["ok"] {
+        Ok(())
+    } else {
+        Err(corrupt(problems.join("; ")))
+    }
+}
+
 /// How to open the database.
 #[derive(Debug, Clone, Copy)]
 pub struct DbOptions {
@@ -99,6 +125,7 @@ impl Db {
     pub fn open(path: &Path, options: &DbOptions) -> Result<Self, DbError> {
         let conn = pool::open_writer(path, options.synchronous)?;
         let mut conn = conn;
+        quick_check(&conn, path)?;
         migrations::apply(&mut conn).map_err(|e| match e {
             DbError::Sqlite(source) => DbError::Open {
                 path: path.display().to_string(),

@@ -1,12 +1,16 @@
 //! agora's jobs: index a market's text for search, reindex every market, close markets past
-//! their close time (periodic). Each is idempotent.
+//! their close time (periodic), back the database up. Each is idempotent.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use serde_json::{json, Value};
+use time::OffsetDateTime;
 
 use super::{Handler, Job, NewJob};
-use crate::service::{search::SearchService, trading::TradingService};
+use crate::{
+    db::backup,
+    service::{search::SearchService, trading::TradingService},
+};
 
 /// Embed a market's text and store its vector (payload `{"market_id": N}`).
 pub const INDEX_MARKET: &str = "index_market";
@@ -14,6 +18,26 @@ pub const INDEX_MARKET: &str = "index_market";
 pub const REINDEX_MARKETS: &str = "reindex_markets";
 /// Close every active market whose close time has passed (periodic).
 pub const CLOSE_DUE_MARKETS: &str = "close_due_markets";
+/// Back the database up into the backup directory (on request, or periodic).
+pub const BACKUP: &str = "backup";
+
+/// Where backups go.
+#[derive(Debug, Clone)]
+pub struct Backups {
+    /// The live database.
+    pub db_file: PathBuf,
+    /// The backup directory.
+    pub dir: PathBuf,
+    /// Backups kept.
+    pub keep: usize,
+}
+
+/// A backup requested by `owner`; one waits at a time.
+pub fn backup(owner: i64) -> NewJob {
+    NewJob::new(BACKUP, json!({}))
+        .owned_by(owner)
+        .dedupe(BACKUP.to_owned())
+}
 
 /// The job that (re)indexes market `market_id`, readable by `owner`; one waits per market.
 pub fn index_market(market_id: i64, owner: i64) -> NewJob {
@@ -33,12 +57,35 @@ pub fn reindex_markets(owner: i64) -> NewJob {
 pub struct AgoraJobs {
     trading: Arc<TradingService>,
     search: Arc<SearchService>,
+    backups: Backups,
 }
 
 impl AgoraJobs {
     /// Handlers over the services they use.
-    pub fn new(trading: Arc<TradingService>, search: Arc<SearchService>) -> Self {
-        AgoraJobs { trading, search }
+    pub fn new(trading: Arc<TradingService>, search: Arc<SearchService>, backups: Backups) -> Self {
+        AgoraJobs {
+            trading,
+            search,
+            backups,
+        }
+    }
+
+    async fn backup(&self) -> Result<Value, String> {
+        let Backups { db_file, dir, keep } = self.backups.clone();
+        tokio::task::spawn_blocking(move || {
+            let dest = dir.join(backup::file_name(OffsetDateTime::now_utc()));
+            let done = backup::backup(&db_file, &dest).map_err(|e| e.to_string())?;
+            let pruned = backup::prune(&dir, keep.max(1)).map_err(|e| e.to_string())?;
+            tracing::info!(path = %done.path.display(), bytes = done.bytes, pruned, "backed up");
+            Ok(json!({
+                "path": done.path.display().to_string(),
+                "bytes": done.bytes,
+                "integrity": "ok",
+                "pruned": pruned,
+            }))
+        })
+        .await
+        .map_err(|_| "the backup panicked".to_owned())?
     }
 }
 
@@ -72,6 +119,7 @@ impl Handler for AgoraJobs {
                 }
                 Ok(Some(json!({ "closed": n })))
             }
+            BACKUP => self.backup().await.map(Some),
             other => Err(format!("no handler for job kind `{other}`")),
         }
     }

@@ -197,6 +197,20 @@ impl Queue {
         Ok(())
     }
 
+    /// Removes the waiting periodic job of `kind` (its period was configured away).
+    pub async fn cancel_periodic(&self, kind: &str) -> Result<(), RepoError> {
+        let key = format!("periodic:{kind}");
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM jobs WHERE dedupe_key = ?1 AND status = 'queued'",
+                )?
+                .execute([key])?;
+                Ok::<_, RepoError>(())
+            })
+            .await
+    }
+
     /// Claims the job due first (queued and due, or running with its lease run out), counting
     /// the run; `None` when nothing is due. One write transaction, so two workers never claim
     /// the same job.

@@ -9,7 +9,7 @@ use crate::{
         Page, Paging,
     },
     error::AppError,
-    jobs::{handlers, Job, JobFilter, Queue},
+    jobs::{handlers, Job, JobFilter, NewJob, Queue},
 };
 
 /// Jobs as the API sees them.
@@ -47,13 +47,22 @@ impl JobService {
     /// Enqueues the reindexing of every market (admins); while one waits, returns that one.
     pub async fn reindex(&self, actor: &Actor) -> Result<Job, AppError> {
         require(actor, Permission::Admin)?;
-        let id = match self
-            .queue
-            .enqueue(handlers::reindex_markets(actor.user_id))
-            .await?
-        {
+        self.enqueue_once(handlers::reindex_markets(actor.user_id))
+            .await
+    }
+
+    /// Enqueues a backup of the database (admins); while one waits, returns that one.
+    pub async fn backup(&self, actor: &Actor) -> Result<Job, AppError> {
+        require(actor, Permission::Admin)?;
+        self.enqueue_once(handlers::backup(actor.user_id)).await
+    }
+
+    /// Enqueues `job`, or finds the one of its kind already waiting.
+    async fn enqueue_once(&self, job: NewJob) -> Result<Job, AppError> {
+        let kind = job.kind.clone();
+        let id = match self.queue.enqueue(job).await? {
             Some(id) => id,
-            None => self.waiting_reindex().await?,
+            None => self.waiting(kind).await?,
         };
         self.queue
             .get(id)
@@ -61,10 +70,10 @@ impl JobService {
             .ok_or(AppError::Internal("an enqueued job vanished".into()))
     }
 
-    async fn waiting_reindex(&self) -> Result<i64, AppError> {
+    async fn waiting(&self, kind: String) -> Result<i64, AppError> {
         let filter = JobFilter {
             status: Some(crate::jobs::JobStatus::Queued),
-            kind: Some(handlers::REINDEX_MARKETS.to_owned()),
+            kind: Some(kind),
         };
         let page = self
             .queue
@@ -80,8 +89,8 @@ impl JobService {
             .first()
             .map(|job| job.id)
             .ok_or(AppError::conflict(
-                "reindex_pending",
-                "a reindex was just queued; retry",
+                "job_pending",
+                "such a job was just queued; retry",
             ))
     }
 }

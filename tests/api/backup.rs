@@ -1,0 +1,180 @@
+//! Backups taken under load restore to a sound database; restore waits for the server to stop;
+//! the admin endpoint and its retention; start-up refuses what it cannot serve safely.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use agora::{
+    db::backup::{self, BackupError},
+    App,
+};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{helpers::TestApp, jobs::indexed};
+
+#[tokio::test]
+async fn a_backup_taken_during_a_stake_load_restores_to_a_sound_database() {
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner").await;
+    let mut markets = Vec::new();
+    for i in 0..4 {
+        markets.push(
+            owner
+                .create_market(json!({ "name": format!("Busy market {i}?") }))
+                .await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let mut stakers = Vec::new();
+    for i in 0..8 {
+        stakers.push(app.user(&format!("staker{i}")).await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (i, staker) in stakers.into_iter().enumerate() {
+        let (stop, markets) = (stop.clone(), markets.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let market = markets[(i + n) % markets.len()];
+                let body = json!({"outcome": n % 2, "amount": 1});
+                staker
+                    .post(&format!("/api/markets/{market}/positions"), body)
+                    .await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (db_file, dest) = (
+        app.dir.path().join("agora.db"),
+        app.dir.path().join("copies").join("during-load.db"),
+    );
+    let taken = tokio::task::spawn_blocking({
+        let dest = dest.clone();
+        move || backup::backup(&db_file, &dest)
+    })
+    .await
+    .unwrap()
+    .expect("backup while staking");
+    assert!(taken.bytes > 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut placed = 0;
+    for task in tasks {
+        placed += task.await.unwrap();
+    }
+    assert!(placed > 20, "the load ran ({placed} stakes)");
+
+    // A backup never overwrites; a restore is refused while the server runs.
+    assert!(matches!(
+        backup::backup(&app.dir.path().join("agora.db"), &dest),
+        Err(BackupError::Exists(_))
+    ));
+    assert!(matches!(
+        backup::restore(&dest, app.dir.path()),
+        Err(BackupError::InUse(_))
+    ));
+    let live_bets = app.count("bets");
+    let dir = app.stop().await;
+
+    // Restored into the stopped server's directory: sound, and as of the backup.
+    let kept = backup::restore(&dest, dir.path()).expect("restore after stop");
+    assert!(kept.exists(), "the replaced database is kept");
+    let app = TestApp::spawn_in(dir).await;
+    app.assert_invariants();
+    let restored_bets = app.count("bets");
+    assert!(restored_bets > 0 && restored_bets <= live_bets, "{restored_bets} of {live_bets}");
+    assert_eq!(app.count("markets"), 4);
+    let reply = app.get(&format!("/api/markets/{}", markets[0])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_admin_backup_endpoint_leaves_checked_copies_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestApp::config(&dir, &["--backup-keep", "2"]);
+    let app = TestApp::spawn_with(dir, config).await;
+    let admin = app.with_role("root", "admin").await;
+    let user = app.user("alice").await;
+    user.create_market(json!({"name": "Will the backup hold?"}))
+        .await;
+    indexed(&app).await;
+    user.post("/api/admin/backup", json!({}))
+        .await
+        .assert_error(403, "forbidden");
+    app.post("/api/admin/backup", json!({}))
+        .await
+        .assert_error(401, "unauthorized");
+    let mut paths = Vec::new();
+    for _ in 0..3 {
+        let accepted = admin.post("/api/admin/backup", json!({})).await;
+        assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+        let location = accepted.header("location").unwrap().to_owned();
+        let mut job = Value::Null;
+        for _ in 0..400 {
+            job = admin.get(&location).await.body["data"].clone();
+            if job["status"] == "succeeded" || job["status"] == "dead" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["result"]["integrity"], "ok");
+        let path = std::path::PathBuf::from(job["result"]["path"].as_str().unwrap());
+        backup::verify(&path).expect("the copy checks out");
+        paths.push(path);
+    }
+    let left: Vec<_> = paths.iter().filter(|p| p.exists()).collect();
+    assert_eq!(left, [&paths[1], &paths[2]], "the oldest copy was pruned");
+}
+
+async fn build_error(dir: &std::path::Path) -> String {
+    let config = TestApp::config(&tempfile::tempdir().unwrap(), &[]);
+    let config = agora::Config {
+        data_dir: dir.to_path_buf(),
+        ..config
+    };
+    match App::build(config).await {
+        Ok(_) => panic!("the server started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn start_up_refuses_a_second_server_a_damaged_or_newer_database_and_an_unusable_dir() {
+    let app = TestApp::spawn().await;
+    let why = build_error(app.dir.path()).await;
+    assert!(why.contains("a running agora server holds"), "{why}");
+    let dir = app.stop().await;
+
+    let db = dir.path().join("agora.db");
+    app_db_set_version(&db, 999);
+    let why = build_error(dir.path()).await;
+    assert!(why.contains("newer than this agora supports"), "{why}");
+
+    std::fs::write(&db, vec![7u8; 64 * 1024]).unwrap();
+    for side in ["agora.db-wal", "agora.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(side));
+    }
+    let why = build_error(dir.path()).await;
+    assert!(why.contains("cannot open database"), "{why}");
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let why = build_error(&file.join("data")).await;
+    assert!(why.contains("a-file/data"), "{why}");
+}
+
+fn app_db_set_version(db: &std::path::Path, version: i64) {
+    let conn = agora::db::rusqlite::Connection::open(db).unwrap();
+    conn.pragma_update(None, "user_version", version).unwrap();
+}
