@@ -92,7 +92,10 @@ async fn a_backup_taken_during_a_stake_load_restores_to_a_sound_database() {
     let app = TestApp::spawn_in(dir).await;
     app.assert_invariants();
     let restored_bets = app.count("bets");
-    assert!(restored_bets > 0 && restored_bets <= live_bets, "{restored_bets} of {live_bets}");
+    assert!(
+        restored_bets > 0 && restored_bets <= live_bets,
+        "{restored_bets} of {live_bets}"
+    );
     assert_eq!(app.count("markets"), 4);
     let reply = app.get(&format!("/api/markets/{}", markets[0])).await;
     assert_eq!(reply.status, StatusCode::OK);
