@@ -30,7 +30,7 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
             .args(["--data-dir", dir.to_str().unwrap()])
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .args(["--jwt-secret", JWT_SECRET, "--log", "error"])
@@ -48,6 +48,8 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("agora did not come up");
     }
 
