@@ -7,6 +7,7 @@ mod backup;
 mod cache;
 mod crash;
 mod errors;
+mod fuzz;
 mod helpers;
 mod jobs;
 mod limits;
