@@ -13,7 +13,9 @@
 //! the ratios to `/healthz` are the figures to compare, not the absolute rates.
 //!
 //! Environment: `AGORA_BENCH_SECS` (seconds per workload, default 10), `AGORA_BENCH_MARKETS`
-//! (default 100000), `AGORA_BENCH_CONNECTIONS` (default 64).
+//! (default 100000), `AGORA_BENCH_CONNECTIONS` (default 64). With `AGORA_BENCH_SOAK_SECS=600`
+//! it runs the soak instead: the mixed workload for that long, a row per minute with req/s,
+//! p50, p99 and the server's RSS, then the invariants.
 
 use std::{
     net::TcpListener,
@@ -340,6 +342,58 @@ fn get_request(hot: u64) -> Make {
     })
 }
 
+/// The mixed workload (90% GET by id, 10% stakes) for `secs`, one row per minute: the figures
+/// of that minute and the server's RSS at its end. Both should stay flat.
+fn run_soak(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    bin: &Path,
+    dir: &Path,
+    connections: usize,
+    secs: u64,
+    hot: u64,
+) {
+    let server = Server::start(bin, dir, &[]);
+    println!("soak: mixed 90% GET by id / 10% stakes, {connections} connections, {secs} s");
+    println!("| minute | req/s | p50 ms | p99 ms | errors | RSS MiB | peak MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    runtime.block_on(async {
+        let base = server.base.clone();
+        let tokens = login_all(client, &base, connections).await;
+        let active = active_markets(client, &base).await;
+        for minute in 1..=secs.div_ceil(60) {
+            let (stake, get) = (
+                stake_request(tokens.clone(), active.clone(), 1),
+                get_request(hot),
+            );
+            let f = drive(
+                client,
+                &base,
+                connections,
+                60.min(secs - (minute - 1) * 60),
+                Arc::new(move |c, n| if n % 10 == 9 { stake(c, n) } else { get(c, n) }),
+            )
+            .await;
+            let (rss, peak) = server.rss_mib();
+            println!(
+                "| {minute} | {:.0} | {:.2} | {:.2} | {} | {rss:.0} | {peak:.0} |",
+                f.rps, f.p50_ms, f.p99_ms, f.errors
+            );
+        }
+    });
+    server.stop();
+    let conn = rusqlite::Connection::open(dir.join("agora.db")).expect("open");
+    let broken = agora::db::invariants::violations(&conn).expect("invariant queries");
+    println!(
+        "invariants after the soak: {}",
+        if broken.is_empty() {
+            "all hold".to_owned()
+        } else {
+            format!("{broken:?}")
+        }
+    );
+}
+
 fn main() {
     let secs = env_or("AGORA_BENCH_SECS", 10);
     let markets = env_or("AGORA_BENCH_MARKETS", 100_000);
@@ -387,6 +441,11 @@ fn main() {
         rows: Vec::new(),
     };
 
+    let soak = env_or("AGORA_BENCH_SOAK_SECS", 0);
+    if soak > 0 {
+        run_soak(&runtime, &client, &bin, dir.path(), connections, soak, hot);
+        return;
+    }
     let server = Server::start(&bin, dir.path(), &[]);
     println!("(idle after start: {:.0} MiB)", server.rss_mib().0);
     runtime.block_on(async {
