@@ -124,6 +124,7 @@ pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
         synchronous: config.synchronous,
         readers: config.db_readers,
         write_batch: config.write_batch,
+        max_size_mb: config.db_max_size_mb,
     };
     Ok(Arc::new(Db::open(&config.db_path(), &options)?))
 }

@@ -125,6 +125,10 @@ pub struct Config {
     /// write on its own.
     #[arg(long, global = true, env = "AGORA_WRITE_BATCH", default_value_t = 256)]
     pub write_batch: usize,
+    /// Largest the database file may grow, in MiB (0: no limit but the disk). Past it, writes
+    /// get 503 as on a full disk while reads go on.
+    #[arg(long, global = true, env = "AGORA_DB_MAX_SIZE_MB", default_value_t = 0)]
+    pub db_max_size_mb: u64,
     /// Largest accepted request body in bytes; larger bodies get 413.
     #[arg(long, global = true, env = "AGORA_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,

@@ -101,6 +101,8 @@ pub struct DbOptions {
     pub readers: u32,
     /// Most writes that share one commit (1 = a commit per write).
     pub write_batch: usize,
+    /// Largest the database file may grow, in MiB (0: no limit beyond the disk's).
+    pub max_size_mb: u64,
 }
 
 impl Default for DbOptions {
@@ -109,6 +111,7 @@ impl Default for DbOptions {
             synchronous: Synchronous::Normal,
             readers: 4,
             write_batch: 256,
+            max_size_mb: 0,
         }
     }
 }
@@ -123,7 +126,7 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies pragmas and migrations, and
     /// starts the writer thread.
     pub fn open(path: &Path, options: &DbOptions) -> Result<Self, DbError> {
-        let conn = pool::open_writer(path, options.synchronous)?;
+        let conn = pool::open_writer(path, options.synchronous, options.max_size_mb)?;
         let mut conn = conn;
         quick_check(&conn, path)?;
         migrations::apply(&mut conn).map_err(|e| match e {

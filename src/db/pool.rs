@@ -11,7 +11,11 @@ use crate::config::Synchronous;
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// Opens the single writer connection, switching the file to WAL.
-pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, DbError> {
+pub(super) fn open_writer(
+    path: &Path,
+    synchronous: Synchronous,
+    max_size_mb: u64,
+) -> Result<Connection, DbError> {
     let open_err = |source| DbError::Open {
         path: path.display().to_string(),
         source,
@@ -27,6 +31,15 @@ pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Result<Conne
         synchronous.as_pragma()
     ))
     .map_err(open_err)?;
+    if max_size_mb > 0 {
+        // A write that would grow the file past this fails as if the disk were full.
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let pages = (max_size_mb * 1024 * 1024 / page_size.max(512) as u64).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(open_err)?;
+    }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

@@ -181,3 +181,44 @@ fn app_db_set_version(db: &std::path::Path, version: i64) {
     let conn = agora::db::rusqlite::Connection::open(db).unwrap();
     conn.pragma_update(None, "user_version", version).unwrap();
 }
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_with_503_whole_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fresh database takes about 0.5 MiB; a 2 MiB cap fills after some markets.
+    let config = TestApp::config(&dir, &["--db-max-size-mb", "2", "--job-workers", "0"]);
+    let app = TestApp::spawn_with(dir, config).await;
+    let user = app.user("filler").await;
+    let description = "x".repeat(4_000);
+    let mut full = None;
+    for i in 0..2_000 {
+        let before = app.count("markets");
+        let reply = user
+            .post(
+                "/api/markets",
+                json!({"name": format!("Filler market {i}?"), "description": description, "initial_stake": {"outcome": 0, "amount": 1}}),
+            )
+            .await;
+        if reply.status != StatusCode::CREATED {
+            reply.assert_error(503, "unavailable");
+            assert_eq!(app.count("markets"), before, "nothing half-written");
+            full = Some(i);
+            break;
+        }
+    }
+    let created = full.expect("the cap was reached");
+    assert!(created > 10, "{created} markets fit");
+    // Reads go on, the money is consistent, and small writes that fit still succeed.
+    let list = app.get("/api/markets?limit=5").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body["meta"]["total"], created);
+    app.assert_invariants();
+    // With room again (a larger cap after a restart), writes succeed.
+    let dir = app.stop().await;
+    let config = TestApp::config(&dir, &["--db-max-size-mb", "64"]);
+    let app = TestApp::spawn_with(dir, config).await;
+    let user = app.caller("filler", user.id).await;
+    user.create_market(json!({"name": "Room again?", "description": description}))
+        .await;
+    app.assert_invariants();
+}
