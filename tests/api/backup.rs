@@ -196,7 +196,7 @@ async fn a_full_disk_refuses_writes_with_503_whole_and_reads_go_on() {
         let reply = user
             .post(
                 "/api/markets",
-                json!({"name": format!("Filler market {i}?"), "description": description, "initial_stake": {"outcome": 0, "amount": 1}}),
+                json!({"name": format!("Filler market {i}?"), "description": description}),
             )
             .await;
         if reply.status != StatusCode::CREATED {
@@ -218,7 +218,7 @@ async fn a_full_disk_refuses_writes_with_503_whole_and_reads_go_on() {
     let config = TestApp::config(&dir, &["--db-max-size-mb", "64"]);
     let app = TestApp::spawn_with(dir, config).await;
     let user = app.caller("filler", user.id).await;
-    user.create_market(json!({"name": "Room again?", "description": description}))
+    user.create_market(json!({"name": "More room?", "description": description}))
         .await;
     app.assert_invariants();
 }
