@@ -93,12 +93,7 @@ impl JobsApi {
         operation_id = "create_backup"
     )]
     async fn create_backup(&self, auth: BearerAuth) -> Result<JobAccepted, ApiError> {
-        let job = self.jobs.backup(&auth.0).await?;
-        let location = format!("/api/jobs/{}", job.id);
-        Ok(JobAccepted::Accepted(
-            Json(JobEnvelope::new(job.into())),
-            location,
-        ))
+        Ok(accepted(self.jobs.backup(&auth.0).await?))
     }
 
     /// Reindex every market
@@ -112,11 +107,12 @@ impl JobsApi {
         operation_id = "reindex_markets"
     )]
     async fn reindex_markets(&self, auth: BearerAuth) -> Result<JobAccepted, ApiError> {
-        let job = self.jobs.reindex(&auth.0).await?;
-        let location = format!("/api/jobs/{}", job.id);
-        Ok(JobAccepted::Accepted(
-            Json(JobEnvelope::new(job.into())),
-            location,
-        ))
+        Ok(accepted(self.jobs.reindex(&auth.0).await?))
     }
+}
+
+/// The 202 for a queued job, pointing at it.
+fn accepted(job: crate::jobs::Job) -> JobAccepted {
+    let location = format!("/api/jobs/{}", job.id);
+    JobAccepted::Accepted(Json(JobEnvelope::new(job.into())), location)
 }

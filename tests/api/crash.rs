@@ -11,7 +11,7 @@ use std::{
 
 use rand::Rng;
 use reqwest::Client;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{JWT_SECRET, PASSWORD};
 
@@ -66,28 +66,26 @@ struct Session {
     token: String,
 }
 
+async fn post_json(client: &Client, url: String, token: Option<&str>, body: Value) -> Value {
+    let mut req = client.post(url).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 async fn sessions(client: &Client, base: &str) -> Vec<Session> {
     let mut out = Vec::new();
     for i in 0..CLIENTS {
         let creds = json!({"username": format!("crash{i}"), "password": PASSWORD});
-        let reg: serde_json::Value = client
-            .post(format!("{base}/api/auth/register"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let login: serde_json::Value = client
-            .post(format!("{base}/api/auth/login"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let reg = post_json(
+            client,
+            format!("{base}/api/auth/register"),
+            None,
+            creds.clone(),
+        )
+        .await;
+        let login = post_json(client, format!("{base}/api/auth/login"), None, creds).await;
         out.push(Session {
             id: reg["data"]["id"].as_i64().unwrap(),
             token: login["data"]["access_token"].as_str().unwrap().to_owned(),
@@ -107,16 +105,13 @@ async fn acknowledged_stakes_survive_twenty_kills_exactly_once() {
     let sessions = Arc::new(sessions(&client, &server.base).await);
     let mut markets = Vec::new();
     for i in 0..3 {
-        let created: serde_json::Value = client
-            .post(format!("{}/api/markets", server.base))
-            .bearer_auth(&sessions[0].token)
-            .json(&json!({"name": format!("Will crash round {i} go well?")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = post_json(
+            &client,
+            format!("{}/api/markets", server.base),
+            Some(&sessions[0].token),
+            json!({"name": format!("Will crash round {i} go well?")}),
+        )
+        .await;
         markets.push(created["data"]["id"].as_i64().unwrap());
     }
     let markets = Arc::new(markets);
