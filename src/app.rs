@@ -246,6 +246,12 @@ impl App {
                     .await
             }
         };
+        if let Err(e) = queue
+            .ensure_periodic(handlers::PRUNE_JOBS, Duration::from_secs(3600))
+            .await
+        {
+            tracing::error!(error = %e, "scheduling job pruning failed");
+        }
         if let Err(e) = periodic_backup {
             tracing::error!(error = %e, "scheduling backups failed");
         }
@@ -256,7 +262,13 @@ impl App {
         };
         let workers = Workers::start(
             queue.clone(),
-            Arc::new(AgoraJobs::new(trading.clone(), search.clone(), backups)),
+            Arc::new(AgoraJobs::new(
+                trading.clone(),
+                search.clone(),
+                backups,
+                queue.clone(),
+                Duration::from_secs(config.job_retention_hours * 3600),
+            )),
             config.workers(),
         );
         let limits = Arc::new(RateLimits::new(&config.quotas()));

@@ -311,6 +311,14 @@ pub struct Config {
     /// Longest a job run may take before it is cancelled and counted as failed, in seconds.
     #[arg(long, global = true, env = "AGORA_JOB_TIMEOUT", default_value_t = 60)]
     pub job_timeout_secs: u64,
+    /// Hours a finished job (succeeded or dead) is kept before an hourly sweep deletes it.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_JOB_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub job_retention_hours: u64,
     /// Text embedder for search: `builtin` (no network, no files) or `http` (an
     /// OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
     #[arg(long, global = true, env = "AGORA_EMBEDDER", value_enum, default_value_t = EmbedderKind::Builtin)]

@@ -62,7 +62,8 @@ fn object(value: serde_json::Value) -> JsonObject {
 pub struct JobView {
     /// Job id.
     pub id: i64,
-    /// What it does: `index_market`, `reindex_markets` or `close_due_markets`.
+    /// What it does: `index_market`, `reindex_markets`, `close_due_markets`, `backup` or
+    /// `prune_jobs`.
     pub kind: String,
     /// Its input.
     pub payload: JsonObject,

@@ -1,12 +1,13 @@
 //! agora's jobs: index a market's text for search, reindex every market, close markets past
-//! their close time (periodic), back the database up. Each is idempotent.
+//! their close time (periodic), back the database up, forget old finished jobs (periodic). Each
+//! is idempotent.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{Handler, Job, NewJob};
+use super::{Handler, Job, NewJob, Queue};
 use crate::{
     db::backup,
     service::{search::SearchService, trading::TradingService},
@@ -20,6 +21,8 @@ pub const REINDEX_MARKETS: &str = "reindex_markets";
 pub const CLOSE_DUE_MARKETS: &str = "close_due_markets";
 /// Back the database up into the backup directory (on request, or periodic).
 pub const BACKUP: &str = "backup";
+/// Delete jobs that ended longer ago than the retention (periodic).
+pub const PRUNE_JOBS: &str = "prune_jobs";
 
 /// Where backups go.
 #[derive(Debug, Clone)]
@@ -58,15 +61,25 @@ pub struct AgoraJobs {
     trading: Arc<TradingService>,
     search: Arc<SearchService>,
     backups: Backups,
+    queue: Arc<Queue>,
+    retention: Duration,
 }
 
 impl AgoraJobs {
     /// Handlers over the services they use.
-    pub fn new(trading: Arc<TradingService>, search: Arc<SearchService>, backups: Backups) -> Self {
+    pub fn new(
+        trading: Arc<TradingService>,
+        search: Arc<SearchService>,
+        backups: Backups,
+        queue: Arc<Queue>,
+        retention: Duration,
+    ) -> Self {
         AgoraJobs {
             trading,
             search,
             backups,
+            queue,
+            retention,
         }
     }
 
@@ -120,6 +133,14 @@ impl Handler for AgoraJobs {
                 Ok(Some(json!({ "closed": n })))
             }
             BACKUP => self.backup().await.map(Some),
+            PRUNE_JOBS => {
+                let n = self
+                    .queue
+                    .prune_finished(self.retention)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(json!({ "deleted": n })))
+            }
             other => Err(format!("no handler for job kind `{other}`")),
         }
     }

@@ -197,6 +197,23 @@ impl Queue {
         Ok(())
     }
 
+    /// Deletes jobs that ended (`succeeded` or `dead`) more than `age` ago; returns how many.
+    /// Queued, running and periodic jobs stay.
+    pub async fn prune_finished(&self, age: Duration) -> Result<u64, RepoError> {
+        self.db
+            .write(move |conn| {
+                let cutoff = to_millis(OffsetDateTime::now_utc()) - age.as_millis() as i64;
+                let n = conn
+                    .prepare_cached(
+                        "DELETE FROM jobs WHERE status IN ('succeeded', 'dead')
+                            AND finished_at < ?1 AND every_ms IS NULL",
+                    )?
+                    .execute([cutoff])?;
+                Ok::<_, RepoError>(n as u64)
+            })
+            .await
+    }
+
     /// Removes the waiting periodic job of `kind` (its period was configured away).
     pub async fn cancel_periodic(&self, kind: &str) -> Result<(), RepoError> {
         let key = format!("periodic:{kind}");

@@ -249,6 +249,45 @@ async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on(
     workers.shutdown(Duration::from_secs(1)).await;
 }
 
+#[tokio::test]
+async fn finished_jobs_are_deleted_after_the_retention_and_nothing_else_is() {
+    let (dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            queue
+                .enqueue(NewJob::new("kept", json!({ "i": i })))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    for _ in 0..2 {
+        let claimed = queue.claim().await.unwrap().unwrap();
+        assert!(queue.succeed(&claimed, None).await.unwrap());
+    }
+    // The first finished job ended long ago; the second just now; the third still waits.
+    let conn = agora::db::rusqlite::Connection::open(dir.path().join("agora.db")).unwrap();
+    conn.execute("UPDATE jobs SET finished_at = 0 WHERE id = ?1", [ids[0]])
+        .unwrap();
+    assert_eq!(
+        queue
+            .prune_finished(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(queue.get(ids[0]).await.unwrap().is_none());
+    assert_eq!(
+        queue.get(ids[1]).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
+    assert_eq!(
+        queue.get(ids[2]).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}
+
 /// Takes a while.
 struct Slow;
 
