@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
-    endpoint::make_sync,
+    endpoint::{make, make_sync},
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     middleware::CatchPanic,
     EndpointExt, IntoResponse, Response, Route, Server,
@@ -18,6 +18,7 @@ use crate::{
         handlers::{self, AgoraJobs, Backups},
         Queue, Workers,
     },
+    metrics::{Metrics, Sources},
     middleware::{
         access_log::AccessLog,
         body_limit::BodyLimit,
@@ -198,6 +199,7 @@ impl App {
             Arc::new(SqliteMarketRepository::new(db.clone()));
         let mut trading: Arc<dyn TradingRepository> =
             Arc::new(SqliteTradingRepository::new(db.clone()));
+        let mut market_cache = None;
         if config.cache_markets > 0 {
             let cache = MarketCache::new(CacheConfig {
                 markets: config.cache_markets,
@@ -205,7 +207,8 @@ impl App {
                 ttl: Duration::from_secs(config.cache_ttl_secs.max(1)),
             });
             markets = Arc::new(CachedMarketRepository::new(markets, cache.clone()));
-            trading = Arc::new(CachedTradingRepository::new(trading, cache));
+            trading = Arc::new(CachedTradingRepository::new(trading, cache.clone()));
+            market_cache = Some(cache);
         }
         let users: Arc<dyn UserRepository> = Arc::new(SqliteUserRepository::new(db.clone()));
         let sessions: Arc<dyn SessionRepository> =
@@ -280,7 +283,7 @@ impl App {
             trading,
             search,
             jobs: Arc::new(JobService::new(queue.clone())),
-            markets: Arc::new(MarketService::new(markets, queue)),
+            markets: Arc::new(MarketService::new(markets, queue.clone())),
             auth: Arc::new(AuthService::new(
                 users.clone(),
                 sessions,
@@ -292,7 +295,13 @@ impl App {
             db: db.clone(),
             limits: limits.clone(),
         };
-        let routes = routes(api::apis(services), &config, tokens, limits);
+        let metrics = Arc::new(Metrics::new(Sources {
+            cache: market_cache,
+            queue: queue.clone(),
+            limits: limits.clone(),
+            db: db.clone(),
+        }));
+        let routes = routes(api::apis(services), &config, tokens, limits, metrics);
         tracing::info!(port, data_dir = %config.data_dir.display(), "agora listening");
         let result = Server::new_with_acceptor(acceptor)
             .idle_timeout(Duration::from_secs(config.idle_timeout_secs.max(1)))
@@ -319,7 +328,9 @@ fn routes(
     config: &Config,
     tokens: Arc<Tokens>,
     limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
 ) -> impl poem::Endpoint<Output = Response> {
+    let scraped = metrics.clone();
     let service = api::service(apis);
     let docs = api::swagger_ui_html();
     let spec = api::spec_json();
@@ -341,6 +352,17 @@ fn routes(
                     .body(spec.clone())
             }),
         )
+        .at(
+            "/metrics",
+            poem::get(make(move |_| {
+                let metrics = scraped.clone();
+                async move {
+                    Response::builder()
+                        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                        .body(metrics.render().await)
+                }
+            })),
+        )
         .data(tokens.clone())
         .with(BodyLimit {
             limit: config.body_limit,
@@ -349,6 +371,7 @@ fn routes(
         .with(CatchPanic::new().with_handler(panic_response))
         .with(AccessLog {
             timeout: config.request_timeout(),
+            metrics,
         })
 }
 

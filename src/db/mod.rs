@@ -12,7 +12,13 @@ mod migrations;
 mod pool;
 mod writer;
 
-use std::{path::Path, sync::Mutex};
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use r2d2_sqlite::SqliteConnectionManager;
 pub use rusqlite;
@@ -120,6 +126,8 @@ impl Default for DbOptions {
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Mutex<Option<writer::Writer>>,
+    /// Reads that found no idle connection.
+    waits: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -140,6 +148,7 @@ impl Db {
         Ok(Db {
             readers,
             writer: Mutex::new(Some(writer::Writer::start(conn, options.write_batch))),
+            waits: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -151,7 +160,11 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.readers.clone();
+        let waits = self.waits.clone();
         spawn_blocking_in_span(move || {
+            if pool.state().idle_connections == 0 {
+                waits.fetch_add(1, Ordering::Relaxed);
+            }
             let conn = pool.get().map_err(DbError::from)?;
             f(&conn)
         })
@@ -193,6 +206,11 @@ impl Db {
             Some(rx) => rx.await.unwrap_or_else(|_| Err(E::from(DbError::Closed))),
             None => Err(E::from(DbError::Closed)),
         }
+    }
+
+    /// Reads so far that found every pooled connection busy and waited (a metric).
+    pub fn pool_waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// True when a write transaction can be started (used by readiness checks).

@@ -1,19 +1,27 @@
 //! The outermost layer: assigns the request id, bounds the request's time, turns any error
 //! into the JSON envelope, echoes `X-Request-Id`, and writes one log line per request.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
 use tracing::Instrument as _;
 
 use super::request_id;
-use crate::api::error::{error_response, timeout_response};
+use crate::{
+    api::error::{error_response, timeout_response},
+    metrics::Metrics,
+};
 
 /// The request-context middleware.
 pub struct AccessLog {
     /// Longest a request may take before it is answered with 503.
     pub timeout: Duration,
+    /// Where request counts and latencies are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 impl<E: Endpoint> Middleware<E> for AccessLog {
@@ -23,6 +31,7 @@ impl<E: Endpoint> Middleware<E> for AccessLog {
         AccessLogEndpoint {
             inner,
             timeout: self.timeout,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -31,6 +40,7 @@ impl<E: Endpoint> Middleware<E> for AccessLog {
 pub struct AccessLogEndpoint<E> {
     inner: E,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
@@ -57,8 +67,10 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
 
         let route = resp.data::<OperationId>().map_or("-", |op| op.0);
         let status = resp.status().as_u16();
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let seconds = started.elapsed().as_secs_f64();
+        let latency_ms = seconds * 1000.0;
         let method = method.as_str();
+        self.metrics.request(method, route, status, seconds);
         if status >= 500 {
             tracing::warn!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
         } else {

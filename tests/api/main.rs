@@ -12,6 +12,7 @@ mod helpers;
 mod jobs;
 mod limits;
 mod markets;
+mod metrics;
 mod restart;
 mod search;
 mod seed;

@@ -25,7 +25,7 @@ mod quota;
 use std::{
     hash::Hash,
     net::IpAddr,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -95,6 +95,7 @@ struct Policy<K: Hash + Eq + Clone> {
     refill: Duration,
     burst: u32,
     limiter: Limiter<K>,
+    rejected: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone> Policy<K> {
@@ -105,6 +106,7 @@ impl<K: Hash + Eq + Clone> Policy<K> {
             header: HeaderValue::from_str(&header).expect("ASCII header"),
             refill: rate.window / rate.count.get(),
             burst: rate.count.get(),
+            rejected: AtomicU64::new(0),
             limiter: RateLimiter::keyed(rate.quota())
                 .with_middleware::<StateInformationMiddleware>(),
         }
@@ -122,6 +124,7 @@ impl<K: Hash + Eq + Clone> Policy<K> {
                 })
             }
             Err(not_until) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 let retry_after = ceil_secs(wait).max(1);
                 Err(Throttled {
@@ -219,6 +222,19 @@ impl RateLimits {
             + self.admin.sweep();
         self.tracked.store(tracked, Ordering::Relaxed);
         tracked
+    }
+
+    /// Requests refused so far, per quota.
+    pub fn rejections(&self) -> [(&'static str, u64); 6] {
+        let n = |rejected: &AtomicU64| rejected.load(Ordering::Relaxed);
+        [
+            (self.auth.name, n(&self.auth.rejected)),
+            (self.login.name, n(&self.login.rejected)),
+            (self.writes.name, n(&self.writes.rejected)),
+            (self.reads.name, n(&self.reads.rejected)),
+            (self.search.name, n(&self.search.rejected)),
+            (self.admin.name, n(&self.admin.rejected)),
+        ]
     }
 
     /// Keys tracked after the last sweep (a gauge).

@@ -1,0 +1,185 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): requests and their latency by route
+//! template and status, the read cache, the job queue, the rate limiter and the database pool.
+//! Request metrics are recorded by the access-log middleware; the rest is read from its source
+//! at scrape time.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{db::Db, jobs::Queue, middleware::rate_limit::RateLimits, repo::cached::MarketCache};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+/// Where scraped values come from.
+pub struct Sources {
+    /// The read cache, when enabled.
+    pub cache: Option<Arc<MarketCache>>,
+    /// The job queue.
+    pub queue: Arc<Queue>,
+    /// The rate limiter.
+    pub limits: Arc<RateLimits>,
+    /// The database.
+    pub db: Arc<Db>,
+}
+
+/// The registry and its metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    jobs: Family<StatusLabels, Gauge>,
+    rate_limited: Family<PolicyLabels, Counter>,
+    rate_limit_keys: Gauge,
+    pool_waits: Counter,
+    sources: Sources,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(sources: Sources) -> Self {
+        let mut registry = Registry::with_prefix("agora");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by method, route template (the operation id; `-` when no route matched) and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response, by method and route template",
+            latency.clone(),
+        );
+        let (cache_hits, cache_misses) = (Counter::default(), Counter::default());
+        registry.register(
+            "cache_hits",
+            "Market reads answered by the cache",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Market reads that went to the database",
+            cache_misses.clone(),
+        );
+        let jobs = Family::<StatusLabels, Gauge>::default();
+        registry.register("jobs", "Jobs in the queue by status", jobs.clone());
+        let rate_limited = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by quota",
+            rate_limited.clone(),
+        );
+        let rate_limit_keys = Gauge::default();
+        registry.register(
+            "rate_limit_keys",
+            "Clients the rate limiter tracks (after its last sweep)",
+            rate_limit_keys.clone(),
+        );
+        let pool_waits = Counter::default();
+        registry.register(
+            "db_pool_waits",
+            "Reads that found no idle database connection and waited for one",
+            pool_waits.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            cache_hits,
+            cache_misses,
+            jobs,
+            rate_limited,
+            rate_limit_keys,
+            pool_waits,
+            sources,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Reads the scraped values and encodes everything as OpenMetrics text.
+    pub async fn render(&self) -> String {
+        let s = &self.sources;
+        if let Some(cache) = &s.cache {
+            let stats = cache.stats();
+            catch_up(&self.cache_hits, stats.hits);
+            catch_up(&self.cache_misses, stats.misses);
+        }
+        if let Ok(counts) = s.queue.counts().await {
+            for (status, n) in counts {
+                let labels = StatusLabels {
+                    status: status.as_str().to_owned(),
+                };
+                self.jobs.get_or_create(&labels).set(n as i64);
+            }
+        }
+        for (policy, n) in s.limits.rejections() {
+            let labels = PolicyLabels {
+                policy: policy.to_owned(),
+            };
+            catch_up(&self.rate_limited.get_or_create(&labels), n);
+        }
+        self.rate_limit_keys.set(s.limits.tracked_keys() as i64);
+        catch_up(&self.pool_waits, s.db.pool_waits());
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Brings a counter up to a total kept elsewhere.
+fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
