@@ -14,7 +14,10 @@ use super::{
     search_models::{RelatedEnvelope, RelatedMeta, SearchEnvelope, SearchModeView},
     ApiTags,
 };
-use crate::{domain::search::SearchQuery, service::search::SearchService};
+use crate::{
+    domain::search::{SearchQuery, RESULTS_DEFAULT},
+    service::search::SearchService,
+};
 
 /// Search API.
 pub struct SearchApi {
@@ -78,7 +81,11 @@ impl SearchApi {
     ) -> Result<Json<RelatedEnvelope>, ApiError> {
         let related = self
             .search
-            .related(id.0, status.0.map(Into::into), limit.0.unwrap_or(10))
+            .related(
+                id.0,
+                status.0.map(Into::into),
+                limit.0.unwrap_or(RESULTS_DEFAULT),
+            )
             .await?;
         let meta = RelatedMeta {
             model: self.search.model().to_owned(),

@@ -115,7 +115,9 @@ impl Handler for AgoraJobs {
                     .index_market(id)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok(Some(json!({ "market_id": id, "outcome": outcome })))
+                Ok(Some(
+                    json!({ "market_id": id, "outcome": outcome.as_str() }),
+                ))
             }
             REINDEX_MARKETS => {
                 let n = self

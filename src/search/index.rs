@@ -1,5 +1,5 @@
-//! The in-memory [`VectorIndex`]: i8-quantized vectors searched by brute force, with results
-//! produced lazily best first ([`Ranked`]) so callers can filter without truncating early.
+//! The in-memory [`VectorIndex`]: i8-quantized vectors searched by brute force, keeping only
+//! the best `k` of one pass ([`VectorIndex::top`]).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -100,38 +100,6 @@ impl VectorIndex {
         self.slots.contains_key(&id)
     }
 
-    /// Every indexed id with its cosine similarity to `query` (approximately, from the quantized
-    /// vectors), best first, ties by smaller id, produced lazily: the caller filters and stops
-    /// when it has enough. A query of the wrong length or non-finite yields nothing; a zero query
-    /// scores everything 0.
-    ///
-    /// All scores are computed up front (one pass of integer dot products); ordering is done a
-    /// chunk at a time as the caller pulls, so taking the top 10 of 100,000 costs no full sort.
-    pub fn ranked(&self, query: &[f32]) -> Ranked {
-        let Some((query, query_scale)) = quantize(query, self.dimensions) else {
-            return Ranked::new(Vec::new());
-        };
-        if self.dimensions == 0 {
-            // No components to compare: every id scores 0 (chunks_exact would reject size 0).
-            return Ranked::new(self.ids.iter().map(|id| (*id, 0.0)).collect());
-        }
-        let scored = self
-            .data
-            .chunks_exact(self.dimensions)
-            .zip(&self.scales)
-            .zip(&self.ids)
-            .map(|((vector, scale), id)| {
-                let dot: i64 = vector
-                    .chunks(DOT_CHUNK)
-                    .zip(query.chunks(DOT_CHUNK))
-                    .map(|(a, b)| i64::from(dot_i8(a, b)))
-                    .sum();
-                (*id, dot as f32 * scale * query_scale)
-            })
-            .collect();
-        Ranked::new(scored)
-    }
-
     /// The `k` ids most similar to `query`, best first (ties by smaller id), found in one pass
     /// that keeps only the best `k` seen so far: memory is `k` entries whatever the index
     /// size. A query of the wrong length or non-finite yields nothing.
@@ -143,7 +111,8 @@ impl VectorIndex {
             return Vec::new();
         }
         // A min-heap on "goodness": its top is the worst of the best k kept so far.
-        let mut heap: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
+        let mut heap: BinaryHeap<Reverse<Scored>> =
+            BinaryHeap::with_capacity(k.min(self.ids.len()) + 1);
         for ((vector, scale), id) in self
             .data
             .chunks_exact(self.dimensions)
@@ -233,69 +202,6 @@ fn best_first(a: &(i64, f32), b: &(i64, f32)) -> Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// Size of the first chunk [`Ranked`] orders; each later chunk is 4 times larger.
-const FIRST_CHUNK: usize = 64;
-
-/// Ids with their scores, best first, from [`VectorIndex::ranked`]. Owns its data, so the index
-/// (and any lock around it) can be released while iterating.
-#[derive(Debug)]
-pub struct Ranked {
-    /// `items[..ordered]` are the best `ordered` items in final order; the rest are unordered.
-    items: Vec<(i64, f32)>,
-    ordered: usize,
-    next: usize,
-    chunk: usize,
-}
-
-impl Ranked {
-    fn new(items: Vec<(i64, f32)>) -> Self {
-        Self {
-            items,
-            ordered: 0,
-            next: 0,
-            chunk: FIRST_CHUNK,
-        }
-    }
-
-    /// Orders the next chunk: partition its members to the front of the unordered tail, then
-    /// sort just them.
-    fn order_next_chunk(&mut self) {
-        let rest = &mut self.items[self.ordered..];
-        if rest.len() > self.chunk {
-            rest.select_nth_unstable_by(self.chunk - 1, best_first);
-            rest[..self.chunk].sort_unstable_by(best_first);
-            self.ordered += self.chunk;
-            self.chunk = self.chunk.saturating_mul(4);
-        } else {
-            rest.sort_unstable_by(best_first);
-            self.ordered = self.items.len();
-        }
-    }
-}
-
-impl Iterator for Ranked {
-    type Item = (i64, f32);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.items.len() {
-            return None;
-        }
-        if self.next == self.ordered {
-            self.order_next_chunk();
-        }
-        let item = self.items[self.next];
-        self.next += 1;
-        Some(item)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.items.len() - self.next;
-        (left, Some(left))
-    }
-}
-
-impl ExactSizeIterator for Ranked {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,11 +237,7 @@ mod tests {
         // Replacing keeps the count and changes what the id matches.
         assert!(index.upsert(10, &[0.0, 1.0, 0.0]));
         assert_eq!(index.len(), 3);
-        let top: Vec<i64> = index
-            .ranked(&[0.0, 1.0, 0.0])
-            .take(2)
-            .map(|r| r.0)
-            .collect();
+        let top: Vec<i64> = index.top(&[0.0, 1.0, 0.0], 2).iter().map(|r| r.0).collect();
         assert_eq!(top, vec![10, 20], "equal scores: smaller id first");
 
         // Removing a middle slot moves the last one into it; every lookup must follow.
@@ -343,14 +245,14 @@ mod tests {
         assert!(!index.remove(10));
         assert_eq!(index.len(), 2);
         assert!(!index.contains(10) && index.contains(20) && index.contains(30));
-        let (id, score) = index.ranked(&[0.0, 0.0, 1.0]).next().unwrap();
+        let (id, score) = index.top(&[0.0, 0.0, 1.0], 1)[0];
         assert_eq!(id, 30);
         assert!((score - 1.0).abs() < 0.02);
         assert!(index.remove(30) && index.remove(20));
         assert!(index.is_empty());
-        assert_eq!(index.ranked(&[0.0, 0.0, 1.0]).count(), 0);
+        assert!(index.top(&[0.0, 0.0, 1.0], 5).is_empty());
         assert!(index.upsert(30, &[0.0, 0.0, 1.0]));
-        assert_eq!(index.ranked(&[0.0, 0.0, 1.0]).next().unwrap().0, 30);
+        assert_eq!(index.top(&[0.0, 0.0, 1.0], 1)[0].0, 30);
         assert!(index.memory_bytes() > 0);
     }
 
@@ -359,13 +261,13 @@ mod tests {
         let mut index = VectorIndex::new(2);
         index.upsert(2, &[1.0, 0.0]);
         index.upsert(1, &[0.0, 0.0]);
-        assert_eq!(index.ranked(&[1.0]).count(), 0);
-        let all: Vec<(i64, f32)> = index.ranked(&[0.0, 0.0]).collect();
+        assert!(index.top(&[1.0], 5).is_empty());
+        let all = index.top(&[0.0, 0.0], 5);
         assert_eq!(all, vec![(1, 0.0), (2, 0.0)]);
     }
 
     #[test]
-    fn ranked_order_matches_exact_cosine() {
+    fn top_order_matches_exact_cosine() {
         let dims = 64;
         let vectors = random_vectors(3000, dims, 7);
         let mut index = VectorIndex::new(dims);
@@ -379,7 +281,7 @@ mod tests {
                 .map(|(i, v)| (i as i64, cosine(v, &query)))
                 .collect();
             exact.sort_by(best_first);
-            let approx: Vec<(i64, f32)> = index.ranked(&query).take(100).collect();
+            let approx = index.top(&query, 100);
             for (rank, (id, score)) in approx.iter().enumerate() {
                 // Each returned score is close to the exact one, and each position holds a
                 // vector about as good as the exact one at that position.
@@ -411,7 +313,7 @@ mod tests {
             }
             assert!(index.upsert(id * 3, &vector));
         }
-        let ranked = index.ranked(&vector);
+        let ranked = index.top(&vector, n + 10);
         assert_eq!(ranked.len(), n);
         let mut seen = HashSet::with_capacity(n);
         let mut previous = (i64::MIN, f32::INFINITY);
@@ -428,18 +330,18 @@ mod tests {
     }
 
     #[test]
-    fn lazy_iteration_yields_all_ids_once() {
+    fn top_of_everything_yields_all_ids_once_in_order() {
         yields_every_id_once(20_000);
     }
 
     #[test]
     #[ignore = "slow in debug builds; run with --ignored (or --release)"]
-    fn lazy_iteration_yields_all_ids_once_100k() {
+    fn top_of_everything_yields_all_ids_once_in_order_100k() {
         yields_every_id_once(100_000);
     }
 
     #[test]
-    fn top_k_agrees_with_the_full_ranking() {
+    fn top_k_is_the_head_of_the_full_order() {
         let mut index = VectorIndex::new(8);
         for id in 0..500i64 {
             let v: Vec<f32> = (0..8)
@@ -448,10 +350,13 @@ mod tests {
             index.upsert(id, &v);
         }
         let query = [1.0, -2.0, 0.5, 3.0, 0.0, -1.0, 2.0, 0.25];
-        let full: Vec<(i64, f32)> = index.ranked(&query).take(20).collect();
-        assert_eq!(index.top(&query, 20), full);
+        let all = index.top(&query, 500);
+        assert_eq!(index.top(&query, 20), all[..20]);
         assert_eq!(index.top(&query, 600).len(), 500);
         assert!(index.top(&query, 0).is_empty());
-        assert!(index.top(&[1.0], 5).is_empty());
+        assert!(
+            index.top(&query, usize::MAX).len() == 500,
+            "k is not an allocation size"
+        );
     }
 }

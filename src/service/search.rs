@@ -76,18 +76,6 @@ impl Indexed {
     }
 }
 
-impl std::fmt::Display for Indexed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for Indexed {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 /// Search use cases.
 pub struct SearchService {
     repo: Arc<dyn SearchRepository>,
