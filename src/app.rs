@@ -232,32 +232,7 @@ impl App {
             }
             Err(e) => tracing::error!(error = %e, "loading the search index failed"),
         }
-        if let Err(e) = queue
-            .ensure_periodic(
-                handlers::CLOSE_DUE_MARKETS,
-                Duration::from_secs(config.close_sweep_secs.max(1)),
-            )
-            .await
-        {
-            tracing::error!(error = %e, "scheduling the close sweep failed");
-        }
-        let periodic_backup = match config.backup_every_secs {
-            0 => queue.cancel_periodic(handlers::BACKUP).await,
-            secs => {
-                queue
-                    .ensure_periodic(handlers::BACKUP, Duration::from_secs(secs))
-                    .await
-            }
-        };
-        if let Err(e) = queue
-            .ensure_periodic(handlers::PRUNE_JOBS, Duration::from_secs(3600))
-            .await
-        {
-            tracing::error!(error = %e, "scheduling job pruning failed");
-        }
-        if let Err(e) = periodic_backup {
-            tracing::error!(error = %e, "scheduling backups failed");
-        }
+        schedule_periodic_jobs(&queue, &config).await;
         let backups = Backups {
             db_file: config.db_path(),
             dir: config.data_dir.join("backups"),
@@ -426,6 +401,30 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
             Ok(secret.into_bytes())
         }
         Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Makes the periodic jobs match the configuration: the close sweep, job pruning, and backups
+/// when `--backup-every-secs` asks for them.
+async fn schedule_periodic_jobs(queue: &Queue, config: &Config) {
+    let backup_every =
+        (config.backup_every_secs > 0).then(|| Duration::from_secs(config.backup_every_secs));
+    let periodic = [
+        (
+            handlers::CLOSE_DUE_MARKETS,
+            Some(Duration::from_secs(config.close_sweep_secs.max(1))),
+        ),
+        (handlers::PRUNE_JOBS, Some(Duration::from_secs(3600))),
+        (handlers::BACKUP, backup_every),
+    ];
+    for (kind, every) in periodic {
+        let scheduled = match every {
+            Some(every) => queue.ensure_periodic(kind, every).await,
+            None => queue.cancel_periodic(kind).await,
+        };
+        if let Err(e) = scheduled {
+            tracing::error!(job.kind = kind, error = %e, "scheduling a periodic job failed");
+        }
     }
 }
 
