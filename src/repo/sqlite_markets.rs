@@ -247,6 +247,11 @@ impl MarketRepository for SqliteMarketRepository {
                 if current != expected_version {
                     return Err(RepoError::VersionMismatch { current });
                 }
+                // A market settled (resolved or cancelled) before any stake has a settlement
+                // record of an empty pool; it goes with the market. One with a pool keeps its
+                // record, and the foreign key refuses the delete.
+                conn.prepare_cached("DELETE FROM settlements WHERE market_id = ?1 AND pool = 0")?
+                    .execute([id])?;
                 conn.prepare_cached("DELETE FROM markets WHERE id = ?1")?
                     .execute([id])?;
                 Ok(())

@@ -313,6 +313,34 @@ async fn delete_removes_the_market_and_its_outcomes() {
 }
 
 #[tokio::test]
+async fn a_market_settled_before_any_stake_can_still_be_deleted() {
+    let (app, user) = app_with_user().await;
+    for action in ["cancel", "resolve"] {
+        let m = user.create_market(json!({"name": "Settled empty"})).await;
+        let path = format!("/api/markets/{}", m["id"]);
+        if action == "resolve" {
+            let closed = user.post(&format!("{path}/close"), json!({})).await;
+            assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
+        }
+        let body = if action == "resolve" {
+            json!({"outcome": 0})
+        } else {
+            json!({})
+        };
+        let settled = user.post(&format!("{path}/{action}"), body).await;
+        assert_eq!(settled.status, StatusCode::OK, "{action}: {}", settled.text);
+        assert_eq!(
+            user.delete(&path).await.status,
+            StatusCode::NO_CONTENT,
+            "{action}"
+        );
+        app.get(&path).await.assert_error(404, "not_found");
+    }
+    assert_eq!(app.count("settlements"), 0);
+    app.assert_invariants();
+}
+
+#[tokio::test]
 async fn markets_that_are_no_longer_active_cannot_be_edited() {
     let (app, user) = app_with_user().await;
     let m = user.create_market(json!({"name": "Closed soon"})).await;
