@@ -313,19 +313,19 @@ fn routes(
         .nest("/", service)
         .at(
             "/docs",
-            make_sync(move |_| {
+            poem::get(make_sync(move |_| {
                 Response::builder()
                     .content_type("text/html; charset=utf-8")
                     .body(docs.clone())
-            }),
+            })),
         )
         .at(
             "/openapi.json",
-            make_sync(move |_| {
+            poem::get(make_sync(move |_| {
                 Response::builder()
                     .content_type("application/json")
                     .body(spec.clone())
-            }),
+            })),
         )
         .at(
             "/metrics",

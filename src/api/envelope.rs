@@ -36,8 +36,8 @@ impl Example for ErrorBody {
             error: "validation failed".into(),
             code: "validation_failed".into(),
             details: vec![ErrorDetail {
-                field: "limit".into(),
-                message: "must be between 1 and 100".into(),
+                field: "close_time".into(),
+                message: "must be in the future".into(),
             }],
             request_id: "3f1c1a8e-2a8b-4d6e-9a53-0b6f4f7f2d11".into(),
         }

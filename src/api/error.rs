@@ -29,8 +29,8 @@ use crate::{
 /// Every error response an operation can give.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {
-    /// The request is malformed or invalid: bad JSON, a wrong type, a value out of range.
-    /// `details` names each offending field.
+    /// The request does not match this document: bad JSON, a wrong type, an unknown field, a
+    /// value outside a stated limit. `details` names each offending field.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// Authentication is missing or invalid: no bearer token, or one that is malformed,
@@ -60,7 +60,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// The request is well-formed but refers to something that cannot be used.
+    /// The request matches this document but breaks a rule it cannot state: a close time in
+    /// the past, a blank name, duplicate outcome labels, an unknown outcome, a reused
+    /// idempotency key. `details` names each offending field.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
     /// Too many requests: the caller used up a rate-limit quota (see `RateLimit-Policy`).
@@ -135,7 +137,7 @@ impl ApiError {
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
-            AppError::Validation(fields) => ApiError::BadRequest(body(
+            AppError::Validation(fields) => ApiError::Unprocessable(body(
                 "validation_failed",
                 "validation failed",
                 details(fields),

@@ -9,7 +9,7 @@ use time::{macros::datetime, OffsetDateTime};
 
 use super::{
     envelope::{envelope, ListMeta},
-    text::Text,
+    text::{Omittable, Text},
     trading_models::StakeBody,
 };
 use crate::domain::market::{Market, MarketChanges, MarketStatus, NewMarketInput, SortKey};
@@ -243,8 +243,8 @@ pub struct CreateMarketBody {
     #[oai(nullable)]
     pub close_time: Option<OffsetDateTime>,
     /// The creator's first stake, placed in the same transaction (the market is not created
-    /// if the stake is refused, e.g. for insufficient funds).
-    #[oai(skip_serializing_if_is_none)]
+    /// if the stake is refused, e.g. for insufficient funds); omitted or null: none.
+    #[oai(skip_serializing_if_is_none, nullable)]
     pub initial_stake: Option<StakeBody>,
 }
 
@@ -328,7 +328,7 @@ pub struct PatchMarketBody {
         validator(min_length = 3, max_length = 200),
         skip_serializing_if_is_none
     )]
-    pub name: Option<Text>,
+    pub name: Omittable<Text>,
     /// New description (up to 5000 characters), or `null` to clear it.
     #[oai(validator(max_length = 5000), nullable)]
     pub description: MaybeUndefined<Text>,
@@ -340,7 +340,7 @@ pub struct PatchMarketBody {
 impl Example for PatchMarketBody {
     fn example() -> Self {
         PatchMarketBody {
-            name: None,
+            name: Omittable(None),
             description: MaybeUndefined::Undefined,
             close_time: MaybeUndefined::Value(datetime!(2027-06-30 23:59 UTC)),
         }
@@ -358,7 +358,7 @@ fn tri_state<T>(v: MaybeUndefined<T>) -> Option<Option<T>> {
 impl From<PatchMarketBody> for MarketChanges {
     fn from(b: PatchMarketBody) -> Self {
         MarketChanges {
-            name: b.name.map(Into::into),
+            name: b.name.0.map(Into::into),
             description: tri_state(b.description.map_value(Into::into)),
             close_time: tri_state(b.close_time),
         }

@@ -13,6 +13,7 @@ mod markets;
 mod search;
 mod search_models;
 pub mod security;
+mod spec;
 mod text;
 mod trading;
 mod trading_models;
@@ -32,6 +33,8 @@ pub use health::HealthApi;
 pub use jobs::JobsApi;
 pub use markets::MarketsApi;
 pub use search::SearchApi;
+use spec::finish;
+pub use spec::{allowed_methods, UNDOCUMENTED_PATHS};
 pub use trading::TradingApi;
 pub use users::UsersApi;
 
@@ -89,133 +92,15 @@ pub fn spec_json() -> String {
     finish(&service(SpecOnly::<Apis>(PhantomData)).spec())
 }
 
-/// The Swagger UI page, with [`spec_json`] embedded (it works offline).
+/// The Swagger UI page, with [`spec_json`] embedded (it works offline). It names an empty
+/// icon, so browsers do not ask for a `/favicon.ico` the server does not have.
 pub fn swagger_ui_html() -> String {
     let service = service(SpecOnly::<Apis>(PhantomData));
     let raw = service.spec();
-    service.swagger_ui_html().replace(&raw, &finish(&raw))
-}
-
-/// What poem-openapi cannot say through its derives, added to its document:
-/// - every request body rejects unknown fields (`deny_unknown_fields` on each body type), so
-///   its schema gets `additionalProperties: false`;
-/// - operations without a security requirement of their own are public (`security: []` at
-///   the root says so explicitly);
-/// - the rate limiter (a middleware) adds `RateLimit-Policy` and `RateLimit` to every response
-///   under `/api/`; the unlimited probes never answer 429.
-fn finish(raw: &str) -> String {
-    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(raw) else {
-        return raw.to_owned();
-    };
-    let mut bodies = Vec::new();
-    for item in doc["paths"]
-        .as_object()
-        .into_iter()
-        .flat_map(|p| p.values())
-    {
-        for op in item.as_object().into_iter().flat_map(|o| o.values()) {
-            for media in op["requestBody"]["content"]
-                .as_object()
-                .into_iter()
-                .flat_map(|c| c.values())
-            {
-                if let Some(name) = media["schema"]["$ref"]
-                    .as_str()
-                    .and_then(|r| r.rsplit('/').next())
-                {
-                    bodies.push(name.to_owned());
-                }
-            }
-        }
-    }
-    rate_limit_headers(&mut doc);
-    for name in bodies {
-        if let Some(schema) = doc["components"]["schemas"][&name].as_object_mut() {
-            schema.insert("additionalProperties".into(), false.into());
-        }
-    }
-    if let Some(root) = doc.as_object_mut() {
-        root.entry("security")
-            .or_insert_with(|| serde_json::json!([]));
-    }
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| raw.to_owned());
-    out.push('\n');
-    out
-}
-
-/// Declares the rate-limit headers on every response of a limited (`/api/`) operation, and
-/// drops 429 from the others.
-fn rate_limit_headers(doc: &mut serde_json::Value) {
-    use serde_json::json;
-    let header = |description: &str, example: &str| json!({"description": description, "schema": {"type": "string"}, "example": example});
-    doc["components"]["headers"] = json!({
-        "RateLimit-Policy": header(
-            "The quota this request counted against: `\"name\";q=<requests>;w=<window seconds>` \
-             (IETF httpapi ratelimit-headers draft).",
-            "\"reads\";q=1200;w=60",
-        ),
-        "RateLimit": header(
-            "What is left of that quota: `\"name\";r=<remaining>;t=<seconds until full>`.",
-            "\"reads\";r=1199;t=1",
-        ),
-    });
-    let Some(paths) = doc["paths"].as_object_mut() else {
-        return;
-    };
-    for (path, item) in paths.iter_mut() {
-        let limited = path.starts_with("/api/");
-        for op in item
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|o| o.values_mut())
-        {
-            let Some(responses) = op["responses"].as_object_mut() else {
-                continue;
-            };
-            if !limited {
-                responses.remove("429");
-            }
-            for (status, response) in responses.iter_mut() {
-                let Some(response) = response.as_object_mut() else {
-                    continue;
-                };
-                let headers = response.entry("headers").or_insert_with(|| json!({}));
-                if let Some(declared) = headers.as_object_mut() {
-                    // poem-openapi upper-cases header names; use their usual spelling.
-                    *declared = std::mem::take(declared)
-                        .into_iter()
-                        .map(|(name, value)| (header_case(&name), value))
-                        .collect();
-                }
-                if limited && status != "429" {
-                    for name in ["RateLimit-Policy", "RateLimit"] {
-                        headers[name] = json!({"$ref": format!("#/components/headers/{name}")});
-                    }
-                }
-                if headers.as_object().is_some_and(|h| h.is_empty()) {
-                    response.remove("headers");
-                }
-            }
-        }
-    }
-}
-
-/// `ETAG` -> `ETag`, `RATELIMIT-POLICY` -> `RateLimit-Policy`, `X-FOO` -> `X-Foo`.
-fn header_case(name: &str) -> String {
-    const SPECIAL: [&str; 4] = ["ETag", "WWW-Authenticate", "RateLimit", "RateLimit-Policy"];
-    if let Some(known) = SPECIAL.iter().find(|k| k.eq_ignore_ascii_case(name)) {
-        return (*known).to_owned();
-    }
-    name.split('-')
-        .map(|word| {
-            let lower = word.to_ascii_lowercase();
-            let mut chars = lower.chars();
-            chars.next().map_or_else(String::new, |first| {
-                first.to_ascii_uppercase().to_string() + chars.as_str()
-            })
-        })
-        .collect::<Vec<_>>()
-        .join("-")
+    service
+        .swagger_ui_html()
+        .replace(&raw, &finish(&raw))
+        .replacen("<head>", "<head>\n<link rel=\"icon\" href=\"data:,\">", 1)
 }
 
 /// An [`OpenApi`] that has `T`'s document but serves nothing.

@@ -79,6 +79,14 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         if let Ok(value) = id.parse() {
             resp.headers_mut().insert(request_id::HEADER, value);
         }
+        if status == 405 {
+            if let Some(allow) = crate::api::allowed_methods(&path) {
+                resp.headers_mut().insert(
+                    poem::http::header::ALLOW,
+                    poem::http::HeaderValue::from_static(allow),
+                );
+            }
+        }
         Ok(resp)
     }
 }

@@ -76,16 +76,28 @@ async fn unknown_routes_are_404_and_wrong_methods_405_both_json() {
         .await
         .assert_error(404, "route_not_found");
     app.get("/").await.assert_error(404, "route_not_found");
-    app.send(Method::DELETE, "/api/markets", None, &[])
-        .await
-        .assert_error(405, "method_not_allowed");
-    app.send(Method::POST, "/healthz", None, &[])
-        .await
-        .assert_error(405, "method_not_allowed");
+    // RFC 9110: a 405 lists the methods the path does serve.
+    for (method, path, allow) in [
+        (Method::DELETE, "/api/markets", "GET, HEAD, POST"),
+        (Method::POST, "/healthz", "GET, HEAD"),
+        (
+            Method::TRACE,
+            "/api/markets/7",
+            "DELETE, GET, HEAD, PATCH, PUT",
+        ),
+        (Method::PUT, "/api/markets/search", "GET, HEAD"),
+        (Method::GET, "/api/markets/7/close", "POST"),
+        (Method::POST, "/docs", "GET, HEAD"),
+        (Method::DELETE, "/openapi.json", "GET, HEAD"),
+    ] {
+        let reply = app.send(method.clone(), path, None, &[]).await;
+        reply.assert_error(405, "method_not_allowed");
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+    }
 }
 
 #[tokio::test]
-async fn invalid_create_bodies_are_400_with_details_and_create_nothing() {
+async fn invalid_create_bodies_are_refused_with_details_and_create_nothing() {
     let (app, user, _) = app_with_market().await;
     let before = app.snapshot();
     let past = "2001-01-01T00:00:00Z";
@@ -138,12 +150,12 @@ async fn invalid_create_bodies_are_400_with_details_and_create_nothing() {
     ];
     for (body, field) in cases {
         let reply = user.post("/api/markets", body.clone()).await;
-        let code = if reply.body["code"] == "validation_failed" {
-            "validation_failed"
+        let (status, code) = if reply.body["code"] == "validation_failed" {
+            (422, "validation_failed")
         } else {
-            "invalid_body"
+            (400, "invalid_body")
         };
-        reply.assert_field_error(400, code, field);
+        reply.assert_field_error(status, code, field);
         assert!(
             !reply.body["details"][0]["message"]
                 .as_str()
@@ -156,6 +168,29 @@ async fn invalid_create_bodies_are_400_with_details_and_create_nothing() {
 }
 
 #[tokio::test]
+async fn null_is_refused_where_the_spec_does_not_allow_it_and_accepted_where_it_does() {
+    let (app, user, path) = app_with_market().await;
+    let before = app.snapshot();
+    // A market's name cannot be cleared: `null` is not "leave it out".
+    user.patch(&path, json!({"name": null}))
+        .await
+        .assert_error(400, "invalid_body");
+    assert_eq!(app.snapshot(), before);
+    let kept = user.patch(&path, json!({"description": null})).await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.text);
+    assert!(kept.body["data"]["name"].is_string());
+    // `initial_stake` is nullable: null places no stake.
+    let created = user
+        .post(
+            "/api/markets",
+            json!({"name": "No stake", "initial_stake": null}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["data"]["volume"], 0);
+}
+
+#[tokio::test]
 async fn validation_reports_every_problem_at_once() {
     let (_app, user, _) = app_with_market().await;
     let reply = user.post(
@@ -163,7 +198,7 @@ async fn validation_reports_every_problem_at_once() {
             json!({"name": "    abc    d", "outcomes": ["A", "a", "B"], "close_time": "2001-01-01T00:00:00Z"}),
         )
         .await;
-    let details = reply.assert_error(400, "validation_failed");
+    let details = reply.assert_error(422, "validation_failed");
     let fields: Vec<_> = details
         .iter()
         .map(|d| d["field"].as_str().unwrap())
@@ -172,7 +207,7 @@ async fn validation_reports_every_problem_at_once() {
 }
 
 #[tokio::test]
-async fn invalid_edits_are_400_and_change_nothing() {
+async fn invalid_edits_are_refused_and_change_nothing() {
     let (app, user, path) = app_with_market().await;
     let before = app.snapshot();
     for (body, field) in [
@@ -185,12 +220,12 @@ async fn invalid_edits_are_400_and_change_nothing() {
         (json!({"description": "x".repeat(5001)}), "description"),
     ] {
         let reply = user.patch(&path, body).await;
-        let code = if reply.body["code"] == "validation_failed" {
-            "validation_failed"
+        let (status, code) = if reply.body["code"] == "validation_failed" {
+            (422, "validation_failed")
         } else {
-            "invalid_body"
+            (400, "invalid_body")
         };
-        reply.assert_field_error(400, code, field);
+        reply.assert_field_error(status, code, field);
     }
     user.put(&path, json!({"description": "no name"}))
         .await

@@ -218,7 +218,7 @@ async fn related_markets_are_the_nearest_others() {
 }
 
 #[tokio::test]
-async fn bad_search_parameters_are_400_with_the_field_named() {
+async fn bad_search_parameters_are_refused_with_the_field_named() {
     let app = TestApp::spawn().await;
     for (query, field) in [
         ("", "q"),
@@ -230,12 +230,12 @@ async fn bad_search_parameters_are_400_with_the_field_named() {
         ("q=x&status=open", "status"),
     ] {
         let reply = app.get(&format!("/api/markets/search?{query}")).await;
-        let code = if field == "q" && query.contains("%20") {
-            "validation_failed"
+        let (status, code) = if field == "q" && query.contains("%20") {
+            (422, "validation_failed")
         } else {
-            "invalid_parameter"
+            (400, "invalid_parameter")
         };
-        reply.assert_field_error(400, code, field);
+        reply.assert_field_error(status, code, field);
     }
     let long = "x".repeat(201);
     app.get(&format!("/api/markets/search?q={long}"))

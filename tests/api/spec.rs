@@ -1,6 +1,7 @@
 //! The committed OpenAPI document is exactly what the server serves, and Swagger UI is served.
 
 use reqwest::StatusCode;
+use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
 
@@ -54,6 +55,8 @@ async fn swagger_ui_is_served_at_docs() {
         .unwrap()
         .starts_with("text/html"));
     assert!(reply.text.contains("swagger"), "Swagger UI page");
+    // It names its (empty) icon, so a browser does not ask for a /favicon.ico that is a 404.
+    assert!(reply.text.contains(r#"<link rel="icon" href="data:,">"#));
 }
 
 #[tokio::test]
@@ -76,5 +79,76 @@ async fn no_response_schema_can_carry_a_password_or_a_hash() {
                 );
             }
         }
+    }
+}
+
+/// Shapes the stricter generators refuse or mistype, which poem-openapi emits on its own and
+/// the server's post-processing puts right (each was found by a generated client in
+/// `tests/external`).
+#[tokio::test]
+async fn the_spec_avoids_the_shapes_client_generators_choke_on() {
+    let spec: Value = serde_json::from_str(&agora::api::spec_json()).unwrap();
+    let mut problems = Vec::new();
+    walk(&spec, "#", &mut |pointer, node| {
+        let Some(map) = node.as_object() else { return };
+        // openapi-python-client: "Cannot take allOf a non-object" for `allOf: [$ref, {description}]`.
+        if let Some(parts) = map.get("allOf").and_then(Value::as_array) {
+            if parts.iter().any(|p| {
+                p.as_object()
+                    .is_some_and(|o| o.keys().all(|k| k == "description"))
+            }) {
+                problems.push(format!("{pointer}: allOf with a description-only part"));
+            }
+        }
+        // openapi-typescript helpers look for `application/json`, not `...; charset=utf-8`.
+        if let Some(content) = map.get("content").and_then(Value::as_object) {
+            for media in content.keys().filter(|m| m.contains(';')) {
+                problems.push(format!("{pointer}: media type key {media}"));
+            }
+        }
+        // schemathesis: a negative number is schema-valid for `format: uint32` alone.
+        if map
+            .get("format")
+            .and_then(Value::as_str)
+            .is_some_and(|f| f.starts_with("uint"))
+            && map.get("minimum").is_none()
+        {
+            problems.push(format!("{pointer}: unsigned without minimum"));
+        }
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // A nullable response field is always sent, so clients must not also expect it missing.
+    let market = &spec["components"]["schemas"]["MarketView"];
+    for field in ["close_time", "description", "resolution"] {
+        assert_eq!(market["properties"][field]["nullable"], true, "{field}");
+        assert!(
+            market["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(field)),
+            "{field}"
+        );
+    }
+    // ... but a nullable request field stays optional.
+    let create = &spec["components"]["schemas"]["CreateMarketBody"];
+    assert_eq!(create["required"], json!(["name"]));
+}
+
+fn walk(node: &Value, pointer: &str, visit: &mut dyn FnMut(&str, &Value)) {
+    visit(pointer, node);
+    match node {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let key = key.replace('~', "~0").replace('/', "~1");
+                walk(child, &format!("{pointer}/{key}"), visit);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                walk(child, &format!("{pointer}/{i}"), visit);
+            }
+        }
+        _ => {}
     }
 }

@@ -109,7 +109,7 @@ async fn refused_stakes_get_the_right_status_and_move_nothing() {
             &[("idempotency-key", "has space")],
         )
         .await;
-    bad_key.assert_field_error(400, "validation_failed", "Idempotency-Key");
+    bad_key.assert_field_error(422, "validation_failed", "Idempotency-Key");
     assert_eq!((app.snapshot(), app.balance(alice.id)), before);
 
     app.db()
@@ -226,7 +226,7 @@ async fn an_initial_stake_is_created_with_the_market_or_not_at_all() {
             json!({"name": "Bad outcome", "initial_stake": {"outcome": 2, "amount": 5}}),
         )
         .await;
-    bad_outcome.assert_field_error(400, "validation_failed", "initial_stake.outcome");
+    bad_outcome.assert_field_error(422, "validation_failed", "initial_stake.outcome");
     assert_eq!(
         app.count("markets"),
         markets_before,
