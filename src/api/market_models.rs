@@ -243,9 +243,9 @@ pub struct CreateMarketBody {
     #[oai(nullable)]
     pub close_time: Option<OffsetDateTime>,
     /// The creator's first stake, placed in the same transaction (the market is not created
-    /// if the stake is refused, e.g. for insufficient funds); omitted or null: none.
-    #[oai(skip_serializing_if_is_none, nullable)]
-    pub initial_stake: Option<StakeBody>,
+    /// if the stake is refused, e.g. for insufficient funds); left out: none.
+    #[oai(skip_serializing_if_is_none)]
+    pub initial_stake: Omittable<StakeBody>,
 }
 
 impl Example for CreateMarketBody {
@@ -258,10 +258,10 @@ impl Example for CreateMarketBody {
             ),
             outcomes: Some(vec!["YES".into(), "NO".into()]),
             close_time: Some(datetime!(2027-05-31 23:59 UTC)),
-            initial_stake: Some(StakeBody {
+            initial_stake: Omittable(Some(StakeBody {
                 outcome: 0,
                 amount: 100,
-            }),
+            })),
         }
     }
 }
@@ -278,7 +278,7 @@ impl CreateMarketBody {
                 .outcomes
                 .map(|labels| labels.into_iter().map(Into::into).collect()),
             close_time: b.close_time,
-            initial_stake: b.initial_stake.map(|s| (s.outcome, s.amount)),
+            initial_stake: b.initial_stake.0.map(|s| (s.outcome, s.amount)),
         }
     }
 }
