@@ -71,7 +71,8 @@ fn benches(c: &mut Criterion) {
             ),
         )
         .unwrap()
-        .items;
+        .items
+        .clone();
     let page = ListQuery::parse(
         Some(MarketStatus::Active),
         None,

@@ -16,12 +16,13 @@ use super::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
+    rendered::{PageMemo, Rendered},
     security::BearerAuth,
     ApiTags,
 };
 use crate::{
     domain::{
-        market::{ListQuery, Market, MarketChanges, NewMarket},
+        market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
         user::Actor,
     },
     service::markets::MarketService,
@@ -30,7 +31,22 @@ use crate::{
 /// Markets API.
 pub struct MarketsApi {
     /// The market use cases.
-    pub markets: Arc<MarketService>,
+    markets: Arc<MarketService>,
+    /// List pages as sent, kept while the page cache hands out the same page.
+    pages: PageMemo<ListQuery, MarketPage, MarketListEnvelope>,
+}
+
+/// Rendered list pages kept (as many as the page cache keeps by default).
+const RENDERED_PAGES: u64 = 1000;
+
+impl MarketsApi {
+    /// The markets API over `markets`.
+    pub fn new(markets: Arc<MarketService>) -> Self {
+        MarketsApi {
+            markets,
+            pages: PageMemo::new(RENDERED_PAGES),
+        }
+    }
 }
 
 const CACHE_CONTROL: &str = "no-cache";
@@ -162,7 +178,7 @@ impl MarketsApi {
         /// Rows to skip, up to 1,000,000 (default 0).
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
-    ) -> Result<Json<MarketListEnvelope>, ApiError> {
+    ) -> Result<Rendered<MarketListEnvelope>, ApiError> {
         let query = ListQuery::parse(
             status.0.map(Into::into),
             creator_id.0,
@@ -172,7 +188,12 @@ impl MarketsApi {
             offset.0,
         )?;
         let page = self.markets.list(query).await?;
-        Ok(Json(MarketListEnvelope::from_page(page, query.paging)))
+        Ok(self
+            .pages
+            .get_or_render(query, page, |page| {
+                MarketListEnvelope::from_page(page.clone(), query.paging)
+            })
+            .await)
     }
 
     /// Get a market

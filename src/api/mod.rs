@@ -10,6 +10,7 @@ mod job_models;
 mod jobs;
 mod market_models;
 mod markets;
+mod rendered;
 mod search;
 mod search_models;
 pub mod security;
@@ -149,7 +150,7 @@ pub struct Services {
 pub fn apis(s: Services) -> Apis {
     (
         SearchApi { search: s.search },
-        MarketsApi { markets: s.markets },
+        MarketsApi::new(s.markets),
         TradingApi { trading: s.trading },
         AuthApi {
             auth: s.auth,

@@ -125,21 +125,21 @@ impl MarketCache {
         &self,
         query: ListQuery,
         inner: &dyn MarketRepository,
-    ) -> Result<MarketPage, RepoError> {
+    ) -> Result<Arc<MarketPage>, RepoError> {
         let key = (self.generation.load(Ordering::Acquire), query);
         if let Some(hit) = self.pages.get(&key).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((*hit).clone());
+            return Ok(hit);
         }
         let page = self
             .pages
             .try_get_with(key, async {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                inner.list(query).await.map(Arc::new)
+                inner.list(query).await
             })
             .await
             .map_err(|e| RepoError::Internal(e.to_string()))?;
-        Ok((*page).clone())
+        Ok(page)
     }
 
     /// Call after a write to market `id` has committed (whatever its result): later reads see
@@ -168,7 +168,7 @@ impl CachedMarketRepository {
 
 #[async_trait]
 impl MarketRepository for CachedMarketRepository {
-    async fn list(&self, query: ListQuery) -> Result<MarketPage, RepoError> {
+    async fn list(&self, query: ListQuery) -> Result<Arc<MarketPage>, RepoError> {
         self.cache.page(query, self.inner.as_ref()).await
     }
 

@@ -9,6 +9,8 @@ pub mod sqlite_sessions;
 pub mod sqlite_trading;
 pub mod sqlite_users;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::{
@@ -82,7 +84,7 @@ impl From<rusqlite::Error> for RepoError {
 #[async_trait]
 pub trait MarketRepository: Send + Sync {
     /// One page of markets matching `query`, outcomes and creators included, with the total.
-    async fn list(&self, query: ListQuery) -> Result<MarketPage, RepoError>;
+    async fn list(&self, query: ListQuery) -> Result<Arc<MarketPage>, RepoError>;
     /// One market by id.
     async fn get(&self, id: i64) -> Result<Option<Market>, RepoError>;
     /// Inserts a market with its outcomes; returns it as stored.

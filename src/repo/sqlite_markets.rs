@@ -128,7 +128,7 @@ fn list_sql(q: &ListQuery) -> (String, String) {
 #[async_trait]
 impl MarketRepository for SqliteMarketRepository {
     #[tracing::instrument(skip_all)]
-    async fn list(&self, q: ListQuery) -> Result<MarketPage, RepoError> {
+    async fn list(&self, q: ListQuery) -> Result<Arc<MarketPage>, RepoError> {
         self.db
             .read(move |conn| {
                 let (page_sql, count_sql) = list_sql(&q);
@@ -152,10 +152,10 @@ impl MarketRepository for SqliteMarketRepository {
                         .prepare_cached(&page_sql)?
                         .query_map(&page_params[..], market_from_row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok::<_, RepoError>(MarketPage {
+                    Ok::<_, RepoError>(Arc::new(MarketPage {
                         items,
                         total: total as u64,
-                    })
+                    }))
                 })
             })
             .await

@@ -30,7 +30,7 @@ impl MarketService {
     }
 
     /// A page of markets.
-    pub async fn list(&self, query: ListQuery) -> Result<MarketPage, AppError> {
+    pub async fn list(&self, query: ListQuery) -> Result<Arc<MarketPage>, AppError> {
         Ok(self.repo.list(query).await?)
     }
 
