@@ -71,7 +71,9 @@ const DESCRIPTION: &str = "\
 agora is a prediction-markets API server: one binary, an embedded SQLite database, this \
 OpenAPI document.\n\n\
 Every success is `{\"success\": true, \"data\": ..., \"meta\": ...}` and every error is \
-`{\"success\": false, \"error\", \"code\", \"details\", \"request_id\"}` with a matching status. \
+`{\"success\": false, \"error\", \"code\", \"details\", \"request_id\"}` with a matching status: \
+400 when the request does not match this document, 422 when it matches but breaks a rule the \
+document cannot state (a close time in the past, a name that is blank after trimming). \
 Money is integer credits. Market reads carry an `ETag` (the market's version); send it back in \
 `If-None-Match` for a 304 or in `If-Match` to make a write conditional (412 when stale).\n\n\
 Reads are public. Writes need `Authorization: Bearer <access token>` (from `POST /api/auth/login`; \
