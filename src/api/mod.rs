@@ -34,8 +34,8 @@ pub use health::HealthApi;
 pub use jobs::JobsApi;
 pub use markets::MarketsApi;
 pub use search::SearchApi;
+pub use spec::allowed_methods;
 use spec::finish;
-pub use spec::{allowed_methods, UNDOCUMENTED_PATHS};
 pub use trading::TradingApi;
 pub use users::UsersApi;
 

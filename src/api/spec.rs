@@ -6,8 +6,33 @@ use serde_json::{json, Value};
 
 use super::spec_json;
 
+/// Every operation object of `doc` (`paths.<path>.<method>`).
+fn operations_mut(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
+    doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+        .flat_map(|item| {
+            item.as_object_mut()
+                .into_iter()
+                .flat_map(|o| o.values_mut())
+        })
+}
+
+/// Calls `f` on every object in `value`, outermost first, `value` itself included.
+fn each_object(value: &mut Value, f: &mut impl FnMut(&mut serde_json::Map<String, Value>)) {
+    match value {
+        Value::Object(map) => {
+            f(map);
+            map.values_mut().for_each(|v| each_object(v, f));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| each_object(v, f)),
+        _ => {}
+    }
+}
+
 /// Paths served outside the OpenAPI document (Swagger UI, the document itself, metrics).
-pub const UNDOCUMENTED_PATHS: [&str; 3] = ["/docs", "/openapi.json", "/metrics"];
+const UNDOCUMENTED_PATHS: [&str; 3] = ["/docs", "/openapi.json", "/metrics"];
 
 /// The `Allow` header value for `path` (`GET, HEAD, PATCH`): the methods its route serves, for
 /// a 405 (RFC 9110 requires it there). `None` when no route matches `path`.
@@ -15,7 +40,7 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
     /// Each route: its template's segments (`None` for a `{parameter}`) and its methods.
     type Routes = Vec<(Vec<Option<String>>, String)>;
     static ROUTES: std::sync::LazyLock<Routes> = std::sync::LazyLock::new(|| {
-        let doc: serde_json::Value = serde_json::from_str(&spec_json()).unwrap_or_default();
+        let doc: Value = serde_json::from_str(&spec_json()).unwrap_or_default();
         let mut routes: Routes = UNDOCUMENTED_PATHS
             .iter()
             .map(|p| (segments(p), "GET, HEAD".to_owned()))
@@ -78,10 +103,12 @@ pub(super) fn finish(raw: &str) -> String {
     let Ok(mut doc) = serde_json::from_str::<Value>(raw) else {
         return raw.to_owned();
     };
-    let bodies = request_schemas(&doc);
+    let bodies = request_schemas(&mut doc);
     rate_limit_headers(&mut doc);
-    unsigned_ranges(&mut doc);
-    plain_refs(&mut doc);
+    each_object(&mut doc, &mut |map| {
+        unsigned_range(map);
+        plain_ref(map);
+    });
     json_media_types(&mut doc);
     for (name, schema) in doc["components"]["schemas"]
         .as_object_mut()
@@ -113,7 +140,7 @@ struct RequestSchemas {
     all: std::collections::BTreeSet<String>,
 }
 
-fn request_schemas(doc: &Value) -> RequestSchemas {
+fn request_schemas(doc: &mut Value) -> RequestSchemas {
     fn refs(value: &Value, out: &mut Vec<String>) {
         match value {
             Value::Object(map) => {
@@ -127,12 +154,7 @@ fn request_schemas(doc: &Value) -> RequestSchemas {
         }
     }
     let mut top = Vec::new();
-    for op in doc["paths"]
-        .as_object()
-        .into_iter()
-        .flat_map(|p| p.values())
-        .flat_map(|item| item.as_object().into_iter().flat_map(|o| o.values()))
-    {
+    for op in operations_mut(doc) {
         refs(&op["requestBody"], &mut top);
     }
     let mut all = std::collections::BTreeSet::new();
@@ -149,22 +171,16 @@ fn request_schemas(doc: &Value) -> RequestSchemas {
 }
 
 /// `allOf: [{$ref}, {description}]` -> `allOf: [{$ref}]` (the outer description stays).
-fn plain_refs(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::Array(parts)) = map.get_mut("allOf") {
-                let only_description = |part: &Value| {
-                    part.as_object()
-                        .is_some_and(|p| p.keys().all(|k| k == "description"))
-                };
-                if parts.iter().any(|p| p.get("$ref").is_some()) {
-                    parts.retain(|p| !only_description(p));
-                }
-            }
-            map.values_mut().for_each(plain_refs);
-        }
-        Value::Array(items) => items.iter_mut().for_each(plain_refs),
-        _ => {}
+fn plain_ref(map: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(parts)) = map.get_mut("allOf") else {
+        return;
+    };
+    let only_description = |part: &Value| {
+        part.as_object()
+            .is_some_and(|p| p.keys().all(|k| k == "description"))
+    };
+    if parts.iter().any(|p| p.get("$ref").is_some()) {
+        parts.retain(|p| !only_description(p));
     }
 }
 
@@ -182,16 +198,7 @@ fn json_media_types(doc: &mut Value) {
             })
             .collect();
     }
-    let operations = doc["paths"]
-        .as_object_mut()
-        .into_iter()
-        .flat_map(|p| p.values_mut())
-        .flat_map(|item| {
-            item.as_object_mut()
-                .into_iter()
-                .flat_map(|o| o.values_mut())
-        });
-    for op in operations {
+    for op in operations_mut(doc) {
         if let Some(body) = op.get_mut("requestBody") {
             bare(body);
         }
@@ -224,34 +231,24 @@ fn nulls_required(schema: &mut serde_json::Map<String, Value>) {
     }
 }
 
-/// Adds `minimum: 0` to every unsigned integer schema, and the `u32` maximum to `uint32` ones,
+/// Adds `minimum: 0` to an unsigned integer schema, and the `u32` maximum to a `uint32` one,
 /// keeping any narrower bound a validator already set.
-fn unsigned_ranges(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            let max = match map.get("format").and_then(|f| f.as_str()) {
-                Some("uint32") => Some(u64::from(u32::MAX)),
-                Some("uint64") => Some(u64::MAX),
-                Some("uint8" | "uint16") => None,
-                _ => {
-                    map.values_mut().for_each(unsigned_ranges);
-                    return;
-                }
-            };
-            map.entry("minimum").or_insert_with(|| 0.into());
-            if let Some(max) = max {
-                map.entry("maximum").or_insert_with(|| max.into());
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(unsigned_ranges),
-        _ => {}
+fn unsigned_range(map: &mut serde_json::Map<String, Value>) {
+    let max = match map.get("format").and_then(Value::as_str) {
+        Some("uint32") => Some(u64::from(u32::MAX)),
+        Some("uint64") => Some(u64::MAX),
+        Some("uint8" | "uint16") => None,
+        _ => return,
+    };
+    map.entry("minimum").or_insert_with(|| 0.into());
+    if let Some(max) = max {
+        map.entry("maximum").or_insert_with(|| max.into());
     }
 }
 
 /// Declares the rate-limit headers on every response of a limited (`/api/`) operation, and
 /// drops 429 from the others.
-fn rate_limit_headers(doc: &mut serde_json::Value) {
-    use serde_json::json;
+fn rate_limit_headers(doc: &mut Value) {
     let header = |description: &str, example: &str| json!({"description": description, "schema": {"type": "string"}, "example": example});
     doc["components"]["headers"] = json!({
         "RateLimit-Policy": header(
