@@ -4,9 +4,11 @@
 //! Reads never wait for writes (WAL). Every write is a closure run by the writer thread inside
 //! a `BEGIN IMMEDIATE` transaction that it shares with the other writes queued at that moment,
 //! each in its own `SAVEPOINT`: one failing write rolls back alone, and many writes share one
-//! commit (and one fsync).
+//! commit (and one fsync). A checkpointer thread copies the WAL back into the database file
+//! beside the writer, so the writer does not stop every ~1000 pages to do it (see `checkpoint`).
 
 pub mod backup;
+mod checkpoint;
 pub mod invariants;
 mod migrations;
 mod pool;
@@ -126,6 +128,7 @@ impl Default for DbOptions {
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Mutex<Option<writer::Writer>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     /// Reads that found no idle connection.
     waits: Arc<AtomicU64>,
 }
@@ -145,9 +148,16 @@ impl Db {
             other => other,
         })?;
         let readers = pool::readers(path, options.readers)?;
+        let checkpointer = pool::open_checkpointer(path, options.synchronous)?;
+        let wal = Arc::new(checkpoint::WalState::default());
         Ok(Db {
             readers,
-            writer: Mutex::new(Some(writer::Writer::start(conn, options.write_batch))),
+            writer: Mutex::new(Some(writer::Writer::start(
+                conn,
+                options.write_batch,
+                wal.clone(),
+            ))),
+            checkpointer: Mutex::new(Some(checkpoint::Checkpointer::start(checkpointer, wal))),
             waits: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -233,9 +243,16 @@ impl Db {
 
     /// Stops the writer after the queued writes, runs `PRAGMA optimize` and checkpoints the WAL.
     pub async fn close(&self) {
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut g| g.take());
         let writer = self.writer.lock().ok().and_then(|mut g| g.take());
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
-        }
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(checkpointer) = checkpointer {
+                checkpointer.stop();
+            }
+            if let Some(writer) = writer {
+                writer.stop();
+            }
+        })
+        .await;
     }
 }

@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-use super::DbError;
+use super::{checkpoint, DbError};
 use crate::config::Synchronous;
 
 const BUSY_TIMEOUT_MS: u32 = 5_000;
@@ -27,8 +27,11 @@ pub(super) fn open_writer(
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16000;",
-        synchronous.as_pragma()
+         PRAGMA cache_size = -16000;
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = {};",
+        synchronous.as_pragma(),
+        checkpoint::JOURNAL_SIZE_LIMIT,
     ))
     .map_err(open_err)?;
     if max_size_mb > 0 {
@@ -41,6 +44,25 @@ pub(super) fn open_writer(
             .map_err(open_err)?;
     }
     conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens the checkpointer's connection. Its `synchronous` decides whether a checkpoint
+/// fsyncs the database file, so it is the writer's.
+pub(super) fn open_checkpointer(
+    path: &Path,
+    synchronous: Synchronous,
+) -> Result<Connection, DbError> {
+    let conn = Connection::open(path).map_err(|source| DbError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};
+         PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+         PRAGMA cache_size = -500;",
+        synchronous.as_pragma()
+    ))?;
     Ok(conn)
 }
 

@@ -10,14 +10,17 @@
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::mpsc,
+    sync::{mpsc, Arc},
     thread::JoinHandle,
 };
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::DbError;
+use super::{
+    checkpoint::{self, WalState},
+    DbError,
+};
 
 /// Delivers a write's outcome once the shared commit has succeeded (`None`) or failed.
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
@@ -33,11 +36,11 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread owning `conn`.
-    pub(super) fn start(conn: Connection, max_batch: usize) -> Self {
+    pub(super) fn start(conn: Connection, max_batch: usize, wal: Arc<WalState>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("agora-db-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1)))
+            .spawn(move || run(conn, rx, max_batch.max(1), &wal))
             .unwrap_or_else(|e| panic!("cannot start the database writer thread: {e}"));
         Writer { tx, thread }
     }
@@ -79,7 +82,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, wal: &WalState) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -110,6 +113,13 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
         }
         for reply in replies {
             reply(commit.as_ref().err());
+        }
+        if wal.committed() {
+            // The checkpointer has copied nearly all of a long WAL; finishing here, between
+            // transactions, lets the next one restart the WAL from its beginning.
+            if let Err(e) = checkpoint::checkpoint(&conn) {
+                tracing::warn!(error = %e, "checkpoint on the writer failed");
+            }
         }
     }
     let _ = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);");
