@@ -36,9 +36,16 @@ pub struct Passwords {
 }
 
 thread_local! {
-    /// Argon2's working memory (~19 MiB), allocated once per hashing thread and reused: a
-    /// fresh allocation per hash would be freed into the allocator's arena and pile up there.
+    /// Argon2's working memory (~19 MiB), reused by a hashing thread from one hash to the next
+    /// while hashes are waiting, and freed when none is.
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Frees this thread's working memory. A block of this size is its own `mmap` in the
+/// allocator, so it goes back to the system: an idle server does not keep ~19 MiB per hashing
+/// thread.
+fn release_blocks() {
+    BLOCKS.with(|blocks| *blocks.borrow_mut() = Vec::new());
 }
 
 /// Runs Argon2 with this thread's reusable working memory.
@@ -124,8 +131,9 @@ impl Passwords {
     pub fn new(threads: usize, max_waiting: usize) -> Result<Self, AppError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let waiting = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
-            let queue = queue.clone();
+            let (queue, idle) = (queue.clone(), waiting.clone());
             std::thread::Builder::new()
                 .name(format!("agora-hash-{i}"))
                 .spawn(move || loop {
@@ -136,6 +144,10 @@ impl Passwords {
                     match job {
                         Ok(job) => job(),
                         Err(_) => return,
+                    }
+                    if idle.load(Ordering::Acquire) == 0 {
+                        // Nothing waiting: give the working memory back before idling.
+                        release_blocks();
                     }
                 })
                 .map_err(|e| AppError::Internal(format!("cannot start a hashing thread: {e}")))?;
@@ -151,7 +163,7 @@ impl Passwords {
             .map_err(|_| AppError::Internal("the hashing threads stopped".into()))??;
         Ok(Passwords {
             jobs,
-            waiting: Arc::new(AtomicUsize::new(0)),
+            waiting,
             max_waiting,
             dummy: Arc::new(dummy),
         })
