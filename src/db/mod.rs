@@ -83,14 +83,18 @@ pub fn snapshot<T, E: From<rusqlite::Error>>(
     result
 }
 
-/// Refuses a damaged database at start, before anything writes to it.
-fn quick_check(conn: &Connection, path: &Path) -> Result<(), DbError> {
+/// Refuses a damaged database at start, before anything writes to it. The check reads every
+/// page, so it runs on a connection of its own with a small page cache, closed afterwards:
+/// through the writer's it would leave that cache full on an idle server.
+fn quick_check(path: &Path) -> Result<(), DbError> {
     let corrupt = |why: String| DbError::Corrupt {
         path: path.display().to_string(),
         why,
     };
+    let conn = Connection::open(path).map_err(|e| corrupt(e.to_string()))?;
     let problems: Vec<String> = conn
-        .prepare("PRAGMA quick_check")
+        .execute_batch("PRAGMA cache_size = -1000")
+        .and_then(|()| conn.prepare("PRAGMA quick_check"))
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(|e| corrupt(e.to_string()))?;
     if problems == ["ok"] {
@@ -137,9 +141,8 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies pragmas and migrations, and
     /// starts the writer thread.
     pub fn open(path: &Path, options: &DbOptions) -> Result<Self, DbError> {
-        let conn = pool::open_writer(path, options.synchronous, options.max_size_mb)?;
-        let mut conn = conn;
-        quick_check(&conn, path)?;
+        let mut conn = pool::open_writer(path, options.synchronous, options.max_size_mb)?;
+        quick_check(path)?;
         migrations::apply(&mut conn).map_err(|e| match e {
             DbError::Sqlite(source) => DbError::Open {
                 path: path.display().to_string(),
