@@ -206,6 +206,27 @@ impl SearchRepository for SqliteSearchRepository {
         missing_only: bool,
         owner: Option<i64>,
     ) -> Result<u64, RepoError> {
+        if missing_only {
+            // Usually none is missing (a start-up check): look on a reader first, so the scan
+            // of every market does not run through (and fill) the writer's page cache.
+            let model = model.clone();
+            let any_missing: bool = self
+                .db
+                .read(move |conn| {
+                    conn.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM markets m WHERE NOT EXISTS (
+                                SELECT 1 FROM market_vectors v
+                                 WHERE v.market_id = m.id AND v.model = ?1))",
+                        [model],
+                        |r| r.get(0),
+                    )
+                    .map_err(RepoError::from)
+                })
+                .await?;
+            if !any_missing {
+                return Ok(0);
+            }
+        }
         self.db
             .write(move |conn| {
                 let now = to_millis(OffsetDateTime::now_utc());
