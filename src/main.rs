@@ -9,9 +9,23 @@ use agora::{
 };
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Blocking threads run database reads, and a read needs one of the pooled connections:
+    // more threads than connections (plus a few for jobs and search scans) only wait, each
+    // with its own stack and allocator arena. Tokio's default allows 512.
+    let blocking = cli.config.db_readers as usize + 8;
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking)
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => {
