@@ -103,4 +103,49 @@ async fn seeded_markets_list_in_order_with_correct_totals() {
             assert_ne!(m["creator"]["username"], Value::Null);
         }
     }
+
+    // Every sort, direction and filter pages exactly like the plain SQL ordering (the list
+    // query reads a page's ids from the index before reading the rows).
+    let creator: i64 = app
+        .db()
+        .query_row("SELECT creator_id FROM markets LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    for (sort, column) in [
+        ("volume", "volume"),
+        ("created_at", "created_at"),
+        ("close_time", "close_time"),
+        ("name", "name COLLATE NOCASE"),
+    ] {
+        for desc in [false, true] {
+            for (filter, sql_filter) in [
+                (String::new(), "1 = 1".to_owned()),
+                ("&status=active".to_owned(), "status = 'active'".to_owned()),
+                (
+                    format!("&creator_id={creator}"),
+                    format!("creator_id = {creator}"),
+                ),
+            ] {
+                let dir = if desc { "DESC" } else { "ASC" };
+                let nulls = if sort == "close_time" { " NULLS LAST" } else { "" };
+                let expected: Vec<i64> = app
+                    .db()
+                    .prepare(&format!(
+                        "SELECT id FROM markets WHERE {sql_filter}
+                          ORDER BY {column} {dir}{nulls}, id {dir} LIMIT 13 OFFSET 37"
+                    ))
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let order = if desc { "desc" } else { "asc" };
+                let page = app
+                    .get(&format!(
+                        "/api/markets?sort={sort}&order={order}{filter}&limit=13&offset=37"
+                    ))
+                    .await;
+                assert_eq!(page.ids(), expected, "sort={sort} order={order}{filter}");
+            }
+        }
+    }
 }
