@@ -41,9 +41,12 @@ thread_local! {
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Frees this thread's working memory. A block of this size is its own `mmap` in the
-/// allocator, so it goes back to the system: an idle server does not keep ~19 MiB per hashing
-/// thread.
+/// Bytes of a reservation the system allocator always maps on its own (above glibc's 32 MiB
+/// ceiling for its dynamic mmap threshold).
+const ALWAYS_MAPPED: usize = 33 << 20;
+
+/// Frees this thread's working memory. It is a mapping of its own (see [`argon2_into`]), so
+/// it goes back to the system: an idle server does not keep ~19 MiB per hashing thread.
 fn release_blocks() {
     BLOCKS.with(|blocks| *blocks.borrow_mut() = Vec::new());
 }
@@ -59,6 +62,14 @@ fn argon2_into(
         let mut blocks = blocks.borrow_mut();
         let needed = argon.params().block_count();
         if blocks.len() < needed {
+            if blocks.capacity() < needed {
+                // Reserved beyond glibc's largest dynamic mmap threshold (32 MiB), so the
+                // allocation is always a mapping of its own and freeing it always returns it
+                // to the system. Smaller, it would come from an allocator arena after the first
+                // free (which raises the threshold), stay there when freed, and pile up one per
+                // arena. Only the pages used (~19 MiB) become resident.
+                *blocks = Vec::with_capacity(needed.max(ALWAYS_MAPPED / size_of::<Block>()));
+            }
             blocks.resize(needed, Block::default());
         }
         argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
