@@ -140,16 +140,17 @@ where
     F: FnOnce(&Connection) -> Result<T, E>,
     E: From<DbError>,
 {
-    conn.execute_batch("SAVEPOINT write")
-        .map_err(|e| E::from(DbError::Sqlite(e)))?;
+    // Prepared once and kept: these run twice per write in every shared batch.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("SAVEPOINT write").map_err(|e| E::from(DbError::Sqlite(e)))?;
     let result = guarded(conn, f);
     let end = if result.is_ok() {
-        "RELEASE write"
+        run("RELEASE write")
     } else {
-        "ROLLBACK TO write; RELEASE write"
+        run("ROLLBACK TO write").and_then(|_| run("RELEASE write"))
     };
-    match conn.execute_batch(end) {
-        Ok(()) => result,
+    match end {
+        Ok(_) => result,
         Err(e) => Err(E::from(DbError::Sqlite(e))),
     }
 }
