@@ -90,6 +90,8 @@ pub(super) fn readers(
         });
     Ok(r2d2::Pool::builder()
         .max_size(size.max(1))
+        // A local SQLite connection does not go stale; testing it costs a parse per checkout.
+        .test_on_check_out(false)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(5))
         .build(manager)?)
