@@ -16,7 +16,7 @@ use super::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
-    rendered::{PageMemo, Rendered},
+    rendered::{RenderMemo, Rendered},
     security::BearerAuth,
     ApiTags,
 };
@@ -32,19 +32,20 @@ use crate::{
 pub struct MarketsApi {
     /// The market use cases.
     markets: Arc<MarketService>,
-    /// List pages as sent, kept while the page cache hands out the same page.
-    pages: PageMemo<ListQuery, MarketPage, MarketListEnvelope>,
+    /// List pages as sent, kept while the read cache hands out the same page.
+    pages: Option<RenderMemo<ListQuery, MarketPage, MarketListEnvelope>>,
+    /// Markets as sent, kept while the read cache hands out the same market.
+    items: Option<RenderMemo<i64, Market, MarketEnvelope>>,
 }
 
-/// Rendered list pages kept (as many as the page cache keeps by default).
-const RENDERED_PAGES: u64 = 1000;
-
 impl MarketsApi {
-    /// The markets API over `markets`.
-    pub fn new(markets: Arc<MarketService>) -> Self {
+    /// The markets API over `markets`, keeping as many rendered markets and list pages as the
+    /// read cache keeps (none when it is off: every value is new then, nothing would be reused).
+    pub fn new(markets: Arc<MarketService>, cached: Option<(u64, u64)>) -> Self {
         MarketsApi {
             markets,
-            pages: PageMemo::new(RENDERED_PAGES),
+            pages: cached.map(|(_, pages)| RenderMemo::new(pages)),
+            items: cached.map(|(markets, _)| RenderMemo::new(markets)),
         }
     }
 }
@@ -59,7 +60,7 @@ pub enum MarketResponse {
     /// The market.
     #[oai(status = 200)]
     Ok(
-        Json<MarketEnvelope>,
+        Rendered<MarketEnvelope>,
         /// The market's version in quotes; send it back in `If-Match` / `If-None-Match`.
         #[oai(header = "ETag")]
         String,
@@ -115,15 +116,6 @@ pub enum DeletedMarket {
 
 fn etag(version: i64) -> String {
     format!("\"{version}\"")
-}
-
-fn ok(market: Market) -> MarketResponse {
-    let tag = etag(market.version);
-    MarketResponse::Ok(
-        Json(MarketEnvelope::new(market.into())),
-        tag,
-        CACHE_CONTROL.into(),
-    )
 }
 
 /// The version an `If-Match` header demands: `None` for absent or `*`; an unparseable tag can
@@ -188,12 +180,12 @@ impl MarketsApi {
             offset.0,
         )?;
         let page = self.markets.list(query).await?;
-        Ok(self
-            .pages
-            .get_or_render(query, page, |page| {
+        Ok(
+            RenderMemo::render(self.pages.as_ref(), query, page, |page| {
                 MarketListEnvelope::from_page(page.clone(), query.paging)
             })
-            .await)
+            .await,
+        )
     }
 
     /// Get a market
@@ -214,7 +206,14 @@ impl MarketsApi {
             Some(h) if none_match_hits(h, market.version) => {
                 Ok(MarketResponse::NotModified(etag(market.version)))
             }
-            _ => Ok(ok(market)),
+            _ => {
+                let tag = etag(market.version);
+                let body = RenderMemo::render(self.items.as_ref(), id.0, market, |m| {
+                    MarketEnvelope::new(m.clone().into())
+                })
+                .await;
+                Ok(MarketResponse::Ok(body, tag, CACHE_CONTROL.into()))
+            }
         }
     }
 

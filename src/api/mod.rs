@@ -146,13 +146,15 @@ pub struct Services {
     pub db: Arc<crate::db::Db>,
     /// Rate limits (the per-username login quota is checked by the login handler).
     pub limits: Arc<crate::middleware::rate_limit::RateLimits>,
+    /// With the read cache on, how many markets and list pages to keep rendered.
+    pub rendered: Option<(u64, u64)>,
 }
 
 /// Builds the API object from the services.
 pub fn apis(s: Services) -> Apis {
     (
         SearchApi { search: s.search },
-        MarketsApi::new(s.markets),
+        MarketsApi::new(s.markets, s.rendered),
         TradingApi { trading: s.trading },
         AuthApi {
             auth: s.auth,

@@ -2,9 +2,10 @@
 //!
 //! poem-openapi's `Json<T>` builds a `serde_json::Value` tree of the whole response and writes
 //! it out on every request; for a page of 20 markets that costs more than everything else the
-//! request does. A cached list page cannot change (the cache hands out the same `Arc` until a
-//! write replaces it), so its bytes are rendered once, kept beside it in [`PageMemo`], and
-//! served as they are. The document still describes the response by `T`'s schema.
+//! request does. A cached list page or market cannot change (the cache hands out the same
+//! `Arc` until a write replaces it), so its bytes are rendered once, kept beside it in
+//! [`RenderMemo`], and served as they are. With the cache off every value is new, so nothing is
+//! kept. The document still describes the response by `T`'s schema.
 
 use std::{marker::PhantomData, sync::Arc};
 
@@ -79,11 +80,11 @@ impl<T: Type> ApiResponse for Rendered<T> {
 /// Rendered responses of immutable shared values, by key. An entry is used only while the
 /// value it was rendered from is the very one (`Arc::ptr_eq`) the caller holds now, so a
 /// replaced value (a write, a cache refresh) is rendered afresh: never stale, whatever the key.
-pub struct PageMemo<K, V, T> {
+pub struct RenderMemo<K, V, T> {
     entries: Cache<K, (Arc<V>, Rendered<T>)>,
 }
 
-impl<K, V, T> PageMemo<K, V, T>
+impl<K, V, T> RenderMemo<K, V, T>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
@@ -91,11 +92,25 @@ where
 {
     /// A memo of at most `capacity` entries.
     pub fn new(capacity: u64) -> Self {
-        PageMemo {
+        RenderMemo {
             entries: Cache::builder()
-                .name("rendered_pages")
+                .name("rendered")
                 .max_capacity(capacity)
                 .build(),
+        }
+    }
+
+    /// The rendering of `value` under `key`, from `memo` when there is one (see
+    /// [`RenderMemo::get_or_render`]), else rendered now.
+    pub async fn render(
+        memo: Option<&Self>,
+        key: K,
+        value: Arc<V>,
+        render: impl FnOnce(&V) -> T,
+    ) -> Rendered<T> {
+        match memo {
+            Some(memo) => memo.get_or_render(key, value, render).await,
+            None => Rendered::of(&render(&value)),
         }
     }
 
@@ -124,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rendering_is_reused_only_for_the_very_value_it_was_made_from() {
-        let memo: PageMemo<&str, String, String> = PageMemo::new(10);
+        let memo: RenderMemo<&str, String, String> = RenderMemo::new(10);
         let renders = std::sync::atomic::AtomicUsize::new(0);
         let render = |v: &String| {
             renders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -93,10 +93,10 @@ impl MarketCache {
         &self,
         id: i64,
         inner: &dyn MarketRepository,
-    ) -> Result<Option<Market>, RepoError> {
+    ) -> Result<Option<Arc<Market>>, RepoError> {
         if let Some(hit) = self.by_id.get(&id).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(hit.map(|m| (*m).clone()));
+            return Ok(hit);
         }
         let loaded = self
             .by_id
@@ -110,15 +110,12 @@ impl MarketCache {
                     }
                     None => {
                         self.misses.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, RepoError>(Op::Put(inner.get(id).await?.map(Arc::new)))
+                        Ok::<_, RepoError>(Op::Put(inner.get(id).await?))
                     }
                 }
             })
             .await?;
-        Ok(loaded
-            .into_entry()
-            .and_then(|e| e.into_value())
-            .map(|m| (*m).clone()))
+        Ok(loaded.into_entry().and_then(|e| e.into_value()))
     }
 
     async fn page(
@@ -172,7 +169,7 @@ impl MarketRepository for CachedMarketRepository {
         self.cache.page(query, self.inner.as_ref()).await
     }
 
-    async fn get(&self, id: i64) -> Result<Option<Market>, RepoError> {
+    async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError> {
         self.cache.market(id, self.inner.as_ref()).await
     }
 

@@ -85,8 +85,8 @@ impl From<rusqlite::Error> for RepoError {
 pub trait MarketRepository: Send + Sync {
     /// One page of markets matching `query`, outcomes and creators included, with the total.
     async fn list(&self, query: ListQuery) -> Result<Arc<MarketPage>, RepoError>;
-    /// One market by id.
-    async fn get(&self, id: i64) -> Result<Option<Market>, RepoError>;
+    /// One market by id (shared: a cached market is handed out, not copied).
+    async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError>;
     /// Inserts a market with its outcomes; returns it as stored.
     async fn create(&self, market: NewMarket) -> Result<Market, RepoError>;
     /// Applies `changes` if the market is still at `expected_version`; bumps the version.

@@ -173,9 +173,9 @@ impl MarketRepository for SqliteMarketRepository {
     }
 
     #[tracing::instrument(skip_all, fields(market.id = id))]
-    async fn get(&self, id: i64) -> Result<Option<Market>, RepoError> {
+    async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError> {
         self.db
-            .read_point(move |conn| Ok(get_market(conn, id)?))
+            .read_point(move |conn| Ok(get_market(conn, id)?.map(Arc::new)))
             .await
     }
 

@@ -35,7 +35,7 @@ impl MarketService {
     }
 
     /// One market, or `NotFound`.
-    pub async fn get(&self, id: i64) -> Result<Market, AppError> {
+    pub async fn get(&self, id: i64) -> Result<Arc<Market>, AppError> {
         self.repo.get(id).await?.ok_or(AppError::NotFound("market"))
     }
 
@@ -73,7 +73,7 @@ impl MarketService {
             check_precondition(&market, if_match)?;
             ensure_editable(&market)?;
             if changes.is_empty() {
-                return Ok(market);
+                return Ok(Arc::unwrap_or_clone(market));
             }
             match self.repo.update(id, market.version, changes.clone()).await {
                 Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,

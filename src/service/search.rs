@@ -222,7 +222,7 @@ impl SearchService {
             // Deleted between ranking and loading: skip it.
             if let Some(market) = self.markets.get(id).await? {
                 hits.push(Hit {
-                    market,
+                    market: Arc::unwrap_or_clone(market),
                     score,
                     keyword_rank: rank_in(&keyword_ids, id),
                     vector_rank: rank_in(&vector_ids, id),
@@ -255,7 +255,7 @@ impl SearchService {
                 let text = format!(
                     "{}\n{}",
                     market.name,
-                    market.description.unwrap_or_default()
+                    market.description.as_deref().unwrap_or_default()
                 );
                 self.embed_query(&text)
                     .await
@@ -268,7 +268,7 @@ impl SearchService {
         let mut out = Vec::with_capacity(ids.len());
         for (id, similarity) in ids {
             if let Some(market) = self.markets.get(id).await? {
-                out.push((market, similarity));
+                out.push((Arc::unwrap_or_clone(market), similarity));
             }
         }
         Ok(out)

@@ -68,11 +68,14 @@ async fn reads_after_a_write_returns_never_see_older_data_under_concurrent_reads
                     );
                     let staked = alice.stake(&json!(id), 0, 1).await;
                     assert_eq!(staked.status, StatusCode::CREATED);
-                    let volume = app.get(&format!("/api/markets/{id}")).await.body["data"]
-                        ["volume"]
-                        .as_i64()
-                        .unwrap();
+                    let read = app.get(&format!("/api/markets/{id}")).await;
+                    let volume = read.body["data"]["volume"].as_i64().unwrap();
                     assert_eq!(volume, round + 1, "a returned stake is in the next read");
+                    // The body (rendered once per cached market) and its ETag agree.
+                    assert_eq!(
+                        read.header("etag"),
+                        Some(format!("\"{}\"", read.body["data"]["version"]).as_str())
+                    );
                 }
             }
         }))

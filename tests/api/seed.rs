@@ -126,7 +126,11 @@ async fn seeded_markets_list_in_order_with_correct_totals() {
                 ),
             ] {
                 let dir = if desc { "DESC" } else { "ASC" };
-                let nulls = if sort == "close_time" { " NULLS LAST" } else { "" };
+                let nulls = if sort == "close_time" {
+                    " NULLS LAST"
+                } else {
+                    ""
+                };
                 let expected: Vec<i64> = app
                     .db()
                     .prepare(&format!(
