@@ -100,9 +100,24 @@ pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
 
     use crate::db::{Db, DbError, DbOptions};
+
+    async fn rows(db: &Db) -> i64 {
+        db.read(|c| {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap()
+    }
 
     fn wal_bytes(dir: &std::path::Path) -> u64 {
         std::fs::metadata(dir.join("t.db-wal"))
@@ -124,13 +139,13 @@ mod tests {
         .unwrap();
         // 64 writers, each adding 64 rows of 4 KB without pause: about 32 MiB through a WAL
         // that restarts at 1 MiB (256 pages) in tests, while a watcher notes its largest size.
-        let db = std::sync::Arc::new(db);
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let db = Arc::new(db);
+        let done = Arc::new(AtomicBool::new(false));
         let watcher = {
             let (dir, done) = (dir.path().to_owned(), done.clone());
             tokio::spawn(async move {
                 let mut largest = 0;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                while !done.load(Ordering::Relaxed) {
                     largest = largest.max(wal_bytes(&dir));
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -153,29 +168,15 @@ mod tests {
         for w in futures::future::join_all(writers).await {
             w.unwrap();
         }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        done.store(true, Ordering::Relaxed);
         let largest = watcher.await.unwrap();
         assert!(largest < 8 * 1024 * 1024, "the WAL grew to {largest} bytes");
-        let count: i64 = db
-            .read(|c| {
-                c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .map_err(DbError::from)
-            })
-            .await
-            .unwrap();
-        assert_eq!(count, 64 * 64);
+        assert_eq!(rows(&db).await, 64 * 64);
         db.close().await;
         // Closing checkpoints everything and truncates the WAL; the rows are in the file.
         assert_eq!(wal_bytes(dir.path()), 0);
         let db = Db::open(&dir.path().join("t.db"), &DbOptions::default()).unwrap();
-        let count: i64 = db
-            .read(|c| {
-                c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .map_err(DbError::from)
-            })
-            .await
-            .unwrap();
-        assert_eq!(count, 64 * 64);
+        assert_eq!(rows(&db).await, 64 * 64);
         db.close().await;
     }
 }
