@@ -82,7 +82,7 @@ fn run(conn: &Connection, state: &WalState, stopped: &mpsc::Receiver<()>) {
         }
         seen = commits;
         match checkpoint(conn) {
-            Ok((frames, _)) if frames >= RESTART_FRAMES => {
+            Ok(frames) if frames >= RESTART_FRAMES => {
                 state.restart.store(true, Ordering::Relaxed);
             }
             Ok(_) => {}
@@ -91,11 +91,9 @@ fn run(conn: &Connection, state: &WalState, stopped: &mpsc::Receiver<()>) {
     }
 }
 
-/// Runs one passive checkpoint; returns (frames in the WAL, frames copied back so far).
-pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })
+/// Runs one passive checkpoint; returns the number of frames in the WAL.
+pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }
 
 #[cfg(test)]

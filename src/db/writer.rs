@@ -141,13 +141,13 @@ where
     E: From<DbError>,
 {
     // Prepared once and kept: these run twice per write in every shared batch.
-    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-    run("SAVEPOINT write").map_err(|e| E::from(DbError::Sqlite(e)))?;
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    exec("SAVEPOINT write").map_err(|e| E::from(DbError::Sqlite(e)))?;
     let result = guarded(conn, f);
     let end = if result.is_ok() {
-        run("RELEASE write")
+        exec("RELEASE write")
     } else {
-        run("ROLLBACK TO write").and_then(|_| run("RELEASE write"))
+        exec("ROLLBACK TO write").and_then(|_| exec("RELEASE write"))
     };
     match end {
         Ok(_) => result,

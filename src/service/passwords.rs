@@ -144,7 +144,7 @@ impl Passwords {
         let queue = Arc::new(Mutex::new(queue));
         let waiting = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
-            let (queue, idle) = (queue.clone(), waiting.clone());
+            let (queue, waiting) = (queue.clone(), waiting.clone());
             std::thread::Builder::new()
                 .name(format!("agora-hash-{i}"))
                 .spawn(move || loop {
@@ -156,7 +156,7 @@ impl Passwords {
                         Ok(job) => job(),
                         Err(_) => return,
                     }
-                    if idle.load(Ordering::Acquire) == 0 {
+                    if waiting.load(Ordering::Acquire) == 0 {
                         // Nothing waiting: give the working memory back before idling.
                         release_blocks();
                     }
