@@ -128,18 +128,24 @@ impl Default for DbOptions {
     }
 }
 
+/// The two threads that write to the database file.
+struct Threads {
+    writer: writer::Writer,
+    checkpointer: checkpoint::Checkpointer,
+}
+
 /// The database: readers and the writer.
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
-    writer: Mutex<Option<writer::Writer>>,
-    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
+    /// The writer and checkpointer threads, until [`Db::close`] stops them.
+    threads: Mutex<Option<Threads>>,
     /// Reads that found no idle connection.
     waits: Arc<AtomicU64>,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `path`, applies pragmas and migrations, and
-    /// starts the writer thread.
+    /// starts the writer and checkpointer threads.
     pub fn open(path: &Path, options: &DbOptions) -> Result<Self, DbError> {
         let mut conn = pool::open_writer(path, options.synchronous, options.max_size_mb)?;
         quick_check(path)?;
@@ -155,12 +161,10 @@ impl Db {
         let wal = Arc::new(checkpoint::WalState::default());
         Ok(Db {
             readers,
-            writer: Mutex::new(Some(writer::Writer::start(
-                conn,
-                options.write_batch,
-                wal.clone(),
-            ))),
-            checkpointer: Mutex::new(Some(checkpoint::Checkpointer::start(checkpointer, wal))),
+            threads: Mutex::new(Some(Threads {
+                writer: writer::Writer::start(conn, options.write_batch, wal.clone()),
+                checkpointer: checkpoint::Checkpointer::start(checkpointer, wal),
+            })),
             waits: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -211,8 +215,8 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let submitted = match self.writer.lock() {
-            Ok(guard) => guard.as_ref().map(|w| w.submit(f)),
+        let submitted = match self.threads.lock() {
+            Ok(guard) => guard.as_ref().map(|t| t.writer.submit(f)),
             Err(_) => None,
         };
         match submitted {
@@ -244,18 +248,15 @@ impl Db {
         .await
     }
 
-    /// Stops the writer after the queued writes, runs `PRAGMA optimize` and checkpoints the WAL.
+    /// Stops the checkpointer, then the writer after the queued writes; the writer runs `PRAGMA
+    /// optimize` and checkpoints the WAL last.
     pub async fn close(&self) {
-        let checkpointer = self.checkpointer.lock().ok().and_then(|mut g| g.take());
-        let writer = self.writer.lock().ok().and_then(|mut g| g.take());
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(checkpointer) = checkpointer {
-                checkpointer.stop();
-            }
-            if let Some(writer) = writer {
-                writer.stop();
-            }
-        })
-        .await;
+        if let Some(threads) = self.threads.lock().ok().and_then(|mut g| g.take()) {
+            let _ = tokio::task::spawn_blocking(move || {
+                threads.checkpointer.stop();
+                threads.writer.stop();
+            })
+            .await;
+        }
     }
 }
