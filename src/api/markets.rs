@@ -16,7 +16,7 @@ use super::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
-    rendered::{RenderMemo, Rendered},
+    rendered::{MemoSizes, RenderMemo, Rendered},
     security::BearerAuth,
     ApiTags,
 };
@@ -41,11 +41,11 @@ pub struct MarketsApi {
 impl MarketsApi {
     /// The markets API over `markets`, keeping as many rendered markets and list pages as the
     /// read cache keeps (none when it is off: every value is new then, nothing would be reused).
-    pub fn new(markets: Arc<MarketService>, cached: Option<(u64, u64)>) -> Self {
+    pub fn new(markets: Arc<MarketService>, memo: Option<MemoSizes>) -> Self {
         MarketsApi {
             markets,
-            pages: cached.map(|(_, pages)| RenderMemo::new(pages)),
-            items: cached.map(|(markets, _)| RenderMemo::new(markets)),
+            pages: memo.map(|m| RenderMemo::new(m.pages)),
+            items: memo.map(|m| RenderMemo::new(m.markets)),
         }
     }
 }

@@ -33,6 +33,7 @@ pub use auth::AuthApi;
 pub use health::HealthApi;
 pub use jobs::JobsApi;
 pub use markets::MarketsApi;
+pub use rendered::MemoSizes;
 pub use search::SearchApi;
 pub use spec::allowed_methods;
 use spec::finish;
@@ -147,7 +148,7 @@ pub struct Services {
     /// Rate limits (the per-username login quota is checked by the login handler).
     pub limits: Arc<crate::middleware::rate_limit::RateLimits>,
     /// With the read cache on, how many markets and list pages to keep rendered.
-    pub rendered: Option<(u64, u64)>,
+    pub rendered: Option<MemoSizes>,
 }
 
 /// Builds the API object from the services.

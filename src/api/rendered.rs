@@ -77,6 +77,15 @@ impl<T: Type> ApiResponse for Rendered<T> {
     }
 }
 
+/// How many rendered markets and list pages to keep (as many as the read cache keeps).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoSizes {
+    /// Rendered markets.
+    pub markets: u64,
+    /// Rendered list pages.
+    pub pages: u64,
+}
+
 /// Rendered responses of immutable shared values, by key. An entry is used only while the
 /// value it was rendered from is the very one (`Arc::ptr_eq`) the caller holds now, so a
 /// replaced value (a write, a cache refresh) is rendered afresh: never stale, whatever the key.
