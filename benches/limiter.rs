@@ -20,6 +20,7 @@ fn quotas(rate: &str) -> Quotas {
         enabled: true,
         auth: rate,
         login: rate,
+        login_account: rate,
         writes: rate,
         reads: rate,
         search: rate,

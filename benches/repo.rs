@@ -133,7 +133,7 @@ fn benches(c: &mut Criterion) {
         balance: 0,
         created_at: time::OffsetDateTime::now_utc(),
     };
-    let token = tokens.issue(&user).unwrap().token;
+    let token = tokens.issue(&user, "bench-session").unwrap().token;
     c.bench_function("access token verify", |b| {
         b.iter(|| tokens.verify(&token).unwrap())
     });

@@ -5,10 +5,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
     endpoint::{make, make_sync},
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     middleware::CatchPanic,
-    EndpointExt, IntoResponse, Response, Route, Server,
+    EndpointExt, IntoResponse, Response, Route,
 };
+use tokio::net::TcpListener;
 
 use crate::{
     api::{self, error::ApiError},
@@ -39,6 +39,7 @@ use crate::{
     },
     service::{
         auth::AuthService,
+        authenticator::Authenticator,
         jobs::JobService,
         markets::MarketService,
         passwords::Passwords,
@@ -81,7 +82,7 @@ pub enum StartError {
 
 /// A built, bound, not yet running server.
 pub struct App {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     port: u16,
     db: Arc<Db>,
     config: Config,
@@ -117,9 +118,11 @@ pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, StartError> {
 
 /// Opens the data directory and database (creating and migrating them as needed).
 pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
+    crate::db::files::create_private_dir(&config.data_dir).map_err(|source| {
+        StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        }
     })?;
     let options = DbOptions {
         synchronous: config.synchronous,
@@ -152,17 +155,10 @@ impl App {
             addr: config.bind.to_string(),
             source,
         };
-        let acceptor = TcpListener::bind(config.bind)
-            .into_acceptor()
-            .await
-            .map_err(bind_err)?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(config.bind.port());
+        let listener = TcpListener::bind(config.bind).await.map_err(bind_err)?;
+        let port = listener.local_addr().map_err(bind_err)?.port();
         Ok(App {
-            acceptor,
+            listener,
             port,
             db,
             config,
@@ -185,7 +181,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let App {
-            acceptor,
+            listener,
             port,
             db,
             config,
@@ -213,6 +209,7 @@ impl App {
         let users: Arc<dyn UserRepository> = Arc::new(SqliteUserRepository::new(db.clone()));
         let sessions: Arc<dyn SessionRepository> =
             Arc::new(SqliteSessionRepository::new(db.clone()));
+        let authenticator = Arc::new(Authenticator::new(tokens.clone(), sessions.clone()));
         let trading = Arc::new(TradingService::new(trading, markets.clone()));
         let search = Arc::new(SearchService::new(
             Arc::new(SqliteSearchRepository::new(db.clone())),
@@ -263,10 +260,11 @@ impl App {
                 users.clone(),
                 sessions,
                 passwords,
-                tokens.clone(),
+                tokens,
+                authenticator.clone(),
                 config.signup_grant,
             )),
-            users: Arc::new(UserService::new(users)),
+            users: Arc::new(UserService::new(users, authenticator.clone())),
             db: db.clone(),
             limits: limits.clone(),
             rendered: (config.cache_markets > 0).then_some(api::MemoSizes {
@@ -280,16 +278,13 @@ impl App {
             limits: limits.clone(),
             db: db.clone(),
         }));
-        let routes = routes(api::apis(services), &config, tokens, limits, metrics);
+        let routes = routes(api::apis(services), &config, authenticator, limits, metrics);
         tracing::info!(port, data_dir = %config.data_dir.display(), "agora listening");
-        let result = Server::new_with_acceptor(acceptor)
-            .idle_timeout(Duration::from_secs(config.idle_timeout_secs.max(1)))
-            .run_with_graceful_shutdown(
-                routes,
-                shutdown,
-                Some(Duration::from_secs(config.shutdown_timeout_secs)),
-            )
-            .await;
+        let server_limits = crate::server::ServerLimits {
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        };
+        let result = crate::server::serve(listener, routes, server_limits, shutdown).await;
         forgetter.abort();
         workers
             .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
@@ -305,13 +300,14 @@ impl App {
 fn routes(
     apis: api::Apis,
     config: &Config,
-    tokens: Arc<Tokens>,
+    authenticator: Arc<Authenticator>,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
 ) -> impl poem::Endpoint<Output = Response> {
     let scraped = metrics.clone();
     let service = api::service(apis);
     let docs = api::swagger_ui_html();
+    let csp = api::docs_csp(&docs);
     let spec = api::spec_json();
     Route::new()
         .nest("/", service)
@@ -320,6 +316,9 @@ fn routes(
             poem::get(make_sync(move |_| {
                 Response::builder()
                     .content_type("text/html; charset=utf-8")
+                    .header("content-security-policy", csp.as_str())
+                    .header("x-frame-options", "DENY")
+                    .header("referrer-policy", "no-referrer")
                     .body(docs.clone())
             })),
         )
@@ -342,11 +341,14 @@ fn routes(
                 }
             })),
         )
-        .data(tokens.clone())
+        .data(authenticator.clone())
         .with(BodyLimit {
             limit: config.body_limit,
         })
-        .with(RateLimit { limits, tokens })
+        .with(RateLimit {
+            limits,
+            authenticator,
+        })
         .with(CatchPanic::new().with_handler(panic_response))
         .with(AccessLog {
             timeout: config.request_timeout(),
@@ -377,7 +379,7 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
     let path = config.data_dir.join("jwt-secret");
     let io_err =
         |e: std::io::Error| StartError::Secret(format!("cannot use {}: {e}", path.display()));
-    std::fs::create_dir_all(&config.data_dir).map_err(io_err)?;
+    crate::db::files::create_private_dir(&config.data_dir).map_err(io_err)?;
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let text = text.trim();

@@ -216,7 +216,8 @@ pub struct Config {
     /// Quota of `/api/auth/*` requests per client IP (`N/s`, `N/min`, `N/h`, `N/15min`...).
     #[arg(long, global = true, env = "AGORA_RATE_AUTH", default_value = "30/min")]
     pub rate_auth: Rate,
-    /// Quota of login attempts per username, whatever the client address.
+    /// Quota of login attempts per username from one client address. Counting per address
+    /// stops a guessing loop without letting a stranger lock the owner out.
     #[arg(
         long,
         global = true,
@@ -224,6 +225,15 @@ pub struct Config {
         default_value = "10/15min"
     )]
     pub rate_login: Rate,
+    /// Quota of login attempts per username from all addresses together: the ceiling on a
+    /// guessing attack spread over many addresses, far above what one address may try.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_RATE_LOGIN_ACCOUNT",
+        default_value = "200/15min"
+    )]
+    pub rate_login_account: Rate,
     /// Quota of writes (POST, PUT, PATCH, DELETE) per user, or per client IP when anonymous.
     #[arg(
         long,
@@ -273,9 +283,16 @@ pub struct Config {
         default_value_t = 60
     )]
     pub rate_limit_sweep_secs: u64,
-    /// Seconds a connection may stay idle before it is closed.
-    #[arg(long, global = true, env = "AGORA_IDLE_TIMEOUT", default_value_t = 60)]
-    pub idle_timeout_secs: u64,
+    /// Seconds a connection may take to send a whole request head, counted from when the
+    /// server starts waiting for it; also how long an idle keep-alive connection stays open.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub header_timeout_secs: u64,
     /// Background jobs run at once (0: jobs wait in the table until a server with workers runs).
     #[arg(long, global = true, env = "AGORA_JOB_WORKERS", default_value_t = 2)]
     pub job_workers: usize,
@@ -466,6 +483,7 @@ impl Config {
             enabled: self.rate_limit == Switch::On,
             auth: self.rate_auth,
             login: self.rate_login,
+            login_account: self.rate_login_account,
             writes: self.rate_writes,
             reads: self.rate_reads,
             search: self.rate_search,

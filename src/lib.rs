@@ -19,6 +19,7 @@ pub mod middleware;
 pub mod repo;
 pub mod search;
 pub mod seed;
+pub mod server;
 pub mod service;
 pub mod telemetry;
 

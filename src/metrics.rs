@@ -15,15 +15,15 @@ use crate::{db::Db, jobs::Queue, middleware::rate_limit::RateLimits, repo::cache
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -127,20 +127,18 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
-    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Records one answered request. Label values come from fixed sets (a known method name
+    /// or `other`, an operation id or `-`), so no request can add label series of its own.
+    pub fn request(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
+                method,
+                route,
                 status,
             })
             .inc();
         self.latency
-            .get_or_create(&RouteLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
     }
 

@@ -29,6 +29,28 @@ pub enum Registered {
     Created(Json<UserEnvelope>),
 }
 
+/// Tokens, which no cache may keep.
+#[derive(ApiResponse)]
+pub enum SessionIssued {
+    /// The session's tokens.
+    #[oai(status = 200)]
+    Ok(
+        Json<SessionEnvelope>,
+        /// Always `no-store`: the body holds credentials.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+}
+
+impl SessionIssued {
+    fn new(session: crate::service::auth::Session) -> Self {
+        SessionIssued::Ok(
+            Json(SessionEnvelope::new(session.into())),
+            "no-store".into(),
+        )
+    }
+}
+
 /// A revoked session.
 #[derive(ApiResponse)]
 pub enum LoggedOut {
@@ -53,19 +75,26 @@ impl AuthApi {
     /// Log in
     ///
     /// Exchanges a username and password for an access token and a refresh token. Wrong
-    /// credentials get 401, the same for unknown users and wrong passwords. Attempts are
-    /// limited per client address and per username (10 per 15 minutes by default): past
-    /// either, 429.
+    /// credentials get 401, the same for unknown users and wrong passwords. Attempts on one
+    /// username are limited per client address (10 per 15 minutes by default) and from all
+    /// addresses together (200 per 15 minutes): past either, 429. A stranger's failed attempts
+    /// from elsewhere do not lock the owner out.
     #[oai(path = "/login", method = "post", operation_id = "login_user")]
-    async fn login_user(&self, body: Json<LoginBody>) -> Result<Json<SessionEnvelope>, ApiError> {
+    async fn login_user(
+        &self,
+        body: Json<LoginBody>,
+        req: &poem::Request,
+    ) -> Result<SessionIssued, ApiError> {
+        let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let ip = self.limits.client_ip(peer, req.headers());
         self.limits
-            .check_login(&body.0.username.0)
+            .check_login(&body.0.username.0, ip)
             .map_err(|t| ApiError::rate_limited(&t))?;
         let session = self
             .auth
             .login(body.0.username.0, body.0.password.0)
             .await?;
-        Ok(Json(SessionEnvelope::new(session.into())))
+        Ok(SessionIssued::new(session))
     }
 
     /// Refresh a session
@@ -73,18 +102,15 @@ impl AuthApi {
     /// Exchanges a refresh token for new tokens. Each refresh token works once; presenting a
     /// used one again revokes the whole session (every token of that login) and gets 401.
     #[oai(path = "/refresh", method = "post", operation_id = "refresh_session")]
-    async fn refresh_session(
-        &self,
-        body: Json<RefreshBody>,
-    ) -> Result<Json<SessionEnvelope>, ApiError> {
+    async fn refresh_session(&self, body: Json<RefreshBody>) -> Result<SessionIssued, ApiError> {
         let session = self.auth.refresh(body.0.refresh_token.0).await?;
-        Ok(Json(SessionEnvelope::new(session.into())))
+        Ok(SessionIssued::new(session))
     }
 
     /// Log out
     ///
-    /// Revokes the session the refresh token belongs to. Access tokens already issued stay valid
-    /// until they expire (15 minutes by default).
+    /// Ends the session the refresh token belongs to: its refresh tokens and every access
+    /// token it issued stop working at once.
     #[oai(path = "/logout", method = "post", operation_id = "logout_session")]
     async fn logout_session(&self, body: Json<RefreshBody>) -> Result<LoggedOut, ApiError> {
         self.auth.logout(body.0.refresh_token.0).await?;

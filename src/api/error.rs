@@ -205,18 +205,11 @@ pub fn error_response(err: poem::Error) -> Response {
             vec![],
         ))
     } else if err.is::<MethodNotAllowedError>() {
-        return (
+        return status_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            Json(
-                body(
-                    "method_not_allowed",
-                    "method not allowed on this path",
-                    vec![],
-                )
-                .0,
-            ),
-        )
-            .into_response();
+            "method_not_allowed",
+            "method not allowed on this path",
+        );
     } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
         param_error(e.name, &e.reason)
     } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
@@ -281,4 +274,10 @@ fn payload_error(reason: &str) -> ApiError {
             message: reason.into(),
         }],
     ))
+}
+
+/// The JSON envelope for a status no operation declares (405, and the request-head limits:
+/// 414, 431, 501), which can answer any request.
+pub fn status_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(body(code, message, vec![]).0)).into_response()
 }

@@ -1,5 +1,5 @@
-//! The bearer security scheme: `Authorization: Bearer <access JWT>`, verified by
-//! [`Tokens`](crate::service::tokens::Tokens) into the acting [`Actor`].
+//! The bearer security scheme: `Authorization: Bearer <access JWT>`, checked by
+//! [`Authenticator`] (signature, session, current role) into the acting [`Actor`].
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use crate::{
     domain::user::Actor,
     error::AppError,
     middleware::{rate_limit::VerifiedActor, request_id},
-    service::tokens::Tokens,
+    service::authenticator::Authenticator,
 };
 
 /// An access token from `POST /api/auth/login` or `/api/auth/refresh`, sent as
@@ -38,16 +38,19 @@ impl ResponseError for InvalidToken {
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
     if let Some(VerifiedActor(actor)) = req.extensions().get::<VerifiedActor>() {
-        // The rate limiter already verified this request's token.
+        // The rate limiter already authenticated this request's token.
         return Ok(*actor);
     }
-    let tokens = req.data::<Arc<Tokens>>().ok_or_else(|| {
-        poem::Error::from_string("token service missing", StatusCode::INTERNAL_SERVER_ERROR)
+    let authenticator = req.data::<Arc<Authenticator>>().ok_or_else(|| {
+        poem::Error::from_string("authenticator missing", StatusCode::INTERNAL_SERVER_ERROR)
     })?;
-    let actor = tokens.verify(&bearer.token).map_err(|e| match e {
-        AppError::Unauthorized(why) => poem::Error::from(InvalidToken(why)),
-        other => poem::Error::from_string(other.to_string(), StatusCode::INTERNAL_SERVER_ERROR),
-    })?;
+    let actor = authenticator
+        .authenticate(&bearer.token)
+        .await
+        .map_err(|e| match e {
+            AppError::Unauthorized(why) => poem::Error::from(InvalidToken(why)),
+            other => poem::Error::from(crate::api::error::ApiError::from(other)),
+        })?;
     request_id::set_user(actor.user_id);
     Ok(actor)
 }

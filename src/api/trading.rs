@@ -69,15 +69,20 @@ impl TradingApi {
         /// A client-chosen key (1 to 255 visible ASCII characters) identifying this stake
         /// across retries.
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
+        #[allow(unused_variables)]
         idempotency_key: Header<Option<String>>,
         body: Json<StakeBody>,
+        req: &poem::Request,
     ) -> Result<StakeCreated, ApiError> {
+        // Read from the raw headers: the typed parameter above documents the header, but it
+        // reads only the first value and takes a non-ASCII one for no header at all.
+        let key = parse_idempotency_key(
+            req.headers()
+                .get_all("idempotency-key")
+                .iter()
+                .map(|v| v.as_bytes()),
+        )?;
         let stake = Stake::parse(body.0.outcome, body.0.amount)?;
-        let key = idempotency_key
-            .0
-            .as_deref()
-            .map(parse_idempotency_key)
-            .transpose()?;
         let placed = self.trading.stake(&auth.0, id.0, stake, key).await?;
         Ok(StakeCreated::Created(
             Json(BetEnvelope::new(placed.bet.into())),

@@ -2,7 +2,7 @@
 //! keeps two servers (or a restore and a server) off one database.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -66,22 +66,23 @@ pub struct Backup {
 /// writers, and writes a compact copy. The copy is then checked with `integrity_check`; a copy
 /// that fails it is deleted.
 pub fn backup(db_file: &Path, dest: &Path) -> Result<Backup, BackupError> {
-    if dest.exists() {
-        return Err(BackupError::Exists(dest.display().to_string()));
-    }
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        super::files::create_private_dir(dir).map_err(io("cannot create", dir))?;
     }
-    // Not a pooled reader: those are `query_only`, which refuses VACUUM INTO.
-    let conn = Connection::open_with_flags(db_file, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    let target = dest.to_str().ok_or_else(|| BackupError::Damaged {
-        path: dest.display().to_string(),
-        why: "the path is not UTF-8".into(),
-    })?;
-    conn.execute("VACUUM INTO ?1", [target])?;
-    drop(conn);
-    if let Err(e) = verify(dest) {
+    // An empty 0600 file first (VACUUM INTO fills an empty file), so the copy of the password
+    // hashes is never readable by others, not even for a moment.
+    match super::files::private_file()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(BackupError::Exists(dest.display().to_string()))
+        }
+        Err(e) => return Err(io("cannot create", dest)(e)),
+    }
+    if let Err(e) = copy_into(db_file, dest).and_then(|()| verify(dest)) {
         let _ = std::fs::remove_file(dest);
         return Err(e);
     }
@@ -92,6 +93,18 @@ pub fn backup(db_file: &Path, dest: &Path) -> Result<Backup, BackupError> {
         path: dest.to_path_buf(),
         bytes,
     })
+}
+
+fn copy_into(db_file: &Path, dest: &Path) -> Result<(), BackupError> {
+    // Not a pooled reader: those are `query_only`, which refuses VACUUM INTO.
+    let conn = Connection::open_with_flags(db_file, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let target = dest.to_str().ok_or_else(|| BackupError::Damaged {
+        path: dest.display().to_string(),
+        why: "the path is not UTF-8".into(),
+    })?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    Ok(())
 }
 
 /// Checks that `path` is an intact agora database this binary can open: `integrity_check`
@@ -156,8 +169,9 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock, or says who holds it.
     pub fn acquire(data_dir: &Path) -> Result<Self, BackupError> {
+        super::files::create_private_dir(data_dir).map_err(io("cannot create", data_dir))?;
         let path = data_dir.join("agora.lock");
-        let file = OpenOptions::new()
+        let file = super::files::private_file()
             .create(true)
             .truncate(false)
             .write(true)

@@ -9,6 +9,7 @@
 
 pub mod backup;
 mod checkpoint;
+pub mod files;
 pub mod invariants;
 mod migrations;
 mod pool;
@@ -60,6 +61,14 @@ pub enum DbError {
     /// No read connection became free in time.
     #[error("no database connection available: {0}")]
     Pool(#[from] r2d2::Error),
+    /// The database file could not be created or made private.
+    #[error("cannot create database {path}: {source}")]
+    File {
+        /// The database file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The writer has stopped (shutdown).
     #[error("the database is closed")]
     Closed,
@@ -147,6 +156,10 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies pragmas and migrations, and
     /// starts the writer and checkpointer threads.
     pub fn open(path: &Path, options: &DbOptions) -> Result<Self, DbError> {
+        files::make_db_private(path).map_err(|source| DbError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut conn = pool::open_writer(path, options.synchronous, options.max_size_mb)?;
         quick_check(path)?;
         migrations::apply(&mut conn).map_err(|e| match e {

@@ -44,15 +44,27 @@ impl Stake {
     }
 }
 
-/// Validates an `Idempotency-Key` header value: 1 to 255 visible ASCII characters.
-pub fn parse_idempotency_key(key: &str) -> Result<String, Vec<FieldError>> {
-    if (1..=IDEMPOTENCY_KEY_MAX).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(key.to_owned())
+/// Validates the `Idempotency-Key` header values of one request: exactly one value of 1 to
+/// 255 visible ASCII characters. Raw bytes in, so a value that is not ASCII (which a text
+/// header reader would drop as absent) is refused like any other bad key, never ignored.
+pub fn parse_idempotency_key<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<String>, Vec<FieldError>> {
+    let refuse = |message: String| Err(vec![FieldError::new("Idempotency-Key", message)]);
+    let mut values = values.into_iter();
+    let Some(key) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return refuse("send one Idempotency-Key header, not several".into());
+    }
+    if (1..=IDEMPOTENCY_KEY_MAX).contains(&key.len()) && key.iter().all(u8::is_ascii_graphic) {
+        // Visible ASCII is UTF-8.
+        Ok(Some(String::from_utf8_lossy(key).into_owned()))
     } else {
-        Err(vec![FieldError::new(
-            "Idempotency-Key",
-            format!("must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
-        )])
+        refuse(format!(
+            "must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+        ))
     }
 }
 
@@ -322,8 +334,12 @@ mod tests {
                 && Stake::parse(0, STAKE_MAX + 1).is_err()
                 && Stake::parse(1, 5).is_ok()
         );
-        assert!(parse_idempotency_key("abc-123").is_ok());
-        assert!(parse_idempotency_key("").is_err() && parse_idempotency_key("a b").is_err());
-        assert!(parse_idempotency_key(&"k".repeat(256)).is_err());
+        let one = |key: &str| parse_idempotency_key([key.as_bytes()]);
+        assert_eq!(one("abc-123"), Ok(Some("abc-123".into())));
+        assert_eq!(parse_idempotency_key([]), Ok(None));
+        assert!(one("").is_err() && one("a b").is_err() && one("ключ").is_err());
+        assert!(parse_idempotency_key([b"k\xe9y".as_slice()]).is_err());
+        assert!(one(&"k".repeat(256)).is_err());
+        assert!(parse_idempotency_key([b"a".as_slice(), b"a".as_slice()]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
 use tracing::Instrument as _;
 
-use super::request_id;
+use super::{head_limits, request_id};
 use crate::{
     api::error::{error_response, timeout_response},
     metrics::Metrics,
@@ -53,10 +53,14 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
                 .get(request_id::HEADER)
                 .and_then(|v| v.to_str().ok()),
         );
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let method = head_limits::known_method(req.method()).unwrap_or("other");
+        let path = req.uri().path().to_owned();
         let span = tracing::info_span!("request", request_id = %id);
 
         let call = async {
+            if let Some(refused) = head_limits::check(&req) {
+                return refused;
+            }
             match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
                 Ok(Ok(out)) => out.into_response(),
                 Ok(Err(err)) => error_response(err),
@@ -69,16 +73,21 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         let status = resp.status().as_u16();
         let seconds = started.elapsed().as_secs_f64();
         let latency_ms = seconds * 1000.0;
-        let method = method.as_str();
         self.metrics.request(method, route, status, seconds);
         if status >= 500 {
             tracing::warn!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
         } else {
             tracing::info!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
         }
+        let headers = resp.headers_mut();
         if let Ok(value) = id.parse() {
-            resp.headers_mut().insert(request_id::HEADER, value);
+            headers.insert(request_id::HEADER, value);
         }
+        // No response may be sniffed into another type (a JSON error rendered as HTML).
+        headers.insert(
+            poem::http::header::X_CONTENT_TYPE_OPTIONS,
+            poem::http::HeaderValue::from_static("nosniff"),
+        );
         if status == 405 {
             if let Some(allow) = crate::api::allowed_methods(&path) {
                 resp.headers_mut().insert(

@@ -202,9 +202,17 @@ pub trait UserRepository: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// The token was current: it is now used up and a new one stored in its family.
-    Rotated(User),
+    Rotated {
+        /// The account.
+        user: User,
+        /// The family (session id).
+        family: String,
+    },
     /// The token had already been rotated: someone replayed it, so its family is revoked.
-    Reused,
+    Reused {
+        /// The revoked family.
+        family: String,
+    },
     /// Unknown, expired or revoked.
     Invalid,
 }
@@ -228,8 +236,12 @@ pub trait SessionRepository: Send + Sync {
         new_hash: String,
         expires_at: time::OffsetDateTime,
     ) -> Result<Rotation, RepoError>;
-    /// Revokes the family of `token_hash`; false when the token is unknown.
-    async fn revoke_family(&self, token_hash: String) -> Result<bool, RepoError>;
+    /// Revokes the family of `token_hash`; returns the family, `None` when the token is
+    /// unknown.
+    async fn revoke_family(&self, token_hash: String) -> Result<Option<String>, RepoError>;
+    /// The user and current role behind session `family`, `None` when the family is unknown
+    /// or revoked or its account is gone.
+    async fn session_role(&self, family: String) -> Result<Option<(i64, Role)>, RepoError>;
 }
 
 /// Stakes, settlement and the reads that reconcile them. Each write is one transaction that

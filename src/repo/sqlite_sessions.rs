@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{to_millis, RepoError, Rotation, SessionRepository};
-use crate::{db::Db, repo::sqlite_users::SqliteUserRepository};
+use crate::{db::Db, domain::user::Role, repo::sqlite_users::SqliteUserRepository};
 
 /// Refresh tokens stored in SQLite.
 pub struct SqliteSessionRepository {
@@ -69,7 +69,7 @@ impl SessionRepository for SqliteSessionRepository {
                 }
                 if used {
                     revoke(conn, &family, now)?;
-                    return Ok(Rotation::Reused);
+                    return Ok(Rotation::Reused { family });
                 }
                 let Some(user) = SqliteUserRepository::user_in(conn, user_id)? else {
                     return Ok(Rotation::Invalid);
@@ -80,26 +80,38 @@ impl SessionRepository for SqliteSessionRepository {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![new_hash, user_id, family, to_millis(expires_at), now])?;
-                Ok(Rotation::Rotated(user))
+                Ok(Rotation::Rotated { user, family })
             })
             .await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn revoke_family(&self, token_hash: String) -> Result<bool, RepoError> {
+    async fn revoke_family(&self, token_hash: String) -> Result<Option<String>, RepoError> {
         self.db
             .write(move |conn| {
                 let family: Option<String> = conn
                     .prepare_cached("SELECT family FROM refresh_tokens WHERE token_hash = ?1")?
                     .query_row([token_hash], |r| r.get(0))
                     .optional()?;
-                match family {
-                    Some(family) => {
-                        revoke(conn, &family, to_millis(OffsetDateTime::now_utc()))?;
-                        Ok(true)
-                    }
-                    None => Ok(false),
+                if let Some(family) = &family {
+                    revoke(conn, family, to_millis(OffsetDateTime::now_utc()))?;
                 }
+                Ok(family)
+            })
+            .await
+    }
+
+    async fn session_role(&self, family: String) -> Result<Option<(i64, Role)>, RepoError> {
+        self.db
+            .read_point(move |conn| {
+                let found: Option<(i64, String)> = conn
+                    .prepare_cached(
+                        "SELECT u.id, u.role FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+                          WHERE t.family = ?1 AND t.revoked_at IS NULL LIMIT 1",
+                    )?
+                    .query_row([family], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                Ok(found.and_then(|(id, role)| Some((id, Role::parse(&role)?))))
             })
             .await
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{
+    authenticator::Authenticator,
     passwords::Passwords,
     tokens::{hash_refresh, Tokens},
 };
@@ -35,6 +36,7 @@ pub struct AuthService {
     sessions: Arc<dyn SessionRepository>,
     passwords: Arc<Passwords>,
     tokens: Arc<Tokens>,
+    authenticator: Arc<Authenticator>,
     signup_grant: i64,
 }
 
@@ -47,6 +49,7 @@ impl AuthService {
         sessions: Arc<dyn SessionRepository>,
         passwords: Arc<Passwords>,
         tokens: Arc<Tokens>,
+        authenticator: Arc<Authenticator>,
         signup_grant: i64,
     ) -> Self {
         Self {
@@ -54,6 +57,7 @@ impl AuthService {
             sessions,
             passwords,
             tokens,
+            authenticator,
             signup_grant,
         }
     }
@@ -89,9 +93,9 @@ impl AuthService {
                 let (refresh, refresh_hash) = self.tokens.new_refresh();
                 let family = uuid::Uuid::new_v4().to_string();
                 self.sessions
-                    .insert(user.id, refresh_hash, family, self.refresh_expiry())
+                    .insert(user.id, refresh_hash, family.clone(), self.refresh_expiry())
                     .await?;
-                self.session(user, refresh)
+                self.session(user, refresh, &family)
             }
             _ => Err(AppError::Unauthorized(BAD_LOGIN.into())),
         }
@@ -110,8 +114,9 @@ impl AuthService {
             )
             .await?
         {
-            Rotation::Rotated(user) => self.session(user, next),
-            Rotation::Reused => {
+            Rotation::Rotated { user, family } => self.session(user, next, &family),
+            Rotation::Reused { family } => {
+                self.authenticator.forget_session(&family).await;
                 tracing::warn!("refresh token reused; its session family is revoked");
                 Err(AppError::Unauthorized(
                     "the refresh token was already used; sign in again".into(),
@@ -123,11 +128,16 @@ impl AuthService {
         }
     }
 
-    /// Revokes the login a refresh token belongs to. Unknown tokens are ignored (idempotent).
+    /// Ends the login a refresh token belongs to: its refresh tokens and the access tokens it
+    /// issued stop working. Unknown tokens are ignored (idempotent).
     pub async fn logout(&self, refresh_token: String) -> Result<(), AppError> {
-        self.sessions
+        if let Some(family) = self
+            .sessions
             .revoke_family(hash_refresh(&refresh_token))
-            .await?;
+            .await?
+        {
+            self.authenticator.forget_session(&family).await;
+        }
         Ok(())
     }
 
@@ -135,8 +145,13 @@ impl AuthService {
         OffsetDateTime::now_utc() + self.tokens.refresh_ttl()
     }
 
-    fn session(&self, user: User, refresh_token: String) -> Result<Session, AppError> {
-        let access = self.tokens.issue(&user)?;
+    fn session(
+        &self,
+        user: User,
+        refresh_token: String,
+        family: &str,
+    ) -> Result<Session, AppError> {
+        let access = self.tokens.issue(&user, family)?;
         Ok(Session {
             user,
             access_token: access.token,

@@ -2,6 +2,7 @@
 //! speak domain types and [`AppError`](crate::error::AppError); they know nothing of HTTP.
 
 pub mod auth;
+pub mod authenticator;
 pub mod jobs;
 pub mod markets;
 pub mod passwords;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::{
-    domain::user::{Actor, Role, User},
+    domain::user::{Role, User},
     error::AppError,
 };
 
@@ -44,6 +44,19 @@ pub struct Claims {
     pub aud: String,
     /// Token id.
     pub jti: String,
+    /// The session (login) the token belongs to: its refresh-token family. Logging out or a
+    /// replayed refresh token ends the session, and with it every access token it issued.
+    pub sid: String,
+}
+
+/// What a correctly signed, current access token claims; whether its session and account
+/// still stand is [`Authenticator`](super::authenticator::Authenticator)'s question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSubject {
+    /// The user id.
+    pub user_id: i64,
+    /// The session id (refresh-token family).
+    pub session: String,
 }
 
 /// Issues and verifies tokens.
@@ -86,8 +99,8 @@ impl Tokens {
         self.refresh_ttl
     }
 
-    /// A signed access token for `user`.
-    pub fn issue(&self, user: &User) -> Result<AccessToken, AppError> {
+    /// A signed access token for `user` in `session` (its refresh-token family).
+    pub fn issue(&self, user: &User, session: &str) -> Result<AccessToken, AppError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let claims = Claims {
             sub: user.id.to_string(),
@@ -98,6 +111,7 @@ impl Tokens {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: session.to_owned(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::Internal(format!("token signing failed: {e}")))?;
@@ -107,8 +121,10 @@ impl Tokens {
         })
     }
 
-    /// The actor an access token speaks for, or `Unauthorized` saying why not.
-    pub fn verify(&self, token: &str) -> Result<Actor, AppError> {
+    /// Who an access token speaks for, or `Unauthorized` saying why not. The signature and
+    /// every registered claim are checked; the role it was issued with is not trusted (it may
+    /// have changed since), only the user and session ids are returned.
+    pub fn verify(&self, token: &str) -> Result<TokenSubject, AppError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             AppError::Unauthorized(
                 match e.kind() {
@@ -136,9 +152,15 @@ impl Tokens {
             .sub
             .parse()
             .map_err(|_| AppError::Unauthorized("the access token subject is invalid".into()))?;
-        let role = Role::parse(&claims.role)
-            .ok_or_else(|| AppError::Unauthorized("the access token role is invalid".into()))?;
-        Ok(Actor { user_id, role })
+        if Role::parse(&claims.role).is_none() {
+            return Err(AppError::Unauthorized(
+                "the access token role is invalid".into(),
+            ));
+        }
+        Ok(TokenSubject {
+            user_id,
+            session: claims.sid,
+        })
     }
 
     /// A new opaque refresh token and the hash to store for it.

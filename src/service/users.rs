@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::authenticator::Authenticator;
 use crate::{
     domain::user::{Actor, Permission, Role, User},
     error::AppError,
@@ -11,12 +12,16 @@ use crate::{
 /// Account reads and administration.
 pub struct UserService {
     users: Arc<dyn UserRepository>,
+    authenticator: Arc<Authenticator>,
 }
 
 impl UserService {
-    /// The service over `users`.
-    pub fn new(users: Arc<dyn UserRepository>) -> Self {
-        Self { users }
+    /// The service over `users`; role changes reach `authenticator` at once.
+    pub fn new(users: Arc<dyn UserRepository>, authenticator: Arc<Authenticator>) -> Self {
+        Self {
+            users,
+            authenticator,
+        }
     }
 
     /// The caller's account.
@@ -32,10 +37,14 @@ impl UserService {
     /// Changes a user's role. Admins only; nobody else can change any role, their own included.
     pub async fn set_role(&self, actor: &Actor, id: i64, role: Role) -> Result<User, AppError> {
         require(actor, Permission::Admin)?;
-        self.users
+        let user = self
+            .users
             .set_role(id, role)
             .await?
-            .ok_or(AppError::NotFound("user"))
+            .ok_or(AppError::NotFound("user"))?;
+        // The user's tokens act with the new role from the next request on.
+        self.authenticator.forget_user(id);
+        Ok(user)
     }
 }
 

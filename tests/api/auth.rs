@@ -177,6 +177,15 @@ async fn one_refresh_token_presented_twenty_times_at_once_renews_exactly_once() 
 async fn every_kind_of_bad_access_token_is_401_with_a_bearer_challenge() {
     let app = TestApp::spawn().await;
     let id = app.register("alice").await;
+    // A token of a real session, re-signed by the test: the baseline every case alters.
+    let session = app.login("alice").await;
+    let sid = crate::helpers::token_claims(session["access_token"].as_str().expect("token"))["sid"]
+        .clone();
+    let claims = |sub: i64| {
+        let mut c = claims(sub);
+        c["sid"] = json!(sid);
+        c
+    };
     let good = sign(&claims(id), JWT_SECRET);
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = claims(id);

@@ -222,3 +222,43 @@ async fn a_full_disk_refuses_writes_with_503_whole_and_reads_go_on() {
         .await;
     app.assert_invariants();
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_database_wal_and_backups_are_private_to_the_server_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let parent = tempfile::tempdir().expect("tempdir");
+    let data = parent.path().join("fresh");
+    let config = TestApp::config(&parent, &["--data-dir", data.to_str().expect("utf-8")]);
+    let app = TestApp::spawn_with(tempfile::tempdir().expect("tempdir"), config).await;
+    let alice = app.user("alice").await;
+    alice.create_market(json!({"name": "Private?"})).await;
+    assert_eq!(mode(&data), 0o700, "data dir");
+    for file in ["agora.db", "agora.db-wal", "agora.db-shm", "agora.lock"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let dest = data.join("backups").join("agora-test.db");
+    backup::backup(&data.join("agora.db"), &dest).expect("backup");
+    assert_eq!(mode(&data.join("backups")), 0o700, "backups dir");
+    assert_eq!(mode(&dest), 0o600, "backup file");
+    app.stop().await;
+
+    // A database an older agora left world-readable is made private at the next start.
+    for file in ["agora.db", "agora.db-wal"] {
+        let path = data.join(file);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let config = TestApp::config(&parent, &["--data-dir", data.to_str().expect("utf-8")]);
+    let app = TestApp::spawn_with(tempfile::tempdir().expect("tempdir"), config).await;
+    assert_eq!(mode(&data.join("agora.db")), 0o600);
+    app.stop().await;
+}

@@ -214,7 +214,7 @@ proptest! {
         if let Ok(stake) = Stake::parse(outcome, amount) {
             prop_assert!(stake.amount > 0);
         }
-        let _ = parse_idempotency_key(&key);
+        let _ = parse_idempotency_key([key.as_bytes()]);
         if let Ok(q) = ListQuery::parse(None, creator, None, None, limit, offset) {
             prop_assert!((1..=100).contains(&q.paging.limit));
         }

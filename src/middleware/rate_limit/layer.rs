@@ -8,7 +8,10 @@ use poem::{
 };
 
 use super::{classify, Class, RateLimits, POLICY_HEADER, STATE_HEADER};
-use crate::{domain::user::Actor, middleware::request_id, service::tokens::Tokens};
+use crate::{
+    api::error::error_response, domain::user::Actor, middleware::request_id,
+    service::authenticator::Authenticator,
+};
 
 /// An access token the rate limiter already verified, for the bearer checker to reuse.
 #[derive(Debug, Clone)]
@@ -19,7 +22,7 @@ pub struct RateLimit {
     /// The limiters.
     pub limits: Arc<RateLimits>,
     /// To tell users (and admins) from anonymous clients.
-    pub tokens: Arc<Tokens>,
+    pub authenticator: Arc<Authenticator>,
 }
 
 impl<E: Endpoint> Middleware<E> for RateLimit {
@@ -29,7 +32,7 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
         RateLimitEndpoint {
             inner,
             limits: self.limits.clone(),
-            tokens: self.tokens.clone(),
+            authenticator: self.authenticator.clone(),
         }
     }
 }
@@ -38,7 +41,7 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
 pub struct RateLimitEndpoint<E> {
     inner: E,
     limits: Arc<RateLimits>,
-    tokens: Arc<Tokens>,
+    authenticator: Arc<Authenticator>,
 }
 
 impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
@@ -48,7 +51,10 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         if !self.limits.enabled || classify(req.method(), req.uri().path()) == Class::Exempt {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
-        let actor = bearer(req.headers()).and_then(|token| self.tokens.verify(token).ok());
+        let actor = match bearer(req.headers()) {
+            Some(token) => self.authenticator.authenticate(token).await.ok(),
+            None => None,
+        };
         if let Some(actor) = &actor {
             request_id::set_user(actor.user_id);
             req.extensions_mut().insert(VerifiedActor(*actor));
@@ -63,7 +69,12 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
             Some(Err(throttled)) => return Ok(throttled.response()),
             Some(Ok(allowed)) => allowed,
         };
-        let mut resp = self.inner.call(req).await?.into_response();
+        // Errors become their response here, not in the access log, so a 4xx that used the
+        // quota carries the quota's headers too.
+        let mut resp = match self.inner.call(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(err) => error_response(err),
+        };
         // A handler's own refusal (the per-username login quota) keeps its headers.
         if !resp.headers().contains_key(STATE_HEADER) {
             let headers = resp.headers_mut();

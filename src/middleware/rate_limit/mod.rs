@@ -3,9 +3,12 @@
 //! Every request under `/api/` falls in one class with its own quota: `auth` (everything under
 //! `/api/auth/`, per client IP), `search`, `reads` and `writes` (per user when the bearer token
 //! is valid, else per client IP), and `admin` (an admin's reads and writes, per admin; not
-//! unlimited). Login attempts are also counted per username (`login`), so a guessing loop
-//! against one account is cut off whatever addresses it comes from. Health, metrics, the
-//! spec and Swagger UI are not limited.
+//! unlimited). Login attempts are also counted per username and client IP (`login`, 10 per
+//! 15 minutes), so a guessing loop from one address is cut off while the owner, elsewhere,
+//! can still sign in; and per username from all addresses together (`login_account`, 200 per
+//! 15 minutes), the ceiling on guessing spread over many addresses. (A single per-username
+//! quota let anyone lock any account out with ten wrong passwords.) Health, metrics, the spec
+//! and Swagger UI are not limited.
 //!
 //! A quota `N/window` lets a burst of N requests through and refills one every window/N. Each
 //! limited response says so in `RateLimit-Policy: "reads";q=N;w=SECONDS` and
@@ -179,7 +182,8 @@ pub struct RateLimits {
     enabled: bool,
     trusted_proxies: Vec<IpNet>,
     auth: Policy<IpAddr>,
-    login: Policy<String>,
+    login: Policy<(String, IpAddr)>,
+    login_account: Policy<String>,
     writes: Policy<Key>,
     reads: Policy<Key>,
     search: Policy<Key>,
@@ -195,6 +199,7 @@ impl RateLimits {
             trusted_proxies: quotas.trusted_proxies.clone(),
             auth: Policy::new("auth", quotas.auth),
             login: Policy::new("login", quotas.login),
+            login_account: Policy::new("login_account", quotas.login_account),
             writes: Policy::new("writes", quotas.writes),
             reads: Policy::new("reads", quotas.reads),
             search: Policy::new("search", quotas.search),
@@ -203,12 +208,15 @@ impl RateLimits {
         }
     }
 
-    /// Counts a login attempt against `username` (case-insensitively).
-    pub fn check_login(&self, username: &str) -> std::result::Result<(), Throttled> {
+    /// Counts a login attempt against `username` (case-insensitively) from `ip`, then against
+    /// the username's ceiling; an attempt refused for its address does not use the ceiling.
+    pub fn check_login(&self, username: &str, ip: IpAddr) -> std::result::Result<(), Throttled> {
         if !self.enabled {
             return Ok(());
         }
-        self.login.check(&username.to_lowercase()).map(|_| ())
+        let username = username.to_lowercase();
+        self.login.check(&(username.clone(), ip))?;
+        self.login_account.check(&username).map(|_| ())
     }
 
     /// Drops the state of keys that are back to a full bucket and releases the memory; returns
@@ -216,6 +224,7 @@ impl RateLimits {
     pub fn sweep(&self) -> usize {
         let tracked = self.auth.sweep()
             + self.login.sweep()
+            + self.login_account.sweep()
             + self.writes.sweep()
             + self.reads.sweep()
             + self.search.sweep()
@@ -225,11 +234,12 @@ impl RateLimits {
     }
 
     /// Requests refused so far, per quota.
-    pub fn rejections(&self) -> [(&'static str, u64); 6] {
+    pub fn rejections(&self) -> [(&'static str, u64); 7] {
         let n = |rejected: &AtomicU64| rejected.load(Ordering::Relaxed);
         [
             (self.auth.name, n(&self.auth.rejected)),
             (self.login.name, n(&self.login.rejected)),
+            (self.login_account.name, n(&self.login_account.rejected)),
             (self.writes.name, n(&self.writes.rejected)),
             (self.reads.name, n(&self.reads.rejected)),
             (self.search.name, n(&self.search.rejected)),

@@ -77,8 +77,10 @@ pub struct Quotas {
     pub enabled: bool,
     /// `/api/auth/*`, per client IP.
     pub auth: Rate,
-    /// Login attempts per username.
+    /// Login attempts per username and client IP.
     pub login: Rate,
+    /// Login attempts per username, from every address together.
+    pub login_account: Rate,
     /// Other non-GET requests, per user or client IP.
     pub writes: Rate,
     /// GET requests, per user or client IP.
