@@ -132,7 +132,7 @@ pub struct MarketView {
     pub resolution: Option<String>,
     /// Total credits staked.
     pub volume: i64,
-    /// Bumped on every change; the `ETag` is this number in quotes.
+    /// Bumped on every change; the `ETag` is `"<id>-<version>"`.
     pub version: i64,
     /// Creation time.
     pub created_at: OffsetDateTime,

@@ -9,6 +9,7 @@ mod crash;
 mod errors;
 mod fuzz;
 mod helpers;
+mod integrity;
 mod jobs;
 mod limits;
 mod markets;
