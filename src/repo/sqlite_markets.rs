@@ -87,7 +87,7 @@ pub(crate) fn get_market(conn: &Connection, id: i64) -> rusqlite::Result<Option<
 }
 
 /// True when a user other than the market's creator holds a position on it.
-pub(crate) fn others_have_staked(conn: &Connection, id: i64) -> Result<bool, RepoError> {
+fn others_have_staked(conn: &Connection, id: i64) -> Result<bool, RepoError> {
     Ok(conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM positions p JOIN markets m ON m.id = p.market_id
