@@ -7,6 +7,7 @@ mod backup;
 mod cache;
 mod crash;
 mod errors;
+mod etags;
 mod fuzz;
 mod helpers;
 mod integrity;
