@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     app::{open_db, StartError},
     config::{Config, SeedArgs},
-    domain::user::Role,
+    domain::{authority::Standing, user::Role},
     domain::{trading::Stake, Rejection},
     repo::{
         sqlite_search::encode,
@@ -213,7 +213,7 @@ fn seed_market(
     }
     match m.status {
         "resolved" => {
-            settle_market(conn, id, m.resolution.map(|w| w as u32))?;
+            settle_market(conn, id, m.resolution.map(|w| (w as u32, Standing::Staff)))?;
         }
         "cancelled" => {
             settle_market(conn, id, None)?;

@@ -132,7 +132,7 @@ pub struct MarketView {
     pub resolution: Option<String>,
     /// Total credits staked.
     pub volume: i64,
-    /// Bumped on every change; the `ETag` is this number in quotes.
+    /// Bumped on every change; the `ETag` is `"<id>-<version>"`.
     pub version: i64,
     /// Creation time.
     pub created_at: OffsetDateTime,
@@ -236,7 +236,8 @@ pub struct CreateMarketBody {
     /// Resolution criteria and sources, up to 5000 characters.
     #[oai(validator(max_length = 5000), nullable)]
     pub description: Option<Text>,
-    /// 2 to 10 distinct labels (case-insensitive), each 1 to 50 characters; default `["YES", "NO"]`.
+    /// 2 to 10 distinct labels (compared ignoring case, spacing and invisible characters), each
+    /// 1 to 50 characters; default `["YES", "NO"]`.
     #[oai(validator(min_items = 2, max_items = 10, max_length = 50), nullable)]
     pub outcomes: Option<Vec<Text>>,
     /// When staking stops (RFC 3339); must be in the future.

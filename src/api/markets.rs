@@ -1,5 +1,6 @@
 //! The markets resource: list, read, create, replace, patch, delete. Handlers parse into
-//! domain types, call one service method and map the result; ETags are the market version.
+//! domain types, call one service method and map the result. ETags are `"<id>-<version>"`
+//! ([`Market::entity_tag`]); `If-Match` and `If-None-Match` are read by [`etag`].
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::{
     error::ApiError,
+    etag,
     market_models::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
@@ -61,7 +63,8 @@ pub enum MarketResponse {
     #[oai(status = 200)]
     Ok(
         Rendered<MarketEnvelope>,
-        /// The market's version in quotes; send it back in `If-Match` / `If-None-Match`.
+        /// The market's strong entity tag, `"<id>-<version>"`; send it back in `If-Match` /
+        /// `If-None-Match`.
         #[oai(header = "ETag")]
         String,
         /// Clients may store the market but must revalidate it (`If-None-Match`) before use.
@@ -84,7 +87,7 @@ pub enum UpdatedMarket {
     #[oai(status = 200)]
     Ok(
         Json<MarketEnvelope>,
-        /// The market's new version in quotes.
+        /// The market's new entity tag, `"<id>-<version>"`.
         #[oai(header = "ETag")]
         String,
     ),
@@ -100,7 +103,7 @@ pub enum CreatedMarket {
         /// Path of the new market.
         #[oai(header = "Location")]
         String,
-        /// The market's version in quotes.
+        /// The market's entity tag, `"<id>-<version>"`.
         #[oai(header = "ETag")]
         String,
     ),
@@ -112,37 +115,6 @@ pub enum DeletedMarket {
     /// The market is gone.
     #[oai(status = 204)]
     NoContent,
-}
-
-fn etag(version: i64) -> String {
-    format!("\"{version}\"")
-}
-
-/// The version an `If-Match` header demands: `None` for absent or `*`; an unparseable tag can
-/// match no version, so it becomes `-1` (and a 412).
-fn if_match_version(header: Option<&str>) -> Option<i64> {
-    let value = header?.trim();
-    if value == "*" {
-        return None;
-    }
-    Some(parse_tag(value).unwrap_or(-1))
-}
-
-fn parse_tag(tag: &str) -> Option<i64> {
-    let tag = tag.trim();
-    tag.strip_prefix("W/")
-        .unwrap_or(tag)
-        .strip_prefix('"')?
-        .strip_suffix('"')?
-        .parse()
-        .ok()
-}
-
-/// True when an `If-None-Match` header lists `version` (weak comparison) or is `*`.
-fn none_match_hits(header: &str, version: i64) -> bool {
-    header
-        .split(',')
-        .any(|t| t.trim() == "*" || parse_tag(t) == Some(version))
 }
 
 #[OpenApi(prefix_path = "/api/markets", tag = "ApiTags::Markets")]
@@ -190,7 +162,8 @@ impl MarketsApi {
 
     /// Get a market
     ///
-    /// Returns the market with an `ETag`; with a matching `If-None-Match`, answers 304.
+    /// Returns the market with an `ETag`; with a matching `If-None-Match` (weak comparison, or
+    /// `*`), answers 304.
     #[oai(path = "/:id", method = "get", operation_id = "get_market")]
     async fn get_market(
         &self,
@@ -202,12 +175,10 @@ impl MarketsApi {
         if_none_match: Header<Option<String>>,
     ) -> Result<MarketResponse, ApiError> {
         let market = self.markets.get(id.0).await?;
+        let tag = market.entity_tag();
         match if_none_match.0.as_deref() {
-            Some(h) if none_match_hits(h, market.version) => {
-                Ok(MarketResponse::NotModified(etag(market.version)))
-            }
+            Some(h) if etag::none_match_hits(h, &tag) => Ok(MarketResponse::NotModified(tag)),
             _ => {
-                let tag = etag(market.version);
                 let body = RenderMemo::render(self.items.as_ref(), id.0, market, |m| {
                     MarketEnvelope::new(m.clone().into())
                 })
@@ -219,7 +190,10 @@ impl MarketsApi {
 
     /// Create a market
     ///
-    /// Creates a market in the caller's name. Outcomes default to YES/NO.
+    /// Creates a market in the caller's name. Outcomes default to YES/NO. Names and labels must
+    /// show visible characters (spaces and invisible characters such as U+200B do not count)
+    /// and may not contain bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F,
+    /// U+061C); labels must differ ignoring case, spacing and invisible characters (422).
     #[oai(path = "/", method = "post", operation_id = "create_market")]
     async fn create_market(
         &self,
@@ -229,7 +203,7 @@ impl MarketsApi {
         let market =
             NewMarket::parse(body.0.into_input(auth.0.user_id), OffsetDateTime::now_utc())?;
         let market = self.markets.create(&auth.0, market).await?;
-        let (location, tag) = (format!("/api/markets/{}", market.id), etag(market.version));
+        let (location, tag) = (format!("/api/markets/{}", market.id), market.entity_tag());
         Ok(CreatedMarket::Created(
             Json(MarketEnvelope::new(market.into())),
             location,
@@ -240,7 +214,9 @@ impl MarketsApi {
     /// Replace a market's editable fields
     ///
     /// Sets name, description and close time; omitted nullable fields are cleared. Only active
-    /// markets can be edited, by their creator, a moderator or an admin. With `If-Match`, a stale version gets 412.
+    /// markets can be edited, by their creator, a moderator or an admin. Once another user has
+    /// staked, the creator can no longer change any of them (409 `market_frozen`); moderators
+    /// and admins can. With `If-Match` (strong comparison, or `*`), a stale or weak tag gets 412.
     #[oai(path = "/:id", method = "put", operation_id = "replace_market")]
     async fn replace_market(
         &self,
@@ -248,7 +224,7 @@ impl MarketsApi {
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
-        /// The ETag the change is based on.
+        /// The ETag(s) the change is based on (strong), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<ReplaceMarketBody>,
@@ -260,7 +236,10 @@ impl MarketsApi {
     /// Update some of a market's fields
     ///
     /// Changes only the fields present; `null` clears a nullable field. Only active markets
-    /// can be edited, by their creator, a moderator or an admin. With `If-Match`, a stale version gets 412.
+    /// can be edited, by their creator, a moderator or an admin. Once another user has staked,
+    /// the creator can no longer change name, description or close time (409 `market_frozen`;
+    /// sending a field's current value is no change); moderators and admins can. With
+    /// `If-Match` (strong comparison, or `*`), a stale or weak tag gets 412.
     #[oai(path = "/:id", method = "patch", operation_id = "update_market")]
     async fn update_market(
         &self,
@@ -268,7 +247,7 @@ impl MarketsApi {
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
-        /// The ETag the change is based on.
+        /// The ETag(s) the change is based on (strong), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<PatchMarketBody>,
@@ -279,7 +258,9 @@ impl MarketsApi {
 
     /// Delete a market
     ///
-    /// Only a market without stakes can be deleted, by its creator, a moderator or an admin. With `If-Match`, a stale version gets 412.
+    /// Only a market without stakes can be deleted, by its creator, a moderator or an admin.
+    /// With `If-Match` (strong comparison, or `*`), a stale or weak tag gets 412. Ids of
+    /// deleted markets are never given to new ones.
     #[oai(path = "/:id", method = "delete", operation_id = "delete_market")]
     async fn delete_market(
         &self,
@@ -287,12 +268,12 @@ impl MarketsApi {
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
-        /// The ETag the deletion is based on.
+        /// The ETag(s) the deletion is based on (strong), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
     ) -> Result<DeletedMarket, ApiError> {
         self.markets
-            .delete(&auth.0, id.0, if_match_version(if_match.0.as_deref()))
+            .delete(&auth.0, id.0, etag::if_match(if_match.0.as_deref()))
             .await?;
         Ok(DeletedMarket::NoContent)
     }
@@ -309,29 +290,12 @@ impl MarketsApi {
         let changes = MarketChanges::parse(changes, OffsetDateTime::now_utc())?;
         let market = self
             .markets
-            .update(actor, id, changes, if_match_version(if_match))
+            .update(actor, id, changes, etag::if_match(if_match))
             .await?;
-        let tag = etag(market.version);
+        let tag = market.entity_tag();
         Ok(UpdatedMarket::Ok(
             Json(MarketEnvelope::new(market.into())),
             tag,
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etags_round_trip_and_compare_weakly() {
-        assert_eq!(parse_tag(&etag(7)), Some(7));
-        assert_eq!(parse_tag("W/\"7\""), Some(7));
-        assert!(none_match_hits("\"3\", W/\"7\"", 7));
-        assert!(none_match_hits("*", 1));
-        assert!(!none_match_hits("\"8\"", 7));
-        assert_eq!(if_match_version(Some("*")), None);
-        assert_eq!(if_match_version(Some("garbage")), Some(-1));
-        assert_eq!(if_match_version(None), None);
     }
 }

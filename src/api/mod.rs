@@ -5,6 +5,7 @@
 mod auth;
 pub mod envelope;
 pub mod error;
+mod etag;
 mod health;
 mod job_models;
 mod jobs;
@@ -75,11 +76,15 @@ Every success is `{\"success\": true, \"data\": ..., \"meta\": ...}` and every e
 `{\"success\": false, \"error\", \"code\", \"details\", \"request_id\"}` with a matching status: \
 400 when the request does not match this document, 422 when it matches but breaks a rule the \
 document cannot state (a close time in the past, a name that is blank after trimming). \
-Money is integer credits. Market reads carry an `ETag` (the market's version); send it back in \
-`If-None-Match` for a 304 or in `If-Match` to make a write conditional (412 when stale).\n\n\
+Money is integer credits. Market reads carry a strong `ETag` (`\"<id>-<version>\"`; market ids are \
+never reused); send it back in `If-None-Match` for a 304 (weak comparison) or in `If-Match` to \
+make a write conditional (strong comparison: a weak `W/` tag never matches; 412 when stale).\n\n\
 Reads are public. Writes need `Authorization: Bearer <access token>` (from `POST /api/auth/login`; \
 use Swagger UI's Authorize button): 401 when the token is missing or invalid, 403 when the caller \
-may not do this. A user changes only its own markets; moderators and admins any.\n\nRequests under `/api/` are rate limited per user (per client address when anonymous), with separate quotas for auth, reads, writes, search and admins. Every such response carries `RateLimit-Policy` and `RateLimit`; past a quota the answer is 429 with `Retry-After`. The limits live in the server process: meant for one instance.";
+may not do this. A user changes only its own markets; moderators and admins any. Once another \
+user has staked on a market, its creator can no longer change its name, description or close \
+time (409 `market_frozen`) nor resolve it (403); moderators and admins can, and the creator may \
+still close or cancel it (a cancellation refunds every stake).\n\nRequests under `/api/` are rate limited per user (per client address when anonymous), with separate quotas for auth, reads, writes, search and admins. Every such response carries `RateLimit-Policy` and `RateLimit`; past a quota the answer is 429 with `Retry-After`. The limits live in the server process: meant for one instance.";
 
 /// The OpenAPI service for `api`, titled and described.
 pub fn service<T: OpenApi>(api: T) -> OpenApiService<T, ()> {

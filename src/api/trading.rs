@@ -196,7 +196,9 @@ impl TradingApi {
     /// Declares the winning outcome of an active or closed market and, in the same
     /// transaction, pays its stakers the whole pool pro rata (integer credits; leftover credits
     /// go one each to the largest fractional shares). With no stake on the winner, everyone is
-    /// refunded. Creator, moderator or admin; a settled market gets 409.
+    /// refunded. Creator, moderator or admin, except that once another user has staked, only a
+    /// moderator or an admin may resolve it (403 for the creator, who may still close or cancel
+    /// it); a settled market gets 409.
     #[oai(
         path = "/api/markets/:id/resolve",
         method = "post",
@@ -221,7 +223,8 @@ impl TradingApi {
     /// Cancel a market
     ///
     /// Calls off an active or closed market and refunds every stake in the same transaction.
-    /// Creator, moderator or admin; a settled market gets 409.
+    /// Creator (even after others have staked: nobody loses), moderator or admin; a settled
+    /// market gets 409.
     #[oai(
         path = "/api/markets/:id/cancel",
         method = "post",

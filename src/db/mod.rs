@@ -58,6 +58,10 @@ pub enum DbError {
         /// What this binary knows.
         supported: i64,
     },
+    /// After the migrations, rows of this table reference rows that do not exist; nothing was
+    /// committed.
+    #[error("migrating left rows of table {0} with broken references; nothing was changed")]
+    BrokenReferences(String),
     /// No read connection became free in time.
     #[error("no database connection available: {0}")]
     Pool(#[from] r2d2::Error),

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
-use super::{trading::Stake, user::UserSummary, FieldError, Page, Paging, Problems};
+use super::{
+    text::label_key, trading::Stake, user::UserSummary, FieldError, Page, Paging, Problems,
+};
 
 /// Shortest market name, in characters.
 pub const NAME_MIN: usize = 3;
@@ -66,7 +68,7 @@ impl MarketStatus {
 /// One outcome of a market and the credits staked on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The label, unique within the market (case-insensitively).
+    /// The label, unique within the market (compared by [`super::text::label_key`]).
     pub label: String,
     /// Credits staked on this outcome.
     pub pool: i64,
@@ -158,7 +160,7 @@ impl NewMarket {
     /// Validates every field, reporting all problems at once.
     pub fn parse(input: NewMarketInput, now: OffsetDateTime) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::default();
-        let name = p.text("name", &input.name, NAME_MIN, NAME_MAX);
+        let name = p.visible_text("name", &input.name, NAME_MIN, NAME_MAX);
         let description = parse_description(&mut p, input.description.as_deref());
         if input.creator_id <= 0 {
             p.add("creator_id", "must be a positive user id");
@@ -209,7 +211,9 @@ impl MarketChanges {
     /// Validates the fields that are present.
     pub fn parse(input: MarketChanges, now: OffsetDateTime) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::default();
-        let name = input.name.map(|n| p.text("name", &n, NAME_MIN, NAME_MAX));
+        let name = input
+            .name
+            .map(|n| p.visible_text("name", &n, NAME_MIN, NAME_MAX));
         let description = input
             .description
             .map(|d| parse_description(&mut p, d.as_deref()));
@@ -253,9 +257,15 @@ fn parse_outcomes(p: &mut Problems, labels: &[String]) -> Vec<String> {
         .enumerate()
         .map(|(i, raw)| {
             let field = format!("outcomes[{i}]");
-            let label = p.text(&field, raw, 1, LABEL_MAX);
-            if !label.is_empty() && !seen.insert(label.to_lowercase()) {
-                p.add(field, "duplicates an earlier label");
+            let before = p.len();
+            let label = p.visible_text(&field, raw, 1, LABEL_MAX);
+            // Labels that read the same (case, spacing, invisible characters aside) would let
+            // a staker pick one while meaning the other.
+            if p.len() == before && !seen.insert(label_key(&label)) {
+                p.add(
+                    field,
+                    "duplicates an earlier label (compared ignoring case, spacing and invisible characters)",
+                );
             }
             label
         })

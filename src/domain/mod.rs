@@ -1,8 +1,11 @@
 //! Plain domain types with `parse()` constructors: a value that exists past the API layer is
 //! valid. No I/O here.
 
+pub mod authority;
 pub mod market;
+pub mod precondition;
 pub mod search;
+pub mod text;
 pub mod trading;
 pub mod user;
 
@@ -60,6 +63,15 @@ pub enum Rejection {
     IdempotencyKeyReused,
     /// The change would leave no admin.
     LastAdmin,
+    /// Users other than the creator have staked, so the creator may no longer change these
+    /// fields (see [`authority`]).
+    Frozen {
+        /// The frozen fields the change would alter.
+        fields: Vec<&'static str>,
+    },
+    /// Users other than the creator have staked, so only a moderator or an admin may resolve
+    /// the market (see [`authority`]).
+    ResolutionReserved,
 }
 
 /// One page of a list and the number of rows matching in all.
@@ -107,6 +119,16 @@ impl Problems {
     /// Records a problem with `field`.
     pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError::new(field, message));
+    }
+
+    /// How many problems are recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// `Ok(value)` when nothing was recorded, else every recorded problem.

@@ -27,6 +27,7 @@ use moka::{future::Cache, ops::compute::Op};
 
 use super::{MarketRepository, RepoError, TradingRepository};
 use crate::domain::{
+    authority::Standing,
     market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
     trading::{LedgerEntry, MarketPosition, Placed, Stake, UserPosition},
     Page, Paging,
@@ -184,8 +185,12 @@ impl MarketRepository for CachedMarketRepository {
         id: i64,
         expected_version: i64,
         changes: MarketChanges,
+        standing: Standing,
     ) -> Result<Market, RepoError> {
-        let result = self.inner.update(id, expected_version, changes).await;
+        let result = self
+            .inner
+            .update(id, expected_version, changes, standing)
+            .await;
         self.cache.written(id).await;
         result
     }
@@ -233,8 +238,13 @@ impl TradingRepository for CachedTradingRepository {
         result
     }
 
-    async fn resolve(&self, market_id: i64, winner: u32) -> Result<Market, RepoError> {
-        let result = self.inner.resolve(market_id, winner).await;
+    async fn resolve(
+        &self,
+        market_id: i64,
+        winner: u32,
+        standing: Standing,
+    ) -> Result<Market, RepoError> {
+        let result = self.inner.resolve(market_id, winner, standing).await;
         self.cache.written(market_id).await;
         result
     }
@@ -337,7 +347,10 @@ mod tests {
                 description: Some(Some(format!("round {round}"))),
                 ..Default::default()
             };
-            let written = repo.update(id, 1 + round, changes).await.unwrap();
+            let written = repo
+                .update(id, 1 + round, changes, Standing::Creator)
+                .await
+                .unwrap();
             assert_eq!(
                 repo.get(id).await.unwrap().unwrap().version,
                 written.version

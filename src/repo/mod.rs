@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::{
     db::DbError,
     domain::{
+        authority::Standing,
         market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
         user::{Role, User},
     },
@@ -89,12 +90,16 @@ pub trait MarketRepository: Send + Sync {
     async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError>;
     /// Inserts a market with its outcomes; returns it as stored.
     async fn create(&self, market: NewMarket) -> Result<Market, RepoError>;
-    /// Applies `changes` if the market is still at `expected_version`; bumps the version.
+    /// Applies `changes` by an actor of `standing` if the market is still at
+    /// `expected_version` and the change touches no field frozen for it
+    /// ([`authority::check_edit`](crate::domain::authority::check_edit), decided in the same
+    /// transaction); bumps the version.
     async fn update(
         &self,
         id: i64,
         expected_version: i64,
         changes: MarketChanges,
+        standing: Standing,
     ) -> Result<Market, RepoError>;
     /// Deletes the market if it is still at `expected_version`.
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
@@ -260,8 +265,15 @@ pub trait TradingRepository: Send + Sync {
     ) -> Result<crate::domain::trading::Placed, RepoError>;
     /// Closes an active market to new stakes.
     async fn close(&self, market_id: i64) -> Result<Market, RepoError>;
-    /// Resolves an active or closed market to `winner` and pays out the pool.
-    async fn resolve(&self, market_id: i64, winner: u32) -> Result<Market, RepoError>;
+    /// Resolves an active or closed market to `winner` and pays out the pool, if an actor of
+    /// `standing` may resolve it ([`authority::check_resolution`](crate::domain::authority::check_resolution),
+    /// decided on the positions the settlement pays).
+    async fn resolve(
+        &self,
+        market_id: i64,
+        winner: u32,
+        standing: Standing,
+    ) -> Result<Market, RepoError>;
     /// Cancels an active or closed market and refunds every stake.
     async fn cancel(&self, market_id: i64) -> Result<Market, RepoError>;
     /// Closes every active market whose close time has passed; returns their ids.

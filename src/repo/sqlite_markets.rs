@@ -11,6 +11,7 @@ use super::{from_millis, sqlite_trading::place_stake, to_millis, MarketRepositor
 use crate::{
     db::{snapshot, Db},
     domain::{
+        authority::{self, Standing},
         market::{
             ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome, SortKey,
         },
@@ -85,12 +86,14 @@ pub(crate) fn get_market(conn: &Connection, id: i64) -> rusqlite::Result<Option<
     .optional()
 }
 
-/// A market's name and description, or `NotFound`.
-fn market_text(conn: &Connection, id: i64) -> Result<(String, Option<String>), RepoError> {
-    conn.prepare_cached("SELECT name, description FROM markets WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .ok_or(RepoError::NotFound)
+/// True when a user other than the market's creator holds a position on it.
+fn others_have_staked(conn: &Connection, id: i64) -> Result<bool, RepoError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM positions p JOIN markets m ON m.id = p.market_id
+                             WHERE p.market_id = ?1 AND p.user_id != m.creator_id)",
+        )?
+        .query_row([id], |r| r.get(0))?)
 }
 
 /// The current version of a market, or `NotFound`.
@@ -213,6 +216,7 @@ impl MarketRepository for SqliteMarketRepository {
         id: i64,
         expected_version: i64,
         c: MarketChanges,
+        standing: Standing,
     ) -> Result<Market, RepoError> {
         self.db
             .write(move |conn| {
@@ -220,8 +224,12 @@ impl MarketRepository for SqliteMarketRepository {
                 if current != expected_version {
                     return Err(RepoError::VersionMismatch { current });
                 }
+                let before = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
+                // Read in this transaction: a stake committed before it freezes the market.
+                let others_staked = others_have_staked(conn, id)?;
+                authority::check_edit(standing, &before, others_staked, &c)
+                    .map_err(RepoError::Refused)?;
                 let now = to_millis(OffsetDateTime::now_utc());
-                let text_before = market_text(conn, id)?;
                 conn.prepare_cached(
                     "UPDATE markets SET
                          name        = coalesce(?2, name),
@@ -241,7 +249,7 @@ impl MarketRepository for SqliteMarketRepository {
                     now
                 ])?;
                 let market = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
-                if market_text(conn, id)? != text_before {
+                if (&market.name, &market.description) != (&before.name, &before.description) {
                     let job = jobs::handlers::index_market(id, market.creator.id);
                     jobs::queue::insert(conn, &job)?;
                 }

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     db::{snapshot, Db},
     domain::{
+        authority::{self, Standing},
         market::{Market, MarketStatus},
         trading::{
             settle, Bet, LedgerEntry, MarketPosition, Placed, PositionStake, Stake, UserPosition,
@@ -174,24 +175,33 @@ pub(crate) fn place_stake(
     })
 }
 
-/// Settles a market inside the caller's transaction: pays out (`winner`) or refunds (`None`)
-/// every position, records the settlement and moves the market to its final status.
+/// Settles a market inside the caller's transaction: pays out (`resolution`: the winner, and
+/// the standing of who resolves) or refunds (`None`) every position, records the settlement
+/// and moves the market to its final status. A resolution must pass
+/// [`authority::check_resolution`], decided on the very positions it would pay; a refund
+/// needs no such check (nobody loses).
 pub(crate) fn settle_market(
     conn: &Connection,
     market_id: i64,
-    winner: Option<u32>,
+    resolution: Option<(u32, Standing)>,
 ) -> Result<Market, RepoError> {
+    let winner = resolution.map(|(w, _)| w);
     let (status, _) = market_state(conn, market_id)?;
     if !matches!(status, MarketStatus::Active | MarketStatus::Closed) {
         return Err(refused(Rejection::NotActive { status }));
-    }
-    if let Some(w) = winner {
-        check_outcome(conn, market_id, w)?;
     }
     let positions = conn
         .prepare_cached("SELECT user_id, outcome, amount FROM positions WHERE market_id = ?1 ORDER BY user_id, outcome")?
         .query_map([market_id], |r| Ok(PositionStake { user_id: r.get(0)?, outcome: r.get(1)?, amount: r.get(2)? }))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    if let Some((w, standing)) = resolution {
+        let creator: i64 = conn
+            .prepare_cached("SELECT creator_id FROM markets WHERE id = ?1")?
+            .query_row([market_id], |r| r.get(0))?;
+        let others_staked = authority::others_have_staked(creator, &positions);
+        authority::check_resolution(standing, others_staked).map_err(refused)?;
+        check_outcome(conn, market_id, w)?;
+    }
     let settlement = settle(&positions, winner);
     let now = now_ms();
     let kind = if settlement.refunded {
@@ -296,9 +306,14 @@ impl TradingRepository for SqliteTradingRepository {
     }
 
     #[tracing::instrument(skip_all, fields(market.id = market_id))]
-    async fn resolve(&self, market_id: i64, winner: u32) -> Result<Market, RepoError> {
+    async fn resolve(
+        &self,
+        market_id: i64,
+        winner: u32,
+        standing: Standing,
+    ) -> Result<Market, RepoError> {
         self.db
-            .write(move |conn| settle_market(conn, market_id, Some(winner)))
+            .write(move |conn| settle_market(conn, market_id, Some((winner, standing))))
             .await
     }
 

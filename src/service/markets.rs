@@ -1,11 +1,18 @@
 //! Market rules: creation, edits (only while active, guarded by version), deletion.
+//!
+//! Edits and deletions may carry an `If-Match` [`Precondition`] (strong comparison against the
+//! market's entity tag). Once users other than the creator have staked, the creator can no
+//! longer change the name, description or close time (409 `market_frozen`); moderators and
+//! admins can. That rule is [`crate::domain::authority`], checked in the writing transaction.
 
 use std::sync::Arc;
 
 use super::users::require;
 use crate::{
     domain::{
+        authority::Standing,
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket},
+        precondition::Precondition,
         user::{Actor, Permission},
     },
     error::AppError,
@@ -58,25 +65,32 @@ impl MarketService {
         Ok(market)
     }
 
-    /// Changes a market's editable fields. With `if_match`, the change applies only to that
-    /// version (else 412); without, it applies to whatever version is current.
+    /// Changes a market's editable fields. With `if_match`, the change applies only while the
+    /// market's current entity tag matches it (else 412); without, it applies to whatever
+    /// version is current. The creator's changes to frozen fields get 409 `market_frozen`.
     pub async fn update(
         &self,
         actor: &Actor,
         id: i64,
         changes: MarketChanges,
-        if_match: Option<i64>,
+        if_match: Option<Precondition>,
     ) -> Result<Market, AppError> {
         for _ in 0..EDIT_ATTEMPTS {
             let market = self.get(id).await?;
-            ensure_may_modify(actor, &market)?;
-            check_precondition(&market, if_match)?;
+            let standing = standing(actor, &market)?;
+            check_precondition(&market, if_match.as_ref())?;
             ensure_editable(&market)?;
             if changes.is_empty() {
                 return Ok(Arc::unwrap_or_clone(market));
             }
-            match self.repo.update(id, market.version, changes.clone()).await {
-                Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,
+            match self
+                .repo
+                .update(id, market.version, changes.clone(), standing)
+                .await
+            {
+                // Changed since it was read: read it again (the precondition is checked
+                // against the new version, so a conditional edit gets 412).
+                Err(RepoError::VersionMismatch { .. }) => continue,
                 Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
                 other => {
                     let market = other?;
@@ -91,17 +105,17 @@ impl MarketService {
         ))
     }
 
-    /// Deletes a market, optionally only at version `if_match`.
+    /// Deletes a market, optionally only while its entity tag matches `if_match`.
     pub async fn delete(
         &self,
         actor: &Actor,
         id: i64,
-        if_match: Option<i64>,
+        if_match: Option<Precondition>,
     ) -> Result<(), AppError> {
         for _ in 0..EDIT_ATTEMPTS {
             let market = self.get(id).await?;
-            ensure_may_modify(actor, &market)?;
-            check_precondition(&market, if_match)?;
+            standing(actor, &market)?;
+            check_precondition(&market, if_match.as_ref())?;
             if market.volume > 0 {
                 return Err(AppError::conflict(
                     "market_has_stakes",
@@ -109,7 +123,7 @@ impl MarketService {
                 ));
             }
             match self.repo.delete(id, market.version).await {
-                Err(RepoError::VersionMismatch { .. }) if if_match.is_none() => continue,
+                Err(RepoError::VersionMismatch { .. }) => continue,
                 Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
                 other => return Ok(other?),
             }
@@ -121,19 +135,16 @@ impl MarketService {
     }
 }
 
-fn ensure_may_modify(actor: &Actor, market: &Market) -> Result<(), AppError> {
-    if actor.may_modify(market.creator.id) {
-        Ok(())
-    } else {
-        Err(AppError::forbidden(
-            "only the market's creator, a moderator or an admin may change it",
-        ))
-    }
+/// The actor's standing towards `market`, or 403 when it may not change it at all.
+fn standing(actor: &Actor, market: &Market) -> Result<Standing, AppError> {
+    Standing::of(actor, market.creator.id).ok_or_else(|| {
+        AppError::forbidden("only the market's creator, a moderator or an admin may change it")
+    })
 }
 
-fn check_precondition(market: &Market, if_match: Option<i64>) -> Result<(), AppError> {
+fn check_precondition(market: &Market, if_match: Option<&Precondition>) -> Result<(), AppError> {
     match if_match {
-        Some(v) if v != market.version => Err(AppError::PreconditionFailed {
+        Some(p) if !p.holds(market) => Err(AppError::PreconditionFailed {
             current: market.version,
         }),
         _ => Ok(()),

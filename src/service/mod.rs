@@ -56,6 +56,18 @@ fn refused(rejection: Rejection) -> AppError {
         Rejection::LastAdmin => {
             AppError::conflict("last_admin", "the last admin cannot be demoted")
         }
+        Rejection::Frozen { fields } => AppError::conflict(
+            "market_frozen",
+            format!(
+                "other users have staked on this market, so its creator can no longer change \
+                 its {}; a moderator or an admin can",
+                fields.join(", ")
+            ),
+        ),
+        Rejection::ResolutionReserved => AppError::forbidden(
+            "other users have staked on this market, so only a moderator or an admin may \
+             resolve it; its creator may still close it or cancel it (which refunds every stake)",
+        ),
     }
 }
 

@@ -1,14 +1,17 @@
 //! Trading rules: who may stake, close, resolve and cancel, and what each reads.
 //!
 //! Lifecycle rule: a market's creator, a moderator or an admin may close, resolve or cancel
-//! it (the same people who may edit it). The checks that depend on state (market open,
-//! balance, forward-only status) run inside the writing transaction.
+//! it (the same people who may edit it), except that once users other than the creator have
+//! staked, only a moderator or an admin may resolve it (403 for the creator; see
+//! [`crate::domain::authority`]). The checks that depend on state (market open, balance,
+//! forward-only status, who has staked) run inside the writing transaction.
 
 use std::sync::Arc;
 
 use super::users::require;
 use crate::{
     domain::{
+        authority::Standing,
         market::Market,
         trading::{LedgerEntry, MarketPosition, Placed, Stake, UserPosition},
         user::{Actor, Permission},
@@ -68,7 +71,8 @@ impl TradingService {
             })
     }
 
-    /// Moves a market along its lifecycle (creator, moderator or admin).
+    /// Moves a market along its lifecycle (creator, moderator or admin; resolving a market
+    /// others have staked on: moderator or admin).
     pub async fn transition(
         &self,
         actor: &Actor,
@@ -80,14 +84,16 @@ impl TradingService {
             .get(market_id)
             .await?
             .ok_or(AppError::NotFound("market"))?;
-        if !actor.may_modify(market.creator.id) {
-            return Err(AppError::forbidden(
+        let standing = Standing::of(actor, market.creator.id).ok_or_else(|| {
+            AppError::forbidden(
                 "only the market's creator, a moderator or an admin may close, resolve or cancel it",
-            ));
-        }
+            )
+        })?;
         let result = match step {
             Transition::Close => self.trading.close(market_id).await,
-            Transition::Resolve(outcome) => self.trading.resolve(market_id, outcome).await,
+            Transition::Resolve(outcome) => {
+                self.trading.resolve(market_id, outcome, standing).await
+            }
             Transition::Cancel => self.trading.cancel(market_id).await,
         };
         result.map_err(market_not_found)

@@ -74,7 +74,7 @@ async fn reads_after_a_write_returns_never_see_older_data_under_concurrent_reads
                     // The body (rendered once per cached market) and its ETag agree.
                     assert_eq!(
                         read.header("etag"),
-                        Some(format!("\"{}\"", read.body["data"]["version"]).as_str())
+                        Some(format!("\"{id}-{}\"", read.body["data"]["version"]).as_str())
                     );
                 }
             }

@@ -47,7 +47,7 @@ async fn create_returns_201_with_location_etag_and_default_yes_no_outcomes() {
         reply.header("location"),
         Some(format!("/api/markets/{id}").as_str())
     );
-    assert_eq!(reply.header("etag"), Some("\"1\""));
+    assert_eq!(reply.header("etag"), Some(format!("\"{id}-1\"").as_str()));
 }
 
 #[tokio::test]
@@ -87,18 +87,19 @@ async fn get_returns_the_market_with_etag_and_304_when_the_client_copy_is_curren
     let reply = app.get(&path).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["data"], m);
-    assert_eq!(reply.header("etag"), Some("\"1\""));
+    let tag = format!("\"{}-1\"", m["id"]);
+    assert_eq!(reply.header("etag"), Some(tag.as_str()));
     assert_eq!(reply.header("cache-control"), Some("no-cache"));
 
     let not_modified = app
-        .send(Method::GET, &path, None, &[("if-none-match", "\"1\"")])
+        .send(Method::GET, &path, None, &[("if-none-match", &tag)])
         .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     assert!(not_modified.text.is_empty());
-    assert_eq!(not_modified.header("etag"), Some("\"1\""));
+    assert_eq!(not_modified.header("etag"), Some(tag.as_str()));
 
     let stale = app
-        .send(Method::GET, &path, None, &[("if-none-match", "\"0\"")])
+        .send(Method::GET, &path, None, &[("if-none-match", "\"1\"")])
         .await;
     assert_eq!(stale.status, StatusCode::OK);
 }
@@ -218,7 +219,10 @@ async fn put_replaces_editable_fields_and_clears_omitted_ones() {
     assert_eq!(d["close_time"], Value::Null);
     assert_eq!(d["version"], 2);
     assert_eq!(d["outcomes"], m["outcomes"], "outcomes are not editable");
-    assert_eq!(reply.header("etag"), Some("\"2\""));
+    assert_eq!(
+        reply.header("etag"),
+        Some(format!("\"{}-2\"", m["id"]).as_str())
+    );
     assert_eq!(app.get(&path).await.body["data"], *d);
 }
 
@@ -268,9 +272,9 @@ async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
         (Method::PUT, body),
         (Method::DELETE, None),
     ] {
-        for tag in ["\"1\"", "garbage"] {
+        for tag in [format!("\"{}-1\"", m["id"]), "garbage".into()] {
             let reply = user
-                .send(method.clone(), &path, body.clone(), &[("if-match", tag)])
+                .send(method.clone(), &path, body.clone(), &[("if-match", &tag)])
                 .await;
             reply.assert_error(412, "precondition_failed");
         }
@@ -282,7 +286,7 @@ async fn writes_with_a_stale_if_match_get_412_and_change_nothing() {
             Method::PATCH,
             &path,
             Some(json!({"name": "Won"})),
-            &[("if-match", "\"2\"")],
+            &[("if-match", &format!("\"{}-2\"", m["id"]))],
         )
         .await;
     assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.text);
@@ -303,7 +307,12 @@ async fn delete_removes_the_market_and_its_outcomes() {
     let m = user.create_market(json!({"name": "Delete me"})).await;
     let path = format!("/api/markets/{}", m["id"]);
     let reply = user
-        .send(Method::DELETE, &path, None, &[("if-match", "\"1\"")])
+        .send(
+            Method::DELETE,
+            &path,
+            None,
+            &[("if-match", &format!("\"{}-1\"", m["id"]))],
+        )
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(reply.text.is_empty());
@@ -401,7 +410,7 @@ async fn concurrent_edits_all_land_without_if_match_and_exactly_one_wins_with_it
         "every acknowledged edit bumped the version once"
     );
 
-    let tag = format!("\"{version}\"");
+    let tag = format!("\"{}-{version}\"", m["id"]);
     let guarded = (0..20).map(|i| {
         let (user, path, tag) = (&user, path.clone(), tag.clone());
         async move {

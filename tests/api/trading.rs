@@ -244,11 +244,12 @@ async fn resolution_pays_the_whole_pool_pro_rata_once() {
         app.user("bob").await,
         app.user("carol").await,
     );
+    let moderator = app.with_role("mod", "moderator").await;
     let id = market(&alice, &["YES", "NO"]).await;
     alice.stake(&id, 0, 100).await;
     bob.stake(&id, 0, 200).await;
     carol.stake(&id, 1, 401).await;
-    let resolved = alice
+    let resolved = moderator
         .post(&format!("/api/markets/{id}/resolve"), json!({"outcome": 0}))
         .await;
     assert_eq!(resolved.status, StatusCode::OK, "{}", resolved.text);
@@ -313,7 +314,8 @@ async fn cancellation_and_a_winner_nobody_backed_refund_every_stake() {
         .post(&format!("/api/markets/{cancelled}/cancel"), json!({}))
         .await;
     assert_eq!(c.body["data"]["status"], "cancelled");
-    let r = alice
+    let moderator = app.with_role("mod", "moderator").await;
+    let r = moderator
         .post(
             &format!("/api/markets/{unbacked}/resolve"),
             json!({"outcome": 2}),
@@ -439,6 +441,7 @@ async fn parallel_stakes_that_overdraw_succeed_exactly_floor_balance_over_amount
 async fn stakes_racing_a_resolution_are_either_paid_or_refused_never_lost() {
     let app = TestApp::spawn().await;
     let owner = app.user("owner").await;
+    let moderator = app.with_role("mod", "moderator").await;
     let id = market(&owner, &["YES", "NO"]).await;
     let mut users = Vec::new();
     for i in 0..20 {
@@ -450,7 +453,7 @@ async fn stakes_racing_a_resolution_are_either_paid_or_refused_never_lost() {
     }));
     let resolve = async {
         tokio::task::yield_now().await;
-        owner
+        moderator
             .post(&format!("/api/markets/{id}/resolve"), json!({"outcome": 0}))
             .await
     };
