@@ -82,7 +82,7 @@ pub enum StartError {
 /// A built, bound, not yet running server.
 pub struct App {
     acceptor: TcpAcceptor,
-    port: u16,
+    addr: std::net::SocketAddr,
     db: Arc<Db>,
     config: Config,
     tokens: Arc<Tokens>,
@@ -131,13 +131,34 @@ pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
 }
 
 impl App {
-    /// Opens storage and binds the listener; call [`App::run_until_stopped`] to serve.
+    /// Binds the listener, then opens storage; call [`App::run_until_stopped`] to serve.
+    ///
+    /// The listener comes first: a start that cannot listen (the port is taken) fails before
+    /// it creates anything in the data directory (the directory, the secret, the lock file or
+    /// the database), so it leaves nothing behind.
     pub async fn build(config: Config) -> Result<App, StartError> {
+        let bind_err = |source| StartError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        };
+        let acceptor = TcpListener::bind(config.bind)
+            .into_acceptor()
+            .await
+            .map_err(bind_err)?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(config.bind);
+        let embedder = embedder(&config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
         let secret = jwt_secret(&config)?;
         // One server per data directory; `agora restore` waits for it to stop.
         let lock =
             DataDirLock::acquire(&config.data_dir).map_err(|e| StartError::Init(e.to_string()))?;
-        let embedder = embedder(&config)?;
         let db = open_db(&config)?;
         let tokens = Arc::new(Tokens::new(
             &secret,
@@ -148,22 +169,9 @@ impl App {
             Passwords::new(config.max_concurrent_hashes, config.max_queued_hashes)
                 .map_err(|e| StartError::Init(e.to_string()))?,
         );
-        let bind_err = |source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        };
-        let acceptor = TcpListener::bind(config.bind)
-            .into_acceptor()
-            .await
-            .map_err(bind_err)?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(config.bind.port());
         Ok(App {
             acceptor,
-            port,
+            addr,
             db,
             config,
             tokens,
@@ -175,7 +183,7 @@ impl App {
 
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
@@ -186,7 +194,7 @@ impl App {
     ) -> std::io::Result<()> {
         let App {
             acceptor,
-            port,
+            addr,
             db,
             config,
             tokens,
@@ -281,7 +289,11 @@ impl App {
             db: db.clone(),
         }));
         let routes = routes(api::apis(services), &config, tokens, limits, metrics);
-        tracing::info!(port, data_dir = %config.data_dir.display(), "agora listening");
+        tracing::info!(
+            %addr,
+            data_dir = %config.data_dir.display(),
+            "agora listening on http://{addr} — docs at http://{addr}/docs"
+        );
         let result = Server::new_with_acceptor(acceptor)
             .idle_timeout(Duration::from_secs(config.idle_timeout_secs.max(1)))
             .run_with_graceful_shutdown(

@@ -17,4 +17,5 @@ mod restart;
 mod search;
 mod seed;
 mod spec;
+mod startup;
 mod trading;
