@@ -18,4 +18,5 @@ mod search;
 mod seed;
 mod spec;
 mod startup;
+mod tour;
 mod trading;

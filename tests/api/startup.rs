@@ -35,7 +35,8 @@ async fn a_start_on_a_taken_port_fails_and_leaves_nothing_in_the_data_dir() {
     assert!(
         !data_dir.exists(),
         "a failed start created {:?}",
-        std::fs::read_dir(&data_dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        std::fs::read_dir(&data_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
 }
 
@@ -83,7 +84,7 @@ async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_format
         let dir = tempfile::tempdir().unwrap();
         let mut child = Agora(
             Command::new(env!("CARGO_BIN_EXE_agora"))
-            .args(["--data-dir", dir.path().to_str().unwrap()])
+                .args(["--data-dir", dir.path().to_str().unwrap()])
                 .args(["--bind", "127.0.0.1:0", "--log-format", format])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
