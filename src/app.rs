@@ -302,7 +302,11 @@ impl App {
                 Some(Duration::from_secs(config.shutdown_timeout_secs)),
             )
             .await;
+        // Every task and thread of ours ends before "agora stopped": the sweeper is joined (not
+        // just told to stop), the workers and the database threads are joined below, so what
+        // the runtime's drop waits for afterwards is only what a client request left behind.
         forgetter.abort();
+        let _ = forgetter.await;
         workers
             .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
             .await;
