@@ -83,7 +83,7 @@ pub enum StartError {
 /// A built, bound, not yet running server.
 pub struct App {
     listener: TcpListener,
-    port: u16,
+    addr: std::net::SocketAddr,
     db: Arc<Db>,
     config: Config,
     tokens: Arc<Tokens>,
@@ -116,14 +116,17 @@ pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, StartError> {
     })
 }
 
+/// Creates the data directory (0700) when it is missing.
+fn create_data_dir(config: &Config) -> Result<(), StartError> {
+    crate::db::files::create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })
+}
+
 /// Opens the data directory and database (creating and migrating them as needed).
 pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
-    crate::db::files::create_private_dir(&config.data_dir).map_err(|source| {
-        StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        }
-    })?;
+    create_data_dir(config)?;
     let options = DbOptions {
         synchronous: config.synchronous,
         readers: config.db_readers,
@@ -134,13 +137,24 @@ pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
 }
 
 impl App {
-    /// Opens storage and binds the listener; call [`App::run_until_stopped`] to serve.
+    /// Binds the listener, then opens storage; call [`App::run_until_stopped`] to serve.
+    ///
+    /// The listener comes first: a start that cannot listen (the port is taken) fails before
+    /// it creates anything in the data directory (the directory, the secret, the lock file or
+    /// the database), so it leaves nothing behind.
     pub async fn build(config: Config) -> Result<App, StartError> {
+        let bind_err = |source| StartError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(config.bind).await.map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let embedder = embedder(&config)?;
+        create_data_dir(&config)?;
         let secret = jwt_secret(&config)?;
         // One server per data directory; `agora restore` waits for it to stop.
         let lock =
             DataDirLock::acquire(&config.data_dir).map_err(|e| StartError::Init(e.to_string()))?;
-        let embedder = embedder(&config)?;
         let db = open_db(&config)?;
         let tokens = Arc::new(Tokens::new(
             &secret,
@@ -151,15 +165,9 @@ impl App {
             Passwords::new(config.max_concurrent_hashes, config.max_queued_hashes)
                 .map_err(|e| StartError::Init(e.to_string()))?,
         );
-        let bind_err = |source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        };
-        let listener = TcpListener::bind(config.bind).await.map_err(bind_err)?;
-        let port = listener.local_addr().map_err(bind_err)?.port();
         Ok(App {
             listener,
-            port,
+            addr,
             db,
             config,
             tokens,
@@ -171,7 +179,7 @@ impl App {
 
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
@@ -182,7 +190,7 @@ impl App {
     ) -> std::io::Result<()> {
         let App {
             listener,
-            port,
+            addr,
             db,
             config,
             tokens,
@@ -279,13 +287,21 @@ impl App {
             db: db.clone(),
         }));
         let routes = routes(api::apis(services), &config, authenticator, limits, metrics);
-        tracing::info!(port, data_dir = %config.data_dir.display(), "agora listening");
+        tracing::info!(
+            %addr,
+            data_dir = %config.data_dir.display(),
+            "agora listening on http://{addr} — docs at http://{addr}/docs"
+        );
         let server_limits = crate::server::ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         };
         let result = crate::server::serve(listener, routes, server_limits, shutdown).await;
+        // Every task and thread of ours ends before "agora stopped": the sweeper is joined (not
+        // just told to stop), the workers and the database threads are joined below, so what
+        // the runtime's drop waits for afterwards is only what a client request left behind.
         forgetter.abort();
+        let _ = forgetter.await;
         workers
             .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
             .await;

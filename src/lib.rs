@@ -4,6 +4,36 @@
 //! Layers, dependencies pointing down: `api` (HTTP handlers) -> `service` (rules) -> `repo`
 //! (data access behind traits) -> `db` (connections, writer, migrations). `app` wires them;
 //! `main` only parses the command line.
+//!
+//! ## Architecture
+//!
+//! Requests pass through middleware (request id and one JSON access-log line per request, request
+//! timeout, panic catcher, rate limiter, body limit), then `api/` (poem-openapi handlers: parse and validate
+//! into domain types, call one service method, map the result to a typed response; the bearer
+//! scheme in `api/security.rs` turns a verified access token into the acting user and role),
+//! `service/` (business rules, including role and ownership checks), `repo/` (data access behind
+//! traits, one SQL statement or transaction per method) and `db/`; `src/app.rs` is the one place
+//! that wires them together, and `main.rs` only parses the command line. `db/` has exactly one
+//! writer thread: writes queue up, and the thread runs every write waiting at that moment in one
+//! `BEGIN IMMEDIATE` transaction, each in its own savepoint (a failing write rolls back alone),
+//! commits once, and only then answers (group commit). A stake or a settlement is one such write,
+//! so stakes, closes and resolutions of a market are totally ordered. `jobs/` is the durable
+//! queue (`queue.rs`: the table, claims, leases, backoff; `worker.rs`: tokio workers;
+//! `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
+//! index and rank fusion; `service/search.rs` puts them together. Reads use a pool of `query_only`
+//! connections and never wait for the writer. Market reads go through a moka cache
+//! (`repo/cached.rs`, decorators that `app.rs` wraps around the SQLite repositories): a market is
+//! loaded once under concurrent misses, and every write that changes a market (edit, stake,
+//! close, resolve, cancel, the close sweep) removes its entry after the commit and before the
+//! response, through the same per-key lock as the load, so no read that starts after a write has
+//! returned sees the older value; list pages are keyed by a generation number every market write
+//! bumps. The schema is versioned SQL embedded in the binary,
+//! applied at start in one transaction and tracked with `PRAGMA user_version`; a database from a
+//! newer agora is refused.
+//!
+//! Storage and durability (what a commit survives, checkpoints, backups, what start-up refuses)
+//! are described in [`db`]; how fast each path is, in `benches/README.md`; how it is tested, in
+//! `tests/README.md`.
 #![forbid(unsafe_code)]
 
 pub mod admin;

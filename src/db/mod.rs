@@ -6,6 +6,47 @@
 //! each in its own `SAVEPOINT`: one failing write rolls back alone, and many writes share one
 //! commit (and one fsync). A checkpointer thread copies the WAL back into the database file
 //! beside the writer, so the writer does not stop every ~1000 pages to do it (see `checkpoint`).
+//!
+//! ## Durability
+//!
+//! The database is `<data-dir>/agora.db` in WAL mode; while it is open, `agora.db-wal` and
+//! `agora.db-shm` sit beside it. A write is acknowledged only after its transaction has committed.
+//! What a commit survives depends on `--synchronous`:
+//!
+//! - `full` (default): the WAL is synced at every commit, so an acknowledged write survives a
+//!   crash of the process, of the operating system, or a power cut. This costs one fsync per
+//!   commit, and group commit shares it among the writes queued together: in the load benchmark
+//!   stakes with `full` ran at about the rate they ran with `normal` (see
+//!   `benches/README.md`), so durability across power loss is the default.
+//! - `normal`: a commit is written to the WAL without fsync; the WAL is synced at checkpoints. A
+//!   committed write survives a crash or kill of the agora process, but an operating-system crash
+//!   or power cut can lose the most recent commits (the database stays consistent; it rolls back
+//!   to an earlier commit).
+//!
+//! Checkpoints (copying the WAL back into `agora.db`) run on a thread of their own: every 100 ms,
+//! if anything was committed, it runs a passive checkpoint on its own connection while the writer
+//! keeps committing. When the WAL passes 8192 pages the writer finishes the checkpoint between two
+//! group commits (only the pages written since the last pass are left), so the WAL starts over
+//! from its beginning (a WAL file that grew past 64 MiB is cut back to that size then). SQLite's default would have the
+//! writer stop every 1000 pages to copy and fsync them itself, and every queued write wait behind
+//! it. On a clean stop (SIGINT/SIGTERM) agora checkpoints the WAL into `agora.db` and truncates the
+//! WAL. Back up a running server with `agora backup PATH` or `POST /api/admin/backup` (admins; a
+//! job whose `result.path` names the checked copy in `<data-dir>/backups`), or every
+//! `--backup-every-secs` automatically, keeping the newest `--backup-keep`; restore with
+//! `agora restore PATH` after stopping the server. At start the server runs `PRAGMA quick_check`
+//! and refuses a damaged database, a database from a newer agora, a data directory it cannot
+//! create or write, and a data directory another agora server holds, each with a message and a
+//! non-zero exit code. A write that hits a full disk or a read-only file gets 503 `unavailable`
+//! and rolls back whole; reads go on (the test suite fills a database capped with
+//! `--db-max-size-mb` until writes fail, then checks the refused write left nothing and the
+//! invariants hold).
+//!
+//! The data directory also holds
+//! `jwt-secret` (unless the secret is configured): whoever reads it can sign access tokens for any
+//! user, and replacing it invalidates every access token issued so far.
+//!
+//! The crash, backup and full-disk tests that prove this from the outside are described in
+//! `tests/README.md`.
 
 pub mod backup;
 mod checkpoint;

@@ -21,4 +21,6 @@ mod search;
 mod seed;
 mod sessions;
 mod spec;
+mod startup;
+mod tour;
 mod trading;

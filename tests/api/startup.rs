@@ -1,0 +1,119 @@
+//! Starting and stopping: a failed start leaves the data directory untouched, and the start-up
+//! log says in one line where the server listens and where its docs are.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use agora::{app::StartError, App, Config};
+
+#[tokio::test]
+async fn a_start_on_a_taken_port_fails_and_leaves_nothing_in_the_data_dir() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("fresh");
+    // No --jwt-secret: a start that got far enough would generate one into the data dir.
+    let config = Config::from_args([
+        "agora",
+        "--bind",
+        &addr,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .unwrap();
+
+    let started = App::build(config).await;
+
+    assert!(
+        matches!(started, Err(StartError::Bind { .. })),
+        "the start must fail to bind"
+    );
+    assert!(
+        !data_dir.exists(),
+        "a failed start created {:?}",
+        std::fs::read_dir(&data_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+}
+
+/// A child process that is killed if the test fails before it stops it.
+struct Agora(std::process::Child);
+
+impl Drop for Agora {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Lines the process writes to stderr, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line that contains `needle` (a generous bound only keeps a broken start from
+/// hanging the suite; nothing here is timed).
+fn line_with(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        match lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_formats() {
+    for format in ["json", "pretty"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Agora(
+            Command::new(env!("CARGO_BIN_EXE_agora"))
+                .args(["--data-dir", dir.path().to_str().unwrap()])
+                .args(["--bind", "127.0.0.1:0", "--log-format", format])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("agora starts"),
+        );
+        let lines = stderr_lines(&mut child.0);
+
+        let line = line_with(&lines, "agora listening on");
+        let base = line
+            .split("agora listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("an address follows")
+            .to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "{format}: {line}");
+        assert!(
+            line.contains(&format!("docs at {base}/docs")),
+            "{format}: {line}"
+        );
+        let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
+        assert_eq!(docs.status(), 200, "{format}: the logged docs URL serves");
+
+        let term = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        line_with(&lines, "agora stopped");
+        assert!(child.0.wait().unwrap().success(), "{format}: clean exit");
+    }
+}
