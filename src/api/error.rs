@@ -169,6 +169,29 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The 400 for query or path parameters that parsed but break a rule of their own (a
+    /// cursor from another list, a cursor with an offset).
+    pub fn invalid_parameters(fields: Vec<FieldError>) -> Self {
+        let first = fields.first().map_or("", |f| f.field.as_str());
+        ApiError::BadRequest(body(
+            "invalid_parameter",
+            format!("invalid parameter `{first}`"),
+            details(fields),
+        ))
+    }
+}
+
+/// Validates a list's paging parameters; problems are a 400 naming the parameter.
+pub fn paging(
+    limit: Option<u32>,
+    offset: Option<u64>,
+    cursor: Option<&str>,
+    list: &crate::domain::paging::ListId,
+) -> Result<crate::domain::Paging, ApiError> {
+    crate::domain::Paging::parse(limit, offset, cursor, list).map_err(ApiError::invalid_parameters)
+}
+
 impl From<Vec<FieldError>> for ApiError {
     fn from(fields: Vec<FieldError>) -> Self {
         AppError::Validation(fields).into()

@@ -9,7 +9,7 @@ use poem_openapi::{
 };
 
 use super::{
-    error::ApiError,
+    error::{paging, ApiError},
     market_models::MarketEnvelope,
     security::BearerAuth,
     trading_models::{
@@ -20,8 +20,8 @@ use super::{
 };
 use crate::{
     domain::{
+        paging::lists,
         trading::{parse_idempotency_key, Stake},
-        Paging,
     },
     service::trading::{TradingService, Transition},
 };
@@ -103,13 +103,17 @@ impl TradingApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<PositionListEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
-        let page = self.trading.market_positions(id.0, paging).await?;
-        Ok(Json(PositionListEnvelope::from_page(page, paging)))
+        let list = lists::market_positions(id.0);
+        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let page = self.trading.market_positions(id.0, paging.clone()).await?;
+        Ok(Json(PositionListEnvelope::from_page(page, &paging)))
     }
 
     /// List the caller's positions
@@ -128,13 +132,17 @@ impl TradingApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<MyPositionListEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
-        let page = self.trading.my_positions(&auth.0, paging).await?;
-        Ok(Json(MyPositionListEnvelope::from_page(page, paging)))
+        let list = lists::user_positions(auth.0.user_id);
+        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let page = self.trading.my_positions(&auth.0, paging.clone()).await?;
+        Ok(Json(MyPositionListEnvelope::from_page(page, &paging)))
     }
 
     /// List the caller's ledger
@@ -153,13 +161,17 @@ impl TradingApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<LedgerEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
-        let page = self.trading.my_ledger(&auth.0, paging).await?;
-        Ok(Json(LedgerEnvelope::from_page(page, paging)))
+        let list = lists::ledger(auth.0.user_id);
+        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let page = self.trading.my_ledger(&auth.0, paging.clone()).await?;
+        Ok(Json(LedgerEnvelope::from_page(page, &paging)))
     }
 
     /// Close a market

@@ -13,6 +13,7 @@ mod jobs;
 mod limits;
 mod markets;
 mod metrics;
+mod paging;
 mod restart;
 mod search;
 mod seed;
