@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{payload::Json, ApiResponse, OpenApi};
 
 use super::{
+    body::JsonBody,
     error::ApiError,
     user_models::{LoginBody, RefreshBody, RegisterBody, SessionEnvelope, UserEnvelope},
     ApiTags,
@@ -44,7 +45,7 @@ impl AuthApi {
     /// Creates a `user` account holding the signup grant (recorded in the ledger). A taken
     /// username gets 409. Then log in for tokens.
     #[oai(path = "/register", method = "post", operation_id = "register_user")]
-    async fn register_user(&self, body: Json<RegisterBody>) -> Result<Registered, ApiError> {
+    async fn register_user(&self, body: JsonBody<RegisterBody>) -> Result<Registered, ApiError> {
         let credentials = Credentials::parse(&body.0.username.0, &body.0.password.0)?;
         let user = self.auth.register(credentials).await?;
         Ok(Registered::Created(Json(UserEnvelope::new(user.into()))))
@@ -57,7 +58,10 @@ impl AuthApi {
     /// limited per client address and per username (10 per 15 minutes by default): past
     /// either, 429.
     #[oai(path = "/login", method = "post", operation_id = "login_user")]
-    async fn login_user(&self, body: Json<LoginBody>) -> Result<Json<SessionEnvelope>, ApiError> {
+    async fn login_user(
+        &self,
+        body: JsonBody<LoginBody>,
+    ) -> Result<Json<SessionEnvelope>, ApiError> {
         self.limits
             .check_login(&body.0.username.0)
             .map_err(|t| ApiError::rate_limited(&t))?;
@@ -75,7 +79,7 @@ impl AuthApi {
     #[oai(path = "/refresh", method = "post", operation_id = "refresh_session")]
     async fn refresh_session(
         &self,
-        body: Json<RefreshBody>,
+        body: JsonBody<RefreshBody>,
     ) -> Result<Json<SessionEnvelope>, ApiError> {
         let session = self.auth.refresh(body.0.refresh_token.0).await?;
         Ok(Json(SessionEnvelope::new(session.into())))
@@ -86,7 +90,7 @@ impl AuthApi {
     /// Revokes the session the refresh token belongs to. Access tokens already issued stay valid
     /// until they expire (15 minutes by default).
     #[oai(path = "/logout", method = "post", operation_id = "logout_session")]
-    async fn logout_session(&self, body: Json<RefreshBody>) -> Result<LoggedOut, ApiError> {
+    async fn logout_session(&self, body: JsonBody<RefreshBody>) -> Result<LoggedOut, ApiError> {
         self.auth.logout(body.0.refresh_token.0).await?;
         Ok(LoggedOut::NoContent)
     }

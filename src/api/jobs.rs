@@ -9,12 +9,16 @@ use poem_openapi::{
 };
 
 use super::{
-    error::{paging, ApiError},
+    error::ApiError,
     job_models::{JobEnvelope, JobListEnvelope, JobStatusView},
     security::BearerAuth,
     ApiTags,
 };
-use crate::{domain::paging::lists, jobs::JobFilter, service::jobs::JobService};
+use crate::{
+    domain::{paging::lists, Paging},
+    jobs::JobFilter,
+    service::jobs::JobService,
+};
 
 /// Jobs API.
 pub struct JobsApi {
@@ -81,7 +85,8 @@ impl JobsApi {
             kind: kind.0,
         };
         let list = lists::jobs(filter.status.map(|s| s.as_str()), filter.kind.as_deref());
-        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
         let page = self.jobs.list(&auth.0, filter, paging.clone()).await?;
         Ok(Json(JobListEnvelope::from_page(page, &paging)))
     }

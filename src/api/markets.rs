@@ -11,6 +11,7 @@ use poem_openapi::{
 use time::OffsetDateTime;
 
 use super::{
+    body::JsonBody,
     error::ApiError,
     market_models::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
@@ -234,7 +235,7 @@ impl MarketsApi {
     async fn create_market(
         &self,
         auth: BearerAuth,
-        body: Json<CreateMarketBody>,
+        body: JsonBody<CreateMarketBody>,
     ) -> Result<CreatedMarket, ApiError> {
         let market =
             NewMarket::parse(body.0.into_input(auth.0.user_id), OffsetDateTime::now_utc())?;
@@ -261,7 +262,7 @@ impl MarketsApi {
         /// The ETag the change is based on.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-        body: Json<ReplaceMarketBody>,
+        body: JsonBody<ReplaceMarketBody>,
     ) -> Result<UpdatedMarket, ApiError> {
         self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await
@@ -281,7 +282,7 @@ impl MarketsApi {
         /// The ETag the change is based on.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-        body: Json<PatchMarketBody>,
+        body: JsonBody<PatchMarketBody>,
     ) -> Result<UpdatedMarket, ApiError> {
         self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await

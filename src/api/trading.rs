@@ -9,7 +9,8 @@ use poem_openapi::{
 };
 
 use super::{
-    error::{paging, ApiError},
+    body::JsonBody,
+    error::ApiError,
     market_models::MarketEnvelope,
     security::BearerAuth,
     trading_models::{
@@ -22,6 +23,7 @@ use crate::{
     domain::{
         paging::lists,
         trading::{parse_idempotency_key, Stake},
+        Paging,
     },
     service::trading::{TradingService, Transition},
 };
@@ -70,7 +72,7 @@ impl TradingApi {
         /// across retries.
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
-        body: Json<StakeBody>,
+        body: JsonBody<StakeBody>,
     ) -> Result<StakeCreated, ApiError> {
         let stake = Stake::parse(body.0.outcome, body.0.amount)?;
         let key = idempotency_key
@@ -111,7 +113,8 @@ impl TradingApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<PositionListEnvelope>, ApiError> {
         let list = lists::market_positions(id.0);
-        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
         let page = self.trading.market_positions(id.0, paging.clone()).await?;
         Ok(Json(PositionListEnvelope::from_page(page, &paging)))
     }
@@ -140,7 +143,8 @@ impl TradingApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<MyPositionListEnvelope>, ApiError> {
         let list = lists::user_positions(auth.0.user_id);
-        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
         let page = self.trading.my_positions(&auth.0, paging.clone()).await?;
         Ok(Json(MyPositionListEnvelope::from_page(page, &paging)))
     }
@@ -169,7 +173,8 @@ impl TradingApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<LedgerEnvelope>, ApiError> {
         let list = lists::ledger(auth.0.user_id);
-        let paging = paging(limit.0, offset.0, cursor.0.as_deref(), &list)?;
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
         let page = self.trading.my_ledger(&auth.0, paging.clone()).await?;
         Ok(Json(LedgerEnvelope::from_page(page, &paging)))
     }
@@ -216,7 +221,7 @@ impl TradingApi {
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
-        body: Json<ResolveBody>,
+        body: JsonBody<ResolveBody>,
     ) -> Result<Json<MarketEnvelope>, ApiError> {
         let market = self
             .trading

@@ -12,6 +12,7 @@ mod helpers;
 mod jobs;
 mod limits;
 mod markets;
+mod messages;
 mod metrics;
 mod paging;
 mod restart;

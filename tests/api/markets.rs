@@ -140,7 +140,7 @@ async fn list_filters_sorts_pages_and_counts() {
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(
         page.body["meta"],
-        json!({"limit": 20, "offset": 0, "total": 4})
+        json!({"limit": 20, "offset": 0, "total": 4, "next_cursor": null})
     );
     let got = page.ids();
     assert_eq!(
