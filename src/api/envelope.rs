@@ -6,7 +6,8 @@ use poem_openapi::{types::Example, Object};
 /// One invalid field.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
-    /// The field: a body property (`name`, `outcomes[1]`), a query or path parameter, or `body`.
+    /// The field: a body property (`name`, `outcomes[1]`, `initial_stake.amount`), a query or
+    /// path parameter (`status`, `id`, `cursor`), or `body` for the body as a whole.
     pub field: String,
     /// What is wrong with it.
     pub message: String,

@@ -130,7 +130,7 @@ async fn invalid_create_bodies_are_refused_with_details_and_create_nothing() {
         ),
         (
             json!({"name": "Valid name", "outcomes": ["Yes", "x".repeat(51)]}),
-            "outcomes",
+            "outcomes[1]",
         ),
         (
             json!({"name": "Valid name", "close_time": past}),
