@@ -66,6 +66,7 @@ fn benches(c: &mut Criterion) {
                     None,
                     Some(100),
                     None,
+                    None,
                 )
                 .unwrap(),
             ),
@@ -79,6 +80,7 @@ fn benches(c: &mut Criterion) {
         Some(SortKey::Volume),
         None,
         Some(20),
+        None,
         None,
     )
     .unwrap();
@@ -96,7 +98,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(cached.get(42)).unwrap())
     });
     c.bench_function("market list page (sqlite, active by volume)", |b| {
-        b.iter(|| rt.block_on(sqlite.list(page)).unwrap())
+        b.iter(|| rt.block_on(sqlite.list(page.clone())).unwrap())
     });
     let mut i = 0usize;
     c.bench_function("stake (one writer transaction)", |b| {

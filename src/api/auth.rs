@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{payload::Json, ApiResponse, OpenApi};
 
 use super::{
+    body::JsonBody,
     error::ApiError,
     user_models::{LoginBody, RefreshBody, RegisterBody, SessionEnvelope, UserEnvelope},
     ApiTags,
@@ -66,7 +67,7 @@ impl AuthApi {
     /// Creates a `user` account holding the signup grant (recorded in the ledger). A taken
     /// username gets 409. Then log in for tokens.
     #[oai(path = "/register", method = "post", operation_id = "register_user")]
-    async fn register_user(&self, body: Json<RegisterBody>) -> Result<Registered, ApiError> {
+    async fn register_user(&self, body: JsonBody<RegisterBody>) -> Result<Registered, ApiError> {
         let credentials = Credentials::parse(&body.0.username.0, &body.0.password.0)?;
         let user = self.auth.register(credentials).await?;
         Ok(Registered::Created(Json(UserEnvelope::new(user.into()))))
@@ -82,7 +83,7 @@ impl AuthApi {
     #[oai(path = "/login", method = "post", operation_id = "login_user")]
     async fn login_user(
         &self,
-        body: Json<LoginBody>,
+        body: JsonBody<LoginBody>,
         req: &poem::Request,
     ) -> Result<SessionIssued, ApiError> {
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
@@ -102,7 +103,10 @@ impl AuthApi {
     /// Exchanges a refresh token for new tokens. Each refresh token works once; presenting a
     /// used one again revokes the whole session (every token of that login) and gets 401.
     #[oai(path = "/refresh", method = "post", operation_id = "refresh_session")]
-    async fn refresh_session(&self, body: Json<RefreshBody>) -> Result<SessionIssued, ApiError> {
+    async fn refresh_session(
+        &self,
+        body: JsonBody<RefreshBody>,
+    ) -> Result<SessionIssued, ApiError> {
         let session = self.auth.refresh(body.0.refresh_token.0).await?;
         Ok(SessionIssued::new(session))
     }
@@ -112,7 +116,7 @@ impl AuthApi {
     /// Ends the session the refresh token belongs to: its refresh tokens and every access
     /// token it issued stop working at once.
     #[oai(path = "/logout", method = "post", operation_id = "logout_session")]
-    async fn logout_session(&self, body: Json<RefreshBody>) -> Result<LoggedOut, ApiError> {
+    async fn logout_session(&self, body: JsonBody<RefreshBody>) -> Result<LoggedOut, ApiError> {
         self.auth.logout(body.0.refresh_token.0).await?;
         Ok(LoggedOut::NoContent)
     }

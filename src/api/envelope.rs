@@ -6,7 +6,8 @@ use poem_openapi::{types::Example, Object};
 /// One invalid field.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
-    /// The field: a body property (`name`, `outcomes[1]`), a query or path parameter, or `body`.
+    /// The field: a body property (`name`, `outcomes[1]`, `initial_stake.amount`), a query or
+    /// path parameter (`status`, `id`, `cursor`), or `body` for the body as a whole.
     pub field: String,
     /// What is wrong with it.
     pub message: String,
@@ -50,19 +51,26 @@ impl Example for ErrorBody {
 pub struct ListMeta {
     /// Page size used.
     pub limit: u32,
-    /// Rows skipped.
+    /// Rows skipped (0 on a page fetched with `cursor`).
     pub offset: u64,
     /// Rows matching the filters in all.
     pub total: u64,
+    /// Pass this as `cursor` (with the same filters, sort and order, and without `offset`) to
+    /// get the next page; `null` on the last page. Opaque: it holds the position of this
+    /// page's last row, so the next page neither repeats nor skips rows while others are
+    /// inserted or deleted.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
 }
 
 impl ListMeta {
-    /// The meta of a page fetched with `paging` out of `total` rows.
-    pub fn of(paging: crate::domain::Paging, total: u64) -> Self {
+    /// The meta of `page`, fetched with `paging` (which makes its next cursor).
+    pub fn of<T>(page: &crate::domain::Page<T>, paging: &crate::domain::Paging) -> Self {
         ListMeta {
             limit: paging.limit,
             offset: paging.offset,
-            total,
+            total: page.total,
+            next_cursor: page.next.as_ref().map(|key| paging.cursor_after(key)),
         }
     }
 }
@@ -72,7 +80,8 @@ impl Example for ListMeta {
         ListMeta {
             limit: 20,
             offset: 0,
-            total: 1,
+            total: 57,
+            next_cursor: Some("WzEsMjU0NzI3MDcyNjQ4MTE0LFsyMDAsNDJdXfMoN1ZKpm7U".into()),
         }
     }
 }
@@ -108,8 +117,8 @@ macro_rules! envelope {
 
         impl $name {
             /// The envelope of a page fetched with `paging`.
-            pub fn from_page<T: Into<$item>>(page: crate::domain::Page<T>, paging: crate::domain::Paging) -> Self {
-                let meta = ListMeta::of(paging, page.total);
+            pub fn from_page<T: Into<$item>>(page: crate::domain::Page<T>, paging: &crate::domain::Paging) -> Self {
+                let meta = ListMeta::of(&page, paging);
                 Self::new(page.items.into_iter().map(Into::into).collect(), meta)
             }
         }

@@ -17,7 +17,9 @@ use poem_openapi::{
 };
 
 use super::{
+    body::InvalidBody,
     envelope::{ErrorBody, ErrorDetail},
+    plain,
     security::InvalidToken,
 };
 use crate::{
@@ -169,6 +171,19 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The 400 for query or path parameters that parsed but break a rule of their own (a
+    /// cursor from another list, a cursor with an offset).
+    pub fn invalid_parameters(fields: Vec<FieldError>) -> Self {
+        let first = fields.first().map_or("", |f| f.field.as_str());
+        ApiError::BadRequest(body(
+            "invalid_parameter",
+            format!("invalid parameter `{first}`"),
+            details(fields),
+        ))
+    }
+}
+
 impl From<Vec<FieldError>> for ApiError {
     fn from(fields: Vec<FieldError>) -> Self {
         AppError::Validation(fields).into()
@@ -214,6 +229,12 @@ pub fn error_response(err: poem::Error) -> Response {
         param_error(e.name, &e.reason)
     } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
         param_error(e.name, &e.reason)
+    } else if let Some(InvalidBody(problems)) = err.downcast_ref::<InvalidBody>() {
+        ApiError::BadRequest(body(
+            "invalid_body",
+            "the request body is not valid",
+            problems.clone(),
+        ))
     } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         payload_error(&e.reason)
     } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
@@ -254,24 +275,25 @@ fn param_error(name: &str, reason: &str) -> ApiError {
         format!("invalid parameter `{name}`"),
         vec![ErrorDetail {
             field: name.into(),
-            message: reason.into(),
+            message: plain::translate(reason).1,
         }],
     ))
 }
 
-/// poem-openapi reports body problems as text; the field, when it names one, is the text
-/// between the first pair of backticks after "field ".
+/// A body refused by a `Json` payload (request bodies use [`super::body::JsonBody`], which
+/// names every field; this is the fallback): the reason in plain words.
 fn payload_error(reason: &str) -> ApiError {
-    let field = reason
-        .split_once("field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map_or("body", |(field, _)| field);
+    let (field, message) = if reason.contains(" at line ") {
+        (None, format!("is not valid JSON: {reason}"))
+    } else {
+        plain::translate(reason)
+    };
     ApiError::BadRequest(body(
         "invalid_body",
         "the request body is not valid",
         vec![ErrorDetail {
-            field: field.into(),
-            message: reason.into(),
+            field: field.unwrap_or_else(|| "body".into()),
+            message,
         }],
     ))
 }

@@ -14,7 +14,11 @@ use super::{
     security::BearerAuth,
     ApiTags,
 };
-use crate::{domain::Paging, jobs::JobFilter, service::jobs::JobService};
+use crate::{
+    domain::{paging::lists, Paging},
+    jobs::JobFilter,
+    service::jobs::JobService,
+};
 
 /// Jobs API.
 pub struct JobsApi {
@@ -68,17 +72,23 @@ impl JobsApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        /// Only with the filters of that request; not with `offset`.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<JobListEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
         let filter = JobFilter {
             status: status.0.map(Into::into),
             kind: kind.0,
         };
-        let page = self.jobs.list(&auth.0, filter, paging).await?;
-        Ok(Json(JobListEnvelope::from_page(page, paging)))
+        let list = lists::jobs(filter.status.map(|s| s.as_str()), filter.kind.as_deref());
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
+        let page = self.jobs.list(&auth.0, filter, paging.clone()).await?;
+        Ok(Json(JobListEnvelope::from_page(page, &paging)))
     }
 
     /// Back up the database

@@ -12,6 +12,7 @@ use poem_openapi::{
 use time::OffsetDateTime;
 
 use super::{
+    body::JsonBody,
     error::ApiError,
     etag,
     market_models::{
@@ -121,8 +122,11 @@ pub enum DeletedMarket {
 impl MarketsApi {
     /// List markets
     ///
-    /// Filters by status and creator, sorts, and pages with `limit` and `offset`. Outcomes and
-    /// creators are included.
+    /// Filters by status and creator, sorts, and pages with `limit` and either `offset` or
+    /// `cursor`. Outcomes and creators are included. Ties in the sort column are broken by id
+    /// (in the same direction). To walk a list, pass each page's `meta.next_cursor` as `cursor`
+    /// with the same filters, sort and order: unlike an offset, a cursor page neither repeats
+    /// nor skips markets when others are created or deleted in between.
     #[oai(path = "/", method = "get", operation_id = "list_markets")]
     #[allow(clippy::too_many_arguments)]
     async fn list_markets(
@@ -139,9 +143,13 @@ impl MarketsApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        /// Only with the filters, sort and order of that request; not with `offset`.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Rendered<MarketListEnvelope>, ApiError> {
         let query = ListQuery::parse(
             status.0.map(Into::into),
@@ -150,11 +158,14 @@ impl MarketsApi {
             order.0.map(|o| o == SortOrder::Desc),
             limit.0,
             offset.0,
-        )?;
-        let page = self.markets.list(query).await?;
+            cursor.0.as_deref(),
+        )
+        .map_err(ApiError::invalid_parameters)?;
+        let page = self.markets.list(query.clone()).await?;
+        let paging = query.paging.clone();
         Ok(
             RenderMemo::render(self.pages.as_ref(), query, page, |page| {
-                MarketListEnvelope::from_page(page.clone(), query.paging)
+                MarketListEnvelope::from_page(page.clone(), &paging)
             })
             .await,
         )
@@ -198,7 +209,7 @@ impl MarketsApi {
     async fn create_market(
         &self,
         auth: BearerAuth,
-        body: Json<CreateMarketBody>,
+        body: JsonBody<CreateMarketBody>,
     ) -> Result<CreatedMarket, ApiError> {
         let market =
             NewMarket::parse(body.0.into_input(auth.0.user_id), OffsetDateTime::now_utc())?;
@@ -227,7 +238,7 @@ impl MarketsApi {
         /// The ETag(s) the change is based on (strong), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-        body: Json<ReplaceMarketBody>,
+        body: JsonBody<ReplaceMarketBody>,
     ) -> Result<UpdatedMarket, ApiError> {
         self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await
@@ -250,7 +261,7 @@ impl MarketsApi {
         /// The ETag(s) the change is based on (strong), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-        body: Json<PatchMarketBody>,
+        body: JsonBody<PatchMarketBody>,
     ) -> Result<UpdatedMarket, ApiError> {
         self.change(&auth.0, id.0, if_match.0.as_deref(), body.0.into())
             .await

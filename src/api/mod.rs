@@ -3,6 +3,7 @@
 //! only place that turns failures into statuses.
 
 mod auth;
+mod body;
 pub mod envelope;
 pub mod error;
 mod etag;
@@ -11,6 +12,7 @@ mod job_models;
 mod jobs;
 mod market_models;
 mod markets;
+mod plain;
 mod rendered;
 mod search;
 mod search_models;

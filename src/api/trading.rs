@@ -9,6 +9,7 @@ use poem_openapi::{
 };
 
 use super::{
+    body::JsonBody,
     error::ApiError,
     market_models::MarketEnvelope,
     security::BearerAuth,
@@ -20,6 +21,7 @@ use super::{
 };
 use crate::{
     domain::{
+        paging::lists,
         trading::{parse_idempotency_key, Stake},
         Paging,
     },
@@ -71,7 +73,7 @@ impl TradingApi {
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         #[allow(unused_variables)]
         idempotency_key: Header<Option<String>>,
-        body: Json<StakeBody>,
+        body: JsonBody<StakeBody>,
         req: &poem::Request,
     ) -> Result<StakeCreated, ApiError> {
         // Read from the raw headers: the typed parameter above documents the header, but it
@@ -108,13 +110,18 @@ impl TradingApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<PositionListEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
-        let page = self.trading.market_positions(id.0, paging).await?;
-        Ok(Json(PositionListEnvelope::from_page(page, paging)))
+        let list = lists::market_positions(id.0);
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
+        let page = self.trading.market_positions(id.0, paging.clone()).await?;
+        Ok(Json(PositionListEnvelope::from_page(page, &paging)))
     }
 
     /// List the caller's positions
@@ -133,13 +140,18 @@ impl TradingApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<MyPositionListEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
-        let page = self.trading.my_positions(&auth.0, paging).await?;
-        Ok(Json(MyPositionListEnvelope::from_page(page, paging)))
+        let list = lists::user_positions(auth.0.user_id);
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
+        let page = self.trading.my_positions(&auth.0, paging.clone()).await?;
+        Ok(Json(MyPositionListEnvelope::from_page(page, &paging)))
     }
 
     /// List the caller's ledger
@@ -158,13 +170,18 @@ impl TradingApi {
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
-        /// Rows to skip, up to 1,000,000 (default 0).
+        /// Rows to skip, up to 1,000,000 (default 0). Not with `cursor`.
         #[oai(validator(maximum(value = "1000000")))]
         offset: Query<Option<u64>>,
+        /// Start after the last row of an earlier page: its `meta.next_cursor`, unchanged.
+        #[oai(validator(max_length = 1024))]
+        cursor: Query<Option<String>>,
     ) -> Result<Json<LedgerEnvelope>, ApiError> {
-        let paging = Paging::parse(limit.0, offset.0)?;
-        let page = self.trading.my_ledger(&auth.0, paging).await?;
-        Ok(Json(LedgerEnvelope::from_page(page, paging)))
+        let list = lists::ledger(auth.0.user_id);
+        let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
+            .map_err(ApiError::invalid_parameters)?;
+        let page = self.trading.my_ledger(&auth.0, paging.clone()).await?;
+        Ok(Json(LedgerEnvelope::from_page(page, &paging)))
     }
 
     /// Close a market
@@ -211,7 +228,7 @@ impl TradingApi {
         /// Market id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
-        body: Json<ResolveBody>,
+        body: JsonBody<ResolveBody>,
     ) -> Result<Json<MarketEnvelope>, ApiError> {
         let market = self
             .trading

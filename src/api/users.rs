@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{param::Path, payload::Json, OpenApi};
 
 use super::{
+    body::JsonBody,
     error::ApiError,
     security::BearerAuth,
     user_models::{UpdateUserBody, UserEnvelope},
@@ -44,7 +45,7 @@ impl UsersApi {
         /// User id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
-        body: Json<UpdateUserBody>,
+        body: JsonBody<UpdateUserBody>,
     ) -> Result<Json<UserEnvelope>, ApiError> {
         let user = self
             .users

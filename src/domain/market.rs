@@ -6,7 +6,11 @@ use std::collections::HashSet;
 use time::OffsetDateTime;
 
 use super::{
-    text::label_key, trading::Stake, user::UserSummary, FieldError, Page, Paging, Problems,
+    paging::{KeyKind, ListId},
+    text::label_key,
+    trading::Stake,
+    user::UserSummary,
+    FieldError, Page, Paging, Problems,
 };
 
 /// Shortest market name, in characters.
@@ -21,12 +25,7 @@ pub const LABEL_MAX: usize = 50;
 pub const OUTCOMES_MIN: usize = 2;
 /// Most outcomes a market may have.
 pub const OUTCOMES_MAX: usize = 10;
-/// Largest page size of a list.
-pub const PAGE_MAX: u32 = 100;
-/// Page size when the client gives none.
-pub const PAGE_DEFAULT: u32 = 20;
-/// Largest list offset (deep offsets are slow; use filters instead).
-pub const OFFSET_MAX: u64 = 1_000_000;
+pub use super::paging::{OFFSET_MAX, PAGE_DEFAULT, PAGE_MAX};
 
 /// Where a market is in its life. Moves forward only:
 /// `active -> closed -> resolved`, or `active|closed -> cancelled`.
@@ -300,10 +299,29 @@ impl SortKey {
     pub fn default_descending(self) -> bool {
         matches!(self, SortKey::Volume | SortKey::CreatedAt)
     }
+
+    /// The parameter value that selects this sort.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::Volume => "volume",
+            SortKey::CreatedAt => "created_at",
+            SortKey::CloseTime => "close_time",
+            SortKey::Name => "name",
+        }
+    }
+
+    /// What a row's key is under this sort: the sort column, then the id.
+    pub fn key_shape(self) -> &'static [KeyKind] {
+        match self {
+            SortKey::Volume | SortKey::CreatedAt => &[KeyKind::Int, KeyKind::Int],
+            SortKey::CloseTime => &[KeyKind::NullableInt, KeyKind::Int],
+            SortKey::Name => &[KeyKind::Text, KeyKind::Int],
+        }
+    }
 }
 
 /// A validated market list request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ListQuery {
     /// Only markets in this status.
     pub status: Option<MarketStatus>,
@@ -313,13 +331,14 @@ pub struct ListQuery {
     pub sort: SortKey,
     /// Descending order.
     pub descending: bool,
-    /// Page size and offset.
+    /// Page size, and offset or cursor.
     pub paging: Paging,
 }
 
 impl ListQuery {
     /// Validates paging; `sort` defaults to `created_at`, `descending` to the sort's natural
-    /// direction, `limit` to [`PAGE_DEFAULT`].
+    /// direction, `limit` to [`PAGE_DEFAULT`]. A `cursor` must come from a list with the same
+    /// filters, sort and order.
     pub fn parse(
         status: Option<MarketStatus>,
         creator_id: Option<i64>,
@@ -327,20 +346,23 @@ impl ListQuery {
         descending: Option<bool>,
         limit: Option<u32>,
         offset: Option<u64>,
+        cursor: Option<&str>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::default();
-        let paging = Paging::parse(limit, offset).unwrap_or_else(|errs| {
-            errs.into_iter().for_each(|e| p.add(e.field, e.message));
-            Paging {
-                limit: PAGE_DEFAULT,
-                offset: 0,
-            }
-        });
         if creator_id.is_some_and(|id| id <= 0) {
             p.add("creator_id", "must be a positive user id");
         }
         let sort = sort.unwrap_or(SortKey::CreatedAt);
         let descending = descending.unwrap_or(sort.default_descending());
+        let list = ListId::new("markets", sort.key_shape())
+            .with("status", status.map(MarketStatus::as_str))
+            .with("creator_id", creator_id)
+            .with("sort", Some(sort.as_str()))
+            .with("descending", Some(descending));
+        let paging = Paging::parse(limit, offset, cursor, &list).unwrap_or_else(|errs| {
+            errs.into_iter().for_each(|e| p.add(e.field, e.message));
+            Paging::first(PAGE_DEFAULT)
+        });
         p.finish(ListQuery {
             status,
             creator_id,
@@ -434,10 +456,18 @@ mod tests {
 
     #[test]
     fn list_query_rejects_out_of_range_paging() {
-        let errs = ListQuery::parse(None, Some(-1), None, None, Some(0), Some(OFFSET_MAX + 1))
-            .unwrap_err();
+        let errs = ListQuery::parse(
+            None,
+            Some(-1),
+            None,
+            None,
+            Some(0),
+            Some(OFFSET_MAX + 1),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 3);
-        let q = ListQuery::parse(None, None, Some(SortKey::Name), None, None, None).unwrap();
+        let q = ListQuery::parse(None, None, Some(SortKey::Name), None, None, None, None).unwrap();
         assert!(!q.descending);
         assert_eq!(q.paging.limit, PAGE_DEFAULT);
     }

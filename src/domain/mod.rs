@@ -3,6 +3,7 @@
 
 pub mod authority;
 pub mod market;
+pub mod paging;
 pub mod precondition;
 pub mod search;
 pub mod text;
@@ -12,6 +13,7 @@ pub mod user;
 use std::fmt;
 
 use market::MarketStatus;
+pub use paging::{Page, Paging};
 
 /// One invalid field of a request: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,43 +74,6 @@ pub enum Rejection {
     /// Users other than the creator have staked, so only a moderator or an admin may resolve
     /// the market (see [`authority`]).
     ResolutionReserved,
-}
-
-/// One page of a list and the number of rows matching in all.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    /// The rows on this page, in order.
-    pub items: Vec<T>,
-    /// Rows matching in all.
-    pub total: u64,
-}
-
-/// Validated paging of a list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Paging {
-    /// Page size, `1..=market::PAGE_MAX`.
-    pub limit: u32,
-    /// Rows to skip, `0..=market::OFFSET_MAX`.
-    pub offset: u64,
-}
-
-impl Paging {
-    /// Validates `limit` (default [`market::PAGE_DEFAULT`]) and `offset` (default 0).
-    pub fn parse(limit: Option<u32>, offset: Option<u64>) -> Result<Self, Vec<FieldError>> {
-        let mut p = Problems::default();
-        let limit = limit.unwrap_or(market::PAGE_DEFAULT);
-        if !(1..=market::PAGE_MAX).contains(&limit) {
-            p.add(
-                "limit",
-                format!("must be between 1 and {}", market::PAGE_MAX),
-            );
-        }
-        let offset = offset.unwrap_or(0);
-        if offset > market::OFFSET_MAX {
-            p.add("offset", format!("must be at most {}", market::OFFSET_MAX));
-        }
-        p.finish(Paging { limit, offset })
-    }
 }
 
 /// Collects field errors while a value is parsed, so a client learns every problem at once.

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use super::{Job, JobFilter, JobStatus, NewJob};
 use crate::{
     db::{snapshot, Db},
-    domain::{Page, Paging},
+    domain::{paging::KeyPart, Page, Paging},
     repo::{from_millis, to_millis, RepoError},
 };
 
@@ -393,31 +393,33 @@ impl Queue {
             .await
     }
 
-    /// A page of jobs, newest first.
+    /// A page of jobs, newest first (by offset, or after a cursor's job id).
     pub async fn list(&self, filter: JobFilter, paging: Paging) -> Result<Page<Job>, RepoError> {
         let default_attempts = self.config.max_attempts;
         self.db
             .read(move |conn| {
                 let status = filter.status.map(JobStatus::as_str);
                 let filters = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2)";
+                // Jobs are read in id (rowid) order, so a cursor page starts with a seek.
+                let (after, offset) = match paging.after.as_deref() {
+                    Some([KeyPart::Int(id)]) => ("AND id < ?4 ORDER BY id DESC LIMIT ?3", *id),
+                    _ => ("ORDER BY id DESC LIMIT ?3 OFFSET ?4", paging.offset as i64),
+                };
                 snapshot(conn, || {
                     let total: i64 = conn
                         .prepare_cached(&format!("SELECT count(*) FROM jobs WHERE {filters}"))?
                         .query_row(params![status, filter.kind], |r| r.get(0))?;
-                    let items = conn
+                    let rows = conn
                         .prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM jobs WHERE {filters}
-                              ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+                            "SELECT {COLUMNS} FROM jobs WHERE {filters} {after}"
                         ))?
-                        .query_map(
-                            params![status, filter.kind, paging.limit, paging.offset as i64],
-                            |r| job_from_row(r, default_attempts),
-                        )?
+                        .query_map(params![status, filter.kind, paging.fetch(), offset], |r| {
+                            job_from_row(r, default_attempts)
+                        })?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok::<_, RepoError>(Page {
-                        items,
-                        total: total as u64,
-                    })
+                    Ok::<_, RepoError>(Page::of(rows, total as u64, &paging, |j| {
+                        vec![KeyPart::Int(j.id)]
+                    }))
                 })
             })
             .await

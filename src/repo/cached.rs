@@ -124,7 +124,10 @@ impl MarketCache {
         query: ListQuery,
         inner: &dyn MarketRepository,
     ) -> Result<Arc<MarketPage>, RepoError> {
-        let key = (self.generation.load(Ordering::Acquire), query);
+        // Cursor pages are cached like offset pages (the cursor's key is part of the query):
+        // the generation keeps them as fresh, and a client walking a list with cursors reads
+        // the same pages as the next client doing so.
+        let key = (self.generation.load(Ordering::Acquire), query.clone());
         if let Some(hit) = self.pages.get(&key).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
@@ -339,9 +342,10 @@ mod tests {
     #[tokio::test]
     async fn a_write_is_seen_by_every_read_that_starts_after_it_returns() {
         let (_dir, cache, repo, id) = setup().await;
-        let query = ListQuery::parse(None, None, Some(SortKey::Name), None, None, None).unwrap();
+        let query =
+            ListQuery::parse(None, None, Some(SortKey::Name), None, None, None, None).unwrap();
         assert_eq!(repo.get(id).await.unwrap().unwrap().version, 1);
-        assert_eq!(repo.list(query).await.unwrap().items[0].version, 1);
+        assert_eq!(repo.list(query.clone()).await.unwrap().items[0].version, 1);
         for round in 0..20 {
             let changes = MarketChanges {
                 description: Some(Some(format!("round {round}"))),
@@ -356,13 +360,13 @@ mod tests {
                 written.version
             );
             assert_eq!(
-                repo.list(query).await.unwrap().items[0].version,
+                repo.list(query.clone()).await.unwrap().items[0].version,
                 written.version
             );
         }
         assert!(cache.stats().hits > 0 || cache.stats().misses > 0);
         repo.delete(id, 21).await.unwrap();
         assert!(repo.get(id).await.unwrap().is_none());
-        assert_eq!(repo.list(query).await.unwrap().total, 0);
+        assert_eq!(repo.list(query.clone()).await.unwrap().total, 0);
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod cached;
 mod codes;
+mod sqlite_market_list;
 pub mod sqlite_markets;
 pub mod sqlite_search;
 pub mod sqlite_sessions;
 pub mod sqlite_trading;
+mod sqlite_trading_lists;
 pub mod sqlite_users;
 
 use std::sync::Arc;
@@ -67,6 +69,18 @@ impl From<DbError> for RepoError {
 /// Unix milliseconds, the stored form of a time.
 pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A cursor's key part binds as the value it stands for.
+impl rusqlite::ToSql for crate::domain::paging::KeyPart {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use crate::domain::paging::KeyPart;
+        match self {
+            KeyPart::Int(i) => i.to_sql(),
+            KeyPart::Text(s) => s.to_sql(),
+            KeyPart::Null => rusqlite::types::Null.to_sql(),
+        }
+    }
 }
 
 /// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).

@@ -9,12 +9,10 @@ use time::OffsetDateTime;
 
 use super::{from_millis, sqlite_trading::place_stake, to_millis, MarketRepository, RepoError};
 use crate::{
-    db::{snapshot, Db},
+    db::Db,
     domain::{
         authority::{self, Standing},
-        market::{
-            ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome, SortKey,
-        },
+        market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome},
         user::UserSummary,
     },
     jobs,
@@ -33,7 +31,7 @@ impl SqliteMarketRepository {
 }
 
 /// The columns [`market_from_row`] reads, for `markets m` joined with its creator `u`.
-const MARKET_COLUMNS: &str = "
+pub(crate) const MARKET_COLUMNS: &str = "
     SELECT m.id, m.name, m.description, m.creator_id, u.username, m.status, m.close_time,
            m.resolution, m.volume, m.version, m.created_at, m.updated_at,
            (SELECT json_group_array(json_array(o.label, o.pool) ORDER BY o.idx)
@@ -51,7 +49,7 @@ pub(crate) fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<MarketSta
     })
 }
 
-fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
+pub(crate) fn market_from_row(row: &Row<'_>) -> rusqlite::Result<Market> {
     let outcomes: String = row.get(12)?;
     let outcomes: Vec<(String, i64)> = serde_json::from_str(&outcomes).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
@@ -104,74 +102,12 @@ fn current_version(conn: &Connection, id: i64) -> Result<i64, RepoError> {
         .ok_or(RepoError::NotFound)
 }
 
-fn list_sql(q: &ListQuery) -> (String, String) {
-    let mut filter = String::from(" WHERE 1 = 1");
-    if q.status.is_some() {
-        filter.push_str(" AND m.status = :status");
-    }
-    if q.creator_id.is_some() {
-        filter.push_str(" AND m.creator_id = :creator");
-    }
-    let dir = if q.descending { "DESC" } else { "ASC" };
-    let order = match q.sort {
-        SortKey::Volume => format!("m.volume {dir}, m.id {dir}"),
-        SortKey::CreatedAt => format!("m.created_at {dir}, m.id {dir}"),
-        SortKey::CloseTime => format!("m.close_time {dir} NULLS LAST, m.id {dir}"),
-        SortKey::Name => format!("m.name COLLATE NOCASE {dir}, m.id {dir}"),
-    };
-    (
-        // The page's ids first, from the sort's index alone (it covers the filter, the order
-        // and the id): rows skipped by OFFSET cost an index step each, not a row and creator
-        // lookup. Only the page's rows are then read whole.
-        format!(
-            "{MARKET_COLUMNS}
-               FROM (SELECT m.id FROM markets m{filter} ORDER BY {order} LIMIT :limit OFFSET :offset) p
-              CROSS JOIN markets m ON m.id = p.id
-               JOIN users u ON u.id = m.creator_id
-              ORDER BY {order}"
-        ),
-        match (q.status.is_some(), q.creator_id.is_some()) {
-            // Without a creator filter the total is kept per status by triggers (migration 4).
-            (true, false) => "SELECT n FROM market_counts WHERE status = :status".to_owned(),
-            (false, false) => "SELECT coalesce(sum(n), 0) FROM market_counts".to_owned(),
-            _ => format!("SELECT count(*) FROM markets m{filter}"),
-        },
-    )
-}
-
 #[async_trait]
 impl MarketRepository for SqliteMarketRepository {
     #[tracing::instrument(skip_all)]
     async fn list(&self, q: ListQuery) -> Result<Arc<MarketPage>, RepoError> {
         self.db
-            .read(move |conn| {
-                let (page_sql, count_sql) = list_sql(&q);
-                let status = q.status.map(MarketStatus::as_str);
-                let mut filters: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
-                if let Some(status) = &status {
-                    filters.push((":status", status));
-                }
-                if let Some(creator) = &q.creator_id {
-                    filters.push((":creator", creator));
-                }
-                snapshot(conn, || {
-                    let total: i64 = conn
-                        .prepare_cached(&count_sql)?
-                        .query_row(&filters[..], |r| r.get(0))?;
-                    let (limit, offset) = (i64::from(q.paging.limit), q.paging.offset as i64);
-                    let mut page_params = filters.clone();
-                    page_params.push((":limit", &limit));
-                    page_params.push((":offset", &offset));
-                    let items = conn
-                        .prepare_cached(&page_sql)?
-                        .query_map(&page_params[..], market_from_row)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok::<_, RepoError>(Arc::new(MarketPage {
-                        items,
-                        total: total as u64,
-                    }))
-                })
-            })
+            .read(move |conn| super::sqlite_market_list::list(conn, &q).map(Arc::new))
             .await
     }
 

@@ -9,12 +9,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{
-    from_millis,
-    sqlite_markets::{get_market, status_at},
-    to_millis, RepoError, TradingRepository,
+    from_millis, sqlite_markets::get_market, sqlite_trading_lists as lists, to_millis, RepoError,
+    TradingRepository,
 };
 use crate::{
-    db::{snapshot, Db},
+    db::Db,
     domain::{
         authority::{self, Standing},
         market::{Market, MarketStatus},
@@ -22,7 +21,6 @@ use crate::{
             settle, Bet, LedgerEntry, MarketPosition, Placed, PositionStake, Stake, UserPosition,
             PAYOUT_RULE,
         },
-        user::UserSummary,
         Page, Paging, Rejection,
     },
 };
@@ -249,30 +247,6 @@ pub(crate) fn settle_market(
     get_market(conn, market_id)?.ok_or(RepoError::NotFound)
 }
 
-/// One page of `items_sql` (parameters: `key`, limit, offset) with its total from
-/// `count_sql` (parameter: `key`), both read in one snapshot.
-fn page<T>(
-    conn: &Connection,
-    (items_sql, count_sql): (&str, &str),
-    key: i64,
-    paging: Paging,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Page<T>, RepoError> {
-    snapshot(conn, || {
-        let items = conn
-            .prepare_cached(items_sql)?
-            .query_map(params![key, paging.limit, paging.offset as i64], row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let total: i64 = conn
-            .prepare_cached(count_sql)?
-            .query_row([key], |r| r.get(0))?;
-        Ok(Page {
-            items,
-            total: total as u64,
-        })
-    })
-}
-
 #[async_trait]
 impl TradingRepository for SqliteTradingRepository {
     #[tracing::instrument(skip_all, fields(market.id = market_id, user.id = user_id))]
@@ -345,28 +319,8 @@ impl TradingRepository for SqliteTradingRepository {
         market_id: i64,
         paging: Paging,
     ) -> Result<Page<MarketPosition>, RepoError> {
-        const SQL: (&str, &str) = (
-            "SELECT p.user_id, u.username, p.outcome, p.amount, p.payout, p.updated_at
-               FROM positions p JOIN users u ON u.id = p.user_id
-              WHERE p.market_id = ?1
-              ORDER BY p.amount DESC, p.user_id, p.outcome LIMIT ?2 OFFSET ?3",
-            "SELECT count(*) FROM positions WHERE market_id = ?1",
-        );
         self.db
-            .read(move |conn| {
-                page(conn, SQL, market_id, paging, |r| {
-                    Ok(MarketPosition {
-                        user: UserSummary {
-                            id: r.get(0)?,
-                            username: r.get(1)?,
-                        },
-                        outcome: r.get(2)?,
-                        amount: r.get(3)?,
-                        payout: r.get(4)?,
-                        updated_at: from_millis(r.get(5)?),
-                    })
-                })
-            })
+            .read(move |conn| lists::market_positions(conn, market_id, &paging))
             .await
     }
 
@@ -376,52 +330,15 @@ impl TradingRepository for SqliteTradingRepository {
         user_id: i64,
         paging: Paging,
     ) -> Result<Page<UserPosition>, RepoError> {
-        const SQL: (&str, &str) = (
-            "SELECT p.market_id, m.name, m.status, p.outcome, o.label, p.amount, p.payout, p.updated_at
-               FROM positions p
-               JOIN markets m ON m.id = p.market_id
-               JOIN outcomes o ON o.market_id = p.market_id AND o.idx = p.outcome
-              WHERE p.user_id = ?1
-              ORDER BY p.updated_at DESC, p.market_id DESC, p.outcome LIMIT ?2 OFFSET ?3",
-            "SELECT count(*) FROM positions WHERE user_id = ?1",
-        );
         self.db
-            .read(move |conn| {
-                page(conn, SQL, user_id, paging, |r| {
-                    Ok(UserPosition {
-                        market_id: r.get(0)?,
-                        market_name: r.get(1)?,
-                        market_status: status_at(r, 2)?,
-                        outcome: r.get(3)?,
-                        outcome_label: r.get(4)?,
-                        amount: r.get(5)?,
-                        payout: r.get(6)?,
-                        updated_at: from_millis(r.get(7)?),
-                    })
-                })
-            })
+            .read(move |conn| lists::user_positions(conn, user_id, &paging))
             .await
     }
 
     #[tracing::instrument(skip_all, fields(user.id = user_id))]
     async fn ledger(&self, user_id: i64, paging: Paging) -> Result<Page<LedgerEntry>, RepoError> {
-        const SQL: (&str, &str) = (
-            "SELECT id, kind, amount, market_id, created_at FROM ledger
-              WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
-            "SELECT count(*) FROM ledger WHERE user_id = ?1",
-        );
         self.db
-            .read(move |conn| {
-                page(conn, SQL, user_id, paging, |r| {
-                    Ok(LedgerEntry {
-                        id: r.get(0)?,
-                        kind: r.get(1)?,
-                        amount: r.get(2)?,
-                        market_id: r.get(3)?,
-                        created_at: from_millis(r.get(4)?),
-                    })
-                })
-            })
+            .read(move |conn| lists::ledger(conn, user_id, &paging))
             .await
     }
 }

@@ -75,16 +75,7 @@ impl JobService {
             status: Some(crate::jobs::JobStatus::Queued),
             kind: Some(kind),
         };
-        let page = self
-            .queue
-            .list(
-                filter,
-                Paging {
-                    limit: 1,
-                    offset: 0,
-                },
-            )
-            .await?;
+        let page = self.queue.list(filter, Paging::first(1)).await?;
         page.items
             .first()
             .map(|job| job.id)

@@ -282,7 +282,7 @@ async fn a_role_change_by_an_admin_applies_from_the_next_login() {
             json!({"role": "root"}),
         )
         .await
-        .assert_field_error(400, "invalid_body", "body");
+        .assert_field_error(400, "invalid_body", "role");
 }
 
 #[tokio::test]

@@ -323,8 +323,8 @@ async fn registration_rules_duplicates_and_role_smuggling_are_rejected() {
             json!({"username": "bob", "password": PASSWORD, "role": "admin"}),
             "role",
         ),
-        (json!({"username": "bob", "password": 12345678}), "body"),
-        (json!({"username": "bob"}), "body"),
+        (json!({"username": "bob", "password": 12345678}), "password"),
+        (json!({"username": "bob"}), "password"),
     ] {
         app.post("/api/auth/register", body)
             .await

@@ -102,13 +102,16 @@ async fn invalid_create_bodies_are_refused_with_details_and_create_nothing() {
     let before = app.snapshot();
     let past = "2001-01-01T00:00:00Z";
     let cases = [
-        (json!({"outcomes": ["A", "B"]}), "body"),
-        (json!({"name": 5}), "body"),
+        (json!({"outcomes": ["A", "B"]}), "name"),
+        (json!({"name": 5}), "name"),
         (json!({"name": "ab"}), "name"),
         (json!({"name": "   ab   "}), "name"),
         (json!({"name": "x".repeat(201)}), "name"),
         (json!({"name": "Valid name", "creator_id": 2}), "creator_id"),
-        (json!({"name": "Valid name", "outcomes": "YES,NO"}), "body"),
+        (
+            json!({"name": "Valid name", "outcomes": "YES,NO"}),
+            "outcomes",
+        ),
         (
             json!({"name": "Valid name", "outcomes": ["only"]}),
             "outcomes",
@@ -127,7 +130,7 @@ async fn invalid_create_bodies_are_refused_with_details_and_create_nothing() {
         ),
         (
             json!({"name": "Valid name", "outcomes": ["Yes", "x".repeat(51)]}),
-            "outcomes",
+            "outcomes[1]",
         ),
         (
             json!({"name": "Valid name", "close_time": past}),
@@ -135,7 +138,7 @@ async fn invalid_create_bodies_are_refused_with_details_and_create_nothing() {
         ),
         (
             json!({"name": "Valid name", "close_time": "tomorrow"}),
-            "body",
+            "close_time",
         ),
         (
             json!({"name": "Valid name", "description": "x".repeat(5001)}),
@@ -215,7 +218,7 @@ async fn invalid_edits_are_refused_and_change_nothing() {
         (json!({"name": "ok name", "status": "closed"}), "status"),
         (json!({"creator_id": 2}), "creator_id"),
         (json!({"name": "ab"}), "name"),
-        (json!({"name": 7}), "body"),
+        (json!({"name": 7}), "name"),
         (json!({"close_time": "2001-01-01T00:00:00Z"}), "close_time"),
         (json!({"description": "x".repeat(5001)}), "description"),
     ] {
@@ -229,7 +232,7 @@ async fn invalid_edits_are_refused_and_change_nothing() {
     }
     user.put(&path, json!({"description": "no name"}))
         .await
-        .assert_field_error(400, "invalid_body", "body");
+        .assert_field_error(400, "invalid_body", "name");
     user.put(&path, json!({"name": "Fine", "outcomes": ["A", "B"]}))
         .await
         .assert_field_error(400, "invalid_body", "outcomes");

@@ -215,7 +215,7 @@ proptest! {
             prop_assert!(stake.amount > 0);
         }
         let _ = parse_idempotency_key([key.as_bytes()]);
-        if let Ok(q) = ListQuery::parse(None, creator, None, None, limit, offset) {
+        if let Ok(q) = ListQuery::parse(None, creator, None, None, limit, offset, None) {
             prop_assert!((1..=100).contains(&q.paging.limit));
         }
     }

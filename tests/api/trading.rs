@@ -52,10 +52,12 @@ async fn a_stake_moves_credits_into_the_pool_and_shows_everywhere() {
     assert!(mine.column("outcome_label").contains(&json!("YES")));
     assert_eq!(mine.body["data"][0]["market_name"], "Tradable market");
 
-    let ledger = alice.get("/api/me/ledger?limit=2").await;
+    let mut ledger = alice.get("/api/me/ledger?limit=2").await;
+    assert!(ledger.body["meta"]["next_cursor"].is_string());
+    ledger.body["meta"]["next_cursor"].take();
     assert_eq!(
         ledger.body["meta"],
-        json!({"limit": 2, "offset": 0, "total": 4})
+        json!({"limit": 2, "offset": 0, "total": 4, "next_cursor": null})
     );
     assert_eq!(ledger.column("kind"), [json!("STAKE"), json!("STAKE")]);
     let all = alice.get("/api/me/ledger").await;
