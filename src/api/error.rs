@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The request body is larger than the server accepts (1 MiB by default).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The request target (path and query) is longer than 8 KiB.
+    #[oai(status = 414)]
+    UriTooLong(Json<ErrorBody>),
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -82,6 +85,9 @@ pub enum ApiError {
         #[oai(header = "RateLimit")]
         String,
     ),
+    /// More than 100 header fields, or more than 32 KiB of them.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
     /// An unexpected error; the details are in the server log under the request id.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -298,8 +304,20 @@ fn payload_error(reason: &str) -> ApiError {
     ))
 }
 
-/// The JSON envelope for a status no operation declares (405, and the request-head limits:
-/// 414, 431, 501), which can answer any request.
+/// The JSON envelope for 405, which no operation declares (it answers methods the document
+/// does not list).
 pub fn status_response(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body(code, message, vec![]).0)).into_response()
+}
+
+impl ApiError {
+    /// The 414 for a request target over the limit.
+    pub fn uri_too_long(message: String) -> Self {
+        ApiError::UriTooLong(body("uri_too_long", message, vec![]))
+    }
+
+    /// The 431 for too many or too large header fields.
+    pub fn headers_too_large(message: String) -> Self {
+        ApiError::HeadersTooLarge(body("headers_too_large", message, vec![]))
+    }
 }

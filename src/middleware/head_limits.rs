@@ -7,10 +7,10 @@
 
 use poem::{
     http::{Method, StatusCode},
-    Request, Response,
+    IntoResponse, Request, Response,
 };
 
-use crate::api::error::status_response;
+use crate::api::error::{status_response, ApiError};
 
 /// Longest request target (path and query), in bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -48,11 +48,12 @@ pub fn check(req: &Request) -> Option<Response> {
     let uri = req.uri();
     let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_URI_BYTES {
-        return Some(status_response(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            &format!("the request target is longer than {MAX_URI_BYTES} bytes"),
-        ));
+        return Some(
+            ApiError::uri_too_long(format!(
+                "the request target is longer than {MAX_URI_BYTES} bytes"
+            ))
+            .into_response(),
+        );
     }
     let headers = req.headers();
     let bytes: usize = headers
@@ -60,13 +61,12 @@ pub fn check(req: &Request) -> Option<Response> {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEAD_BYTES {
-        return Some(status_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            &format!(
+        return Some(
+            ApiError::headers_too_large(format!(
                 "at most {MAX_HEADERS} header fields of {MAX_HEAD_BYTES} bytes in all are accepted"
-            ),
-        ));
+            ))
+            .into_response(),
+        );
     }
     None
 }
