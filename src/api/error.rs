@@ -172,11 +172,11 @@ impl From<AppError> for ApiError {
 }
 
 impl ApiError {
-    /// The 400 for query or path parameters that parsed but break a rule of their own (a
-    /// cursor from another list, a cursor with an offset).
+    /// The 422 for query or path parameters that match the document but break a rule it
+    /// cannot state (a damaged cursor, a cursor from another list, a cursor with an offset).
     pub fn invalid_parameters(fields: Vec<FieldError>) -> Self {
         let first = fields.first().map_or("", |f| f.field.as_str());
-        ApiError::BadRequest(body(
+        ApiError::Unprocessable(body(
             "invalid_parameter",
             format!("invalid parameter `{first}`"),
             details(fields),

@@ -1,5 +1,6 @@
 //! Limits on the request head that agora answers itself, with the JSON envelope: a method it
-//! does not know (501), a URI over [`MAX_URI_BYTES`] (414), more than [`MAX_HEADERS`] headers
+//! does not know (405 with `Allow`, as for a known method a path does not take: clients and
+//! checkers such as schemathesis expect 405 for any method the document does not list), a URI over [`MAX_URI_BYTES`] (414), more than [`MAX_HEADERS`] headers
 //! or header fields over [`MAX_HEAD_BYTES`] in all (431). They sit below hyper's own parser
 //! ceilings ([`crate::server`]) so that the usual oversized request reaches this check; only
 //! a request past those ceilings gets hyper's bare answer.
@@ -39,8 +40,8 @@ pub fn known_method(method: &Method) -> Option<&'static str> {
 pub fn check(req: &Request) -> Option<Response> {
     if known_method(req.method()).is_none() {
         return Some(status_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "method_not_implemented",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
             "unknown HTTP method; agora answers GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS",
         ));
     }

@@ -315,13 +315,6 @@ async fn cases(app: &TestApp, user: &Caller) -> Vec<Case> {
         ),
         case(
             get.clone(),
-            "/api/me/ledger?cursor=%21",
-            None,
-            "cursor",
-            "is not a valid cursor: pass back the meta.next_cursor of the previous page unchanged",
-        ),
-        case(
-            get.clone(),
             "/api/jobs?status=waiting",
             None,
             "status",

@@ -184,7 +184,7 @@ async fn rows_created_or_deleted_between_pages_neither_repeat_nor_skip_the_rest(
 }
 
 #[tokio::test]
-async fn a_bad_cursor_a_cursor_with_offset_or_a_cursor_of_another_list_is_a_400() {
+async fn a_bad_cursor_a_cursor_with_offset_or_a_cursor_of_another_list_is_a_422() {
     let app = TestApp::spawn().await;
     let user = app.user("bad").await;
     for i in 0..3 {
@@ -226,14 +226,14 @@ async fn a_bad_cursor_a_cursor_with_offset_or_a_cursor_of_another_list_is_a_400(
         ),
     ] {
         let reply = user.get(&format!("/api/markets?{query}")).await;
-        let details = reply.assert_error(400, "invalid_parameter");
+        let details = reply.assert_error(422, "invalid_parameter");
         assert_eq!(details[0]["field"], "cursor", "{query}: {}", reply.text);
         let text = details[0]["message"].as_str().unwrap();
         assert!(text.contains(message), "{query}: {text}");
     }
     // A cursor of one list is not one of another list's.
     let ledger = user.get(&format!("/api/me/ledger?cursor={cursor}")).await;
-    ledger.assert_field_error(400, "invalid_parameter", "cursor");
+    ledger.assert_field_error(422, "invalid_parameter", "cursor");
     assert_eq!(app.snapshot(), before);
     // The right cursor still works.
     let second = user
@@ -308,7 +308,7 @@ async fn every_list_endpoint_pages_by_cursor() {
             markets[1]
         ))
         .await
-        .assert_field_error(400, "invalid_parameter", "cursor");
+        .assert_field_error(422, "invalid_parameter", "cursor");
 }
 
 #[tokio::test]

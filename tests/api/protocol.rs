@@ -38,7 +38,7 @@ fn json_of(response: &str) -> Value {
 }
 
 #[tokio::test]
-async fn unknown_methods_get_501_json_and_never_become_new_metric_labels() {
+async fn unknown_methods_get_405_json_and_never_become_new_metric_labels() {
     let app = TestApp::spawn().await;
     let first = app
         .send(
@@ -48,7 +48,7 @@ async fn unknown_methods_get_501_json_and_never_become_new_metric_labels() {
             &[],
         )
         .await;
-    first.assert_error(501, "method_not_implemented");
+    first.assert_error(405, "method_not_allowed");
     // Scrape once first, so the scrape's own series exist in `before`.
     app.get("/metrics").await;
     let before = app.get("/metrics").await.text;
@@ -63,7 +63,7 @@ async fn unknown_methods_get_501_json_and_never_become_new_metric_labels() {
                 &[],
             )
             .await;
-        reply.assert_error(501, "method_not_implemented");
+        reply.assert_error(405, "method_not_allowed");
     }
     let long = "Q".repeat(4000);
     let reply = raw(
@@ -71,7 +71,7 @@ async fn unknown_methods_get_501_json_and_never_become_new_metric_labels() {
         format!("{long} /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
     )
     .await;
-    assert!(matches!(status_of(&reply), 400 | 501), "{reply}");
+    assert!(matches!(status_of(&reply), 400 | 405), "{reply}");
     let after = app.get("/metrics").await.text;
     assert!(!after.contains("X1METHOD") && !after.contains("QQQQ"));
     assert!(after.contains("method=\"other\""), "{after}");

@@ -265,7 +265,7 @@ def run(base_url: str) -> None:
     check(read.outcomes[STAKED_OUTCOME].probability == 1.0, f"get market: outcomes {read.outcomes}")
     check(read.version > market.version, f"get market: version {read.version} not above {market.version}")
     etag = read_response.headers.get("etag")
-    check(etag == f'"{read.version}"', f"get market: ETag {etag!r}, expected version {read.version} in quotes")
+    check(etag == f'"{read.id}-{read.version}"', f"get market: ETag {etag!r}, expected \"{read.id}-{read.version}\" (id and version)")
     step(5, f"read market {read.id} back: volume {read.volume}, pools {pools}, version {read.version}, ETag {etag}")
 
     # 6. search for the unique word

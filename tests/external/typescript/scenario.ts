@@ -151,7 +151,7 @@ async function scenario(): Promise<void> {
   check(backed.probability === 1, "5", `outcome ${outcome} probability is ${backed.probability}, expected 1`);
   check(after.version > market.version, "5", `version is ${after.version}, not above ${market.version}`);
   const etag = read.response.headers.get("ETag");
-  check(etag === `"${after.version}"`, "5", `ETag is ${String(etag)}, expected "${after.version}"`);
+  check(etag === `"${after.id}-${after.version}"`, "5", `ETag is ${String(etag)}, expected "${after.id}-${after.version}"`);
   say("5", `market ${after.id}: volume ${after.volume}, ${backed.label} pool ${backed.pool} (p=${backed.probability}), version ${after.version}, ETag ${etag}`);
 
   // 6. Search for the unique word.
