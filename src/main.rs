@@ -9,6 +9,11 @@ use agora::{
 };
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees dozens of small blocks
+/// across threads, which glibc serves slower (arena locks, consolidation of freed chunks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Blocking threads run database reads, and a read needs one of the pooled connections:
@@ -33,7 +38,7 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Seed(args) => {
-            agora::telemetry::init(config.log_format, &config.log);
+            let _log = agora::telemetry::init(config.log_format, &config.log);
             match agora::seed::run(&config, &args).await {
                 Ok(report) => {
                     println!("{report}");
@@ -43,7 +48,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Users(UsersCommand::Create(args)) => {
-            agora::telemetry::init(config.log_format, &config.log);
+            let _log = agora::telemetry::init(config.log_format, &config.log);
             match agora::admin::create_user(&config, &args).await {
                 Ok(user) => {
                     println!(
@@ -85,7 +90,7 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Serve => {
-            agora::telemetry::init(config.log_format, &config.log);
+            let _log = agora::telemetry::init(config.log_format, &config.log);
             let app = match App::build(config).await {
                 Ok(app) => app,
                 Err(e) => return fail(&e),

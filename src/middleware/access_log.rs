@@ -61,7 +61,10 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
             if let Some(refused) = head_limits::check(&req) {
                 return refused;
             }
-            match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
+            // Boxed: the layers below make a future of kilobytes, which every move of this
+            // one (hyper moves it into its connection state) would otherwise copy.
+            let inner = Box::pin(self.inner.call(req));
+            match tokio::time::timeout(self.timeout, inner).await {
                 Ok(Ok(out)) => out.into_response(),
                 Ok(Err(err)) => error_response(err),
                 Err(_) => timeout_response(),

@@ -48,6 +48,9 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
                 req.set_body(Body::from_bytes(bytes));
             }
         }
-        self.inner.call(req).await.map(IntoResponse::into_response)
+        // Boxed so this future stays small (see the access log).
+        Box::pin(self.inner.call(req))
+            .await
+            .map(IntoResponse::into_response)
     }
 }

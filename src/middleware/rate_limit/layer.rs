@@ -49,7 +49,9 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> Result<Response> {
         if !self.limits.enabled || classify(req.method(), req.uri().path()) == Class::Exempt {
-            return self.inner.call(req).await.map(IntoResponse::into_response);
+            return Box::pin(self.inner.call(req))
+                .await
+                .map(IntoResponse::into_response);
         }
         let actor = match bearer(req.headers()) {
             Some(token) => self.authenticator.authenticate(token).await.ok(),
@@ -65,13 +67,18 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
             .limits
             .check_request(req.method(), req.uri().path(), actor.as_ref(), ip);
         let allowed = match checked {
-            None => return self.inner.call(req).await.map(IntoResponse::into_response),
+            None => {
+                return Box::pin(self.inner.call(req))
+                    .await
+                    .map(IntoResponse::into_response)
+            }
             Some(Err(throttled)) => return Ok(throttled.response()),
             Some(Ok(allowed)) => allowed,
         };
         // Errors become their response here, not in the access log, so a 4xx that used the
         // quota carries the quota's headers too.
-        let mut resp = match self.inner.call(req).await {
+        // Boxed, as every inner call of this layer: see the access log.
+        let mut resp = match Box::pin(self.inner.call(req)).await {
             Ok(resp) => resp.into_response(),
             Err(err) => error_response(err),
         };
