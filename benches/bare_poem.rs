@@ -20,5 +20,7 @@ fn main() -> std::io::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(Server::new(TcpListener::bind(addr)).run(Route::new().at("/healthz", get(healthz))))
+        .block_on(
+            Server::new(TcpListener::bind(addr)).run(Route::new().at("/healthz", get(healthz))),
+        )
 }
