@@ -7,10 +7,13 @@
 //!
 //! ## Architecture
 //!
-//! Requests pass through middleware (request id and one JSON access-log line per request, request
-//! timeout, panic catcher, rate limiter, body limit), then `api/` (poem-openapi handlers: parse and validate
-//! into domain types, call one service method, map the result to a typed response; the bearer
-//! scheme in `api/security.rs` turns a verified access token into the acting user and role),
+//! Connections are served by `server.rs` (hyper with a request-head timeout and parser limits;
+//! poem's own server sets neither). Requests pass through middleware (request id and one JSON
+//! access-log line per request, written by a writer thread; request-head limits; request
+//! timeout, panic catcher, rate limiter, body limit), then `api/` (poem-openapi handlers: parse
+//! and validate into domain types, call one service method, map the result to a typed response;
+//! the bearer scheme in `api/security.rs` asks `service/authenticator.rs` for the acting user:
+//! the token's signature, its session still open, the account's current role),
 //! `service/` (business rules, including role and ownership checks), `repo/` (data access behind
 //! traits, one SQL statement or transaction per method) and `db/`; `src/app.rs` is the one place
 //! that wires them together, and `main.rs` only parses the command line. `db/` has exactly one
