@@ -95,10 +95,13 @@ impl Generator {
             .pool_max_idle_per_host(connections)
             .build()
             .unwrap();
+        // `AGORA_BENCH_GENERATOR=reqwest` chooses the in-process client even with wrk around.
+        let in_process = std::env::var("AGORA_BENCH_GENERATOR").is_ok_and(|g| g == "reqwest");
         let wrk = Command::new("wrk")
             .arg("--version")
             .output()
             .ok()
+            .filter(|_| !in_process)
             .map(|out| {
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 let version = text.lines().next().unwrap_or("wrk").to_owned();
@@ -130,8 +133,8 @@ impl Generator {
                 self.connections
             ),
             None => format!(
-                "generator: in-process reqwest client (wrk is not on PATH; `apt-get install wrk` \
-                 provides it), {shape}"
+                "generator: in-process reqwest client (wrk is not on PATH or \
+                 AGORA_BENCH_GENERATOR=reqwest; `apt-get install wrk` provides it), {shape}"
             ),
         }
     }

@@ -25,7 +25,8 @@
 //!
 //! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
-//! `AGORA_BENCH_CONNECTIONS` (default 64). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
+//! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
+//! generator even when wrk is on PATH). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
 //! instead: the mixed workload for that long, a row per minute with req/s, p50, p99 and the
 //! server's RSS, then the invariants.
 
