@@ -147,7 +147,9 @@ fn run_soak(gen: &Generator, bin: &Path, dir: &Path, secs: u64, hot: u64) {
 /// The first server: the read, search, stake and mixed workloads, after its `/healthz`.
 fn run_first_server(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path, hot: u64) {
     let server = Server::agora(bin, dir, &[]);
-    println!("(idle after start: {:.0} MiB RSS)", server.rss_mib().0);
+    println!("(idle after start: {:.0} MiB RSS)\n", server.rss_mib().0);
+    println!("| workload                                 |    req/s |  p50 ms |  p99 ms | errors |  x hz | its /healthz |   RSS |  peak |");
+    println!("|------------------------------------------|----------|---------|---------|--------|-------|--------------|-------|-------|");
     let base = server.base.clone();
     let tokens = gen
         .runtime
@@ -295,8 +297,6 @@ fn main() {
     let comparison = compare::run(&gen, &bin, &bare_poem, dir.path(), markets, peer.as_ref());
 
     println!("\n### agora's workloads (RSS and peak RSS of the server in MiB)\n");
-    println!("| workload                                 |    req/s |  p50 ms |  p99 ms | errors |  x hz | its /healthz |   RSS |  peak |");
-    println!("|------------------------------------------|----------|---------|---------|--------|-------|--------------|-------|-------|");
     let mut table = Table {
         healthz: 1.0,
         rows: Vec::new(),
