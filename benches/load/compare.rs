@@ -1,0 +1,250 @@
+//! The comparison of issue 21, one server at a time in one run: a bare poem handler (the
+//! reference for `/healthz`), agora, and optionally the Fastify + better-sqlite3 peer
+//! (`AGORA_BENCH_PEER=fastify AGORA_BENCH_PEER_DIR=...`), the same workloads driven by the same
+//! generator, with each server's idle and peak PSS over its process tree.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+
+use crate::{
+    generator::{Figures, Generator, Make, LINES},
+    process::{free_addr, PeakPss, Server},
+    workloads::{active_markets, agora_stake, fastify_stake, get_path, list_request, login_all},
+};
+
+/// Users of the seeded databases; agora stakes with tokens of the first `TOKENS` of them.
+pub const USERS: u64 = 10_000;
+const TOKENS: usize = 200;
+const ACTIVE: usize = 1_000;
+/// Random ids over 100,000 markets: enough lines that wrk's cycle does not shrink the set of
+/// markets read below what the caches hold.
+const BY_ID_LINES: usize = 200_000;
+
+const NAMES: [&str; 4] = [
+    "health: GET /healthz (Fastify: /health)",
+    "read by id: GET /api/markets/{random id}",
+    "list: active by volume, random page of 500",
+    "stake: POST /api/markets/{id}/positions",
+];
+
+/// The Fastify server of `AGORA_BENCH_PEER_DIR` (with its `node_modules` installed) and the
+/// database the bench seeded for it.
+pub struct Peer {
+    dir: PathBuf,
+    db: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Peer {
+    /// The peer named by `AGORA_BENCH_PEER`, seeded with `markets` markets; none without it.
+    pub fn from_env(markets: u64) -> Option<Peer> {
+        let name = std::env::var("AGORA_BENCH_PEER").ok()?;
+        assert_eq!(name, "fastify", "AGORA_BENCH_PEER: only `fastify` is known");
+        let dir = PathBuf::from(
+            std::env::var("AGORA_BENCH_PEER_DIR")
+                .expect("AGORA_BENCH_PEER_DIR: a copy of the Fastify server with node_modules"),
+        );
+        assert!(
+            dir.join("node_modules").is_dir(),
+            "{}: no node_modules (run npm install there)",
+            dir.display()
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("fastify.db");
+        let status = Command::new("python3")
+            .arg(dir.join("seed.py"))
+            .arg(&db)
+            .args([markets.to_string(), USERS.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "seeding the Fastify database failed");
+        Some(Peer { dir, db, _tmp: tmp })
+    }
+
+    fn start(&self) -> Server {
+        let addr = free_addr();
+        let port = addr.rsplit(':').next().unwrap();
+        let mut command = Command::new(self.dir.join("run.sh"));
+        command.arg(port).arg(&self.db);
+        Server::spawn(command, &addr, "/health")
+    }
+
+    /// The ids of `n` active markets of its database, newest first as agora's are picked.
+    fn active_markets(&self, n: usize) -> Arc<Vec<i64>> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT id FROM markets WHERE status = 'active' ORDER BY created_at DESC, id LIMIT ?1")
+            .unwrap();
+        let ids = stmt
+            .query_map([n as i64], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<Vec<i64>, _>>()
+            .unwrap();
+        Arc::new(ids)
+    }
+}
+
+/// One server's figures: a row per workload it ran, and its memory.
+struct Side {
+    rows: Vec<Figures>,
+    idle_pss: f64,
+    peak_pss: f64,
+}
+
+/// Starts a server, takes its idle PSS a second after it first answers, samples its peak PSS
+/// while `work` runs on it, and stops it.
+fn measure_server(server: Server, work: impl FnOnce(&str) -> Vec<Figures>) -> Side {
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_pss = server.pss_mib();
+    let peak = PeakPss::start(server.pid());
+    let rows = work(&server.base);
+    let peak_pss = peak.finish();
+    server.stop();
+    Side {
+        rows,
+        idle_pss,
+        peak_pss,
+    }
+}
+
+fn lines_for(workload: usize) -> usize {
+    if workload == 1 {
+        BY_ID_LINES
+    } else {
+        LINES
+    }
+}
+
+/// Runs the comparison and prints its tables; returns them for `load.json`.
+pub fn run(
+    gen: &Generator,
+    agora: &Path,
+    bare_poem: &Path,
+    data_dir: &Path,
+    markets: u64,
+    peer: Option<&Peer>,
+) -> Value {
+    let addr = free_addr();
+    let mut command = Command::new(bare_poem);
+    command.arg(&addr);
+    let reference = measure_server(Server::spawn(command, &addr, "/healthz"), |base| {
+        vec![gen.measure(base, &get_path("/healthz"))]
+    });
+
+    let by_id: Make = Arc::new(move |c, n| {
+        let id = 1 + crate::workloads::spread(c, n) % markets;
+        (
+            reqwest::Method::GET,
+            format!("/api/markets/{id}"),
+            None,
+            None,
+        )
+    });
+    let ours = measure_server(Server::agora(agora, data_dir, &[]), |base| {
+        let tokens = gen.runtime.block_on(login_all(&gen.client, base, TOKENS));
+        let active = gen
+            .runtime
+            .block_on(active_markets(&gen.client, base, ACTIVE));
+        let loads = [
+            get_path("/healthz"),
+            by_id.clone(),
+            list_request(),
+            agora_stake(tokens, active),
+        ];
+        (0..loads.len())
+            .map(|i| gen.measure_lines(base, &loads[i], lines_for(i)))
+            .collect()
+    });
+
+    let theirs = peer.map(|peer| {
+        let active = peer.active_markets(ACTIVE);
+        measure_server(peer.start(), |base| {
+            let loads = [
+                get_path("/health"),
+                by_id.clone(),
+                list_request(),
+                fastify_stake(USERS, active),
+            ];
+            (0..loads.len())
+                .map(|i| gen.measure_lines(base, &loads[i], lines_for(i)))
+                .collect()
+        })
+    });
+
+    print(&reference, &ours, theirs.as_ref());
+    let side = |s: &Side, names: &[&str]| {
+        json!({
+            "idle_pss_mib": s.idle_pss, "peak_pss_mib": s.peak_pss,
+            "rows": s.rows.iter().zip(names).map(|(f, name)| json!({
+                "workload": name, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms,
+                "errors": f.errors, "requests": f.requests,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "bare_poem": side(&reference, &["GET /healthz"]),
+        "agora": side(&ours, &NAMES),
+        "fastify": theirs.as_ref().map(|t| side(t, &NAMES)),
+    })
+}
+
+fn print(reference: &Side, ours: &Side, theirs: Option<&Side>) {
+    let hz = reference.rows[0].rps;
+    let cells = |f: &Figures| {
+        format!(
+            "{:>8.0} | {:>7.2} | {:>7.2} | {:>6}",
+            f.rps, f.p50_ms, f.p99_ms, f.errors
+        )
+    };
+    println!("\n### Comparison (one server at a time, same generator, same run)\n");
+    match theirs {
+        Some(_) => {
+            println!("| workload | agora req/s | p50 ms | p99 ms | errors | x bare poem | Fastify req/s | p50 ms | p99 ms | errors | agora / Fastify |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        }
+        None => {
+            println!("| workload | agora req/s | p50 ms | p99 ms | errors | x bare poem |");
+            println!("|---|---|---|---|---|---|");
+        }
+    }
+    let blank = if theirs.is_some() { " | | | | |" } else { "" };
+    println!(
+        "| {:<44} | {} | {:>5.2} |{blank}",
+        "reference: bare poem GET /healthz",
+        cells(&reference.rows[0]),
+        1.0
+    );
+    for (i, name) in NAMES.iter().enumerate() {
+        let f = &ours.rows[i];
+        print!("| {name:<44} | {} | {:>5.2} |", cells(f), f.rps / hz);
+        match theirs {
+            Some(t) => println!(" {} | {:>5.2} |", cells(&t.rows[i]), f.rps / t.rows[i].rps),
+            None => println!(),
+        }
+    }
+    println!(
+        "\nagora's /healthz: {:.2} of the bare poem handler's ({:.0} req/s)\n",
+        ours.rows[0].rps / hz,
+        hz
+    );
+    println!("| PSS MiB (process tree) | idle after start | peak under its run |");
+    println!("|---|---|---|");
+    println!("| agora | {:.0} | {:.0} |", ours.idle_pss, ours.peak_pss);
+    if let Some(t) = theirs {
+        println!(
+            "| Fastify (primary + 2 workers) | {:.0} | {:.0} |",
+            t.idle_pss, t.peak_pss
+        );
+    }
+    println!(
+        "| bare poem | {:.0} | {:.0} |",
+        reference.idle_pss, reference.peak_pss
+    );
+}

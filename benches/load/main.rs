@@ -1,0 +1,333 @@
+//! HTTP load benchmark: `cargo bench --bench load`.
+//!
+//! Builds the release server and a bare poem handler (`benches/load/bare_poem.rs`), seeds 100,000
+//! markets and 10,000 users into a temporary data dir, and drives each server, started as its
+//! own process, with 64 keep-alive connections: a warm-up of each workload (3 s), then the
+//! measured seconds (5 s). The generator is `wrk -t2` when it is on PATH (`apt-get install
+//! wrk`), else an in-process reqwest client; the first line printed says which ran.
+//!
+//! First the comparison ([`compare`]): the bare poem handler's `/healthz`, then agora's
+//! health, read by id, list and stake workloads, then (with `AGORA_BENCH_PEER=fastify
+//! AGORA_BENCH_PEER_DIR=<the Fastify server with node_modules>`) the same workloads on the
+//! Fastify peer, one server at a time, with each server's idle and peak PSS.
+//!
+//! Then one table row per workload of agora: requests per second, p50 and p99 latency,
+//! errors, and the ratio to the same server process's `/healthz` (measured at the start of the
+//! first server, which runs the read, search, stake and mixed workloads, and just before the
+//! workload on each server started with other flags), plus the server's RSS and peak RSS.
+//! Stakes are also measured with group commit off (`--write-batch 1`) and with
+//! `synchronous=normal` (the default is `full`). All rows are written to
+//! `target/bench/load.json`, and at the end the money invariants are checked over the whole
+//! database.
+//!
+//! The generator shares the machine's cores with the server, so the ratios (to `/healthz`, to
+//! the bare handler, to Fastify) are the figures to compare, not the absolute rates.
+//!
+//! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
+//! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
+//! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
+//! generator even when wrk is on PATH). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
+//! instead: the mixed workload for that long, a row per minute with req/s, p50, p99 and the
+//! server's RSS, then the invariants.
+
+mod compare;
+mod generator;
+mod process;
+mod workloads;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Instant,
+};
+
+use serde_json::{json, Value};
+
+use generator::{Figures, Generator, Make};
+use process::Server;
+use workloads::{active_markets, get_request, healthz_request, login_all, search_request};
+use workloads::{list_request_first_pages, stake_request};
+
+const GRANT: &str = "1000000000";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Builds the release server and the bare poem handler; returns their paths.
+fn release_binaries() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "agora"])
+        .args(["--example", "bare_poem"])
+        .current_dir(root)
+        .status()
+        .expect("cargo build runs");
+    assert!(status.success(), "release build failed");
+    let release = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"))
+        .join("release");
+    (
+        release.join("agora"),
+        release.join("examples").join("bare_poem"),
+    )
+}
+
+/// Collects the table rows, printing each and keeping them for the JSON file.
+struct Table {
+    healthz: f64,
+    rows: Vec<Value>,
+}
+
+impl Table {
+    fn row(&mut self, name: &str, f: &Figures, server: &Server) {
+        let (rss, peak) = server.rss_mib();
+        let ratio = f.rps / self.healthz;
+        println!(
+            "| {name:<40} | {:>8.0} | {:>7.2} | {:>7.2} | {:>6} | {ratio:>5.2} | {:>8.0} | {rss:>5.0} | {peak:>5.0} |",
+            f.rps, f.p50_ms, f.p99_ms, f.errors, self.healthz
+        );
+        self.rows.push(json!({
+            "workload": name, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "errors": f.errors,
+            "requests": f.requests, "ratio_to_healthz": ratio, "healthz_rps": self.healthz,
+            "rss_mib": rss, "peak_rss_mib": peak,
+        }));
+    }
+}
+
+fn mixed(tokens: Arc<Vec<String>>, active: Arc<Vec<i64>>, hot: u64) -> Make {
+    let (stake, get) = (stake_request(tokens, active, 1), get_request(hot));
+    Arc::new(move |c, n| if n % 10 == 9 { stake(c, n) } else { get(c, n) })
+}
+
+/// The mixed workload (90% GET by id, 10% stakes) for `secs`, one row per minute: the figures
+/// of that minute and the server's RSS at its end. Both should stay flat.
+fn run_soak(gen: &Generator, bin: &Path, dir: &Path, secs: u64, hot: u64) {
+    let server = Server::agora(bin, dir, &[]);
+    let connections = gen.connections;
+    println!("soak: mixed 90% GET by id / 10% stakes, {connections} connections, {secs} s");
+    println!("| minute | req/s | p50 ms | p99 ms | errors | RSS MiB | peak MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    let base = server.base.clone();
+    let tokens = gen
+        .runtime
+        .block_on(login_all(&gen.client, &base, connections));
+    let active = gen
+        .runtime
+        .block_on(active_markets(&gen.client, &base, 500));
+    let make = mixed(tokens, active, hot);
+    for minute in 1..=secs.div_ceil(60) {
+        let span = 60.min(secs - (minute - 1) * 60);
+        let f = gen.run(&base, &make, generator::LINES, 0, span);
+        let (rss, peak) = server.rss_mib();
+        println!(
+            "| {minute} | {:.0} | {:.2} | {:.2} | {} | {rss:.0} | {peak:.0} |",
+            f.rps, f.p50_ms, f.p99_ms, f.errors
+        );
+    }
+    server.stop();
+    let conn = rusqlite::Connection::open(dir.join("agora.db")).expect("open");
+    let broken = agora::db::invariants::violations(&conn).expect("invariant queries");
+    println!(
+        "invariants after the soak: {}",
+        if broken.is_empty() {
+            "all hold".to_owned()
+        } else {
+            format!("{broken:?}")
+        }
+    );
+}
+
+/// The first server: the read, search, stake and mixed workloads, after its `/healthz`.
+fn run_first_server(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path, hot: u64) {
+    let server = Server::agora(bin, dir, &[]);
+    println!("(idle after start: {:.0} MiB RSS)\n", server.rss_mib().0);
+    println!("| workload                                 |    req/s |  p50 ms |  p99 ms | errors |  x hz | its /healthz |   RSS |  peak |");
+    println!("|------------------------------------------|----------|---------|---------|--------|-------|--------------|-------|-------|");
+    let base = server.base.clone();
+    let tokens = gen
+        .runtime
+        .block_on(login_all(&gen.client, &base, gen.connections));
+    let active = gen
+        .runtime
+        .block_on(active_markets(&gen.client, &base, 500));
+    let hz = gen.measure(&base, &healthz_request());
+    table.healthz = hz.rps;
+    table.row("GET /healthz", &hz, &server);
+    let get = gen.measure(&base, &get_request(hot));
+    table.row("GET /api/markets/{id} (cache warm)", &get, &server);
+    let list = gen.measure(&base, &list_request_first_pages());
+    table.row("GET /api/markets (active, volume, page)", &list, &server);
+    for (name, mode) in [
+        ("GET /api/markets/search (hybrid)", "hybrid"),
+        ("GET /api/markets/search (keyword only)", "keyword"),
+    ] {
+        let figures = gen.measure(&base, &search_request(mode));
+        table.row(name, &figures, &server);
+    }
+    let stake = stake_request(tokens.clone(), active.clone(), 0);
+    let stake = gen.measure(&base, &stake);
+    table.row("POST positions (group commit, full)", &stake, &server);
+    let mixed = gen.measure(&base, &mixed(tokens, active, hot));
+    table.row("mixed 90% GET by id / 10% stakes", &mixed, &server);
+    server.stop();
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Healthz,
+    Get,
+    Stakes,
+}
+
+/// The servers started with other flags: each row after that server's own `/healthz`.
+fn run_other_servers(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path, hot: u64) {
+    let configs: [(&str, &[&str], Load); 6] = [
+        (
+            "GET /api/markets/{id} (cache off)",
+            &["--cache-markets", "0"],
+            Load::Get,
+        ),
+        (
+            "GET /healthz (rate limiter off)",
+            &["--rate-limit", "off"],
+            Load::Healthz,
+        ),
+        (
+            "GET /api/markets/{id} (warm, limiter off)",
+            &["--rate-limit", "off"],
+            Load::Get,
+        ),
+        (
+            "POST positions (one commit each, full)",
+            &["--write-batch", "1"],
+            Load::Stakes,
+        ),
+        (
+            "POST positions (group commit, normal)",
+            &["--synchronous", "normal"],
+            Load::Stakes,
+        ),
+        (
+            "POST positions (one commit each, normal)",
+            &["--synchronous", "normal", "--write-batch", "1"],
+            Load::Stakes,
+        ),
+    ];
+    let first_healthz = table.healthz;
+    for (name, flags, load) in configs {
+        let server = Server::agora(bin, dir, flags);
+        let base = server.base.clone();
+        // Each server's own `/healthz`, measured just before, is the reference for its row
+        // (machine noise drifts over a run); the limiter-off `/healthz` row is compared with
+        // the first server's, which had the limiter on.
+        table.healthz = if load == Load::Healthz {
+            first_healthz
+        } else {
+            gen.measure(&base, &healthz_request()).rps
+        };
+        let make = match load {
+            Load::Stakes => {
+                let tokens = gen
+                    .runtime
+                    .block_on(login_all(&gen.client, &base, gen.connections));
+                let active = gen
+                    .runtime
+                    .block_on(active_markets(&gen.client, &base, 500));
+                stake_request(tokens, active, 1)
+            }
+            Load::Get => get_request(hot),
+            Load::Healthz => healthz_request(),
+        };
+        let figures = gen.measure(&base, &make);
+        table.row(name, &figures, &server);
+        server.stop();
+    }
+}
+
+fn main() {
+    let secs = env_or("AGORA_BENCH_SECS", 5);
+    let warmup = env_or("AGORA_BENCH_WARMUP", 3);
+    let markets = env_or("AGORA_BENCH_MARKETS", 100_000);
+    let connections = env_or("AGORA_BENCH_CONNECTIONS", 64) as usize;
+    let (bin, bare_poem) = release_binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let status = Command::new(&bin)
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--log",
+            "warn",
+            "--signup-grant",
+            GRANT,
+            "seed",
+        ])
+        .args(["--markets", &markets.to_string(), "--users"])
+        .arg(compare::USERS.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    println!(
+        "seeded {markets} markets and {} users in {:.1} s",
+        compare::USERS,
+        started.elapsed().as_secs_f64()
+    );
+    let gen = Generator::new(connections, warmup, secs);
+    println!("{}", gen.describe());
+    // The cache holds 10,000 markets by default: "cache warm" reads pick among the first 10,000.
+    let hot = markets.min(10_000);
+
+    let soak = env_or("AGORA_BENCH_SOAK_SECS", 0);
+    if soak > 0 {
+        run_soak(&gen, &bin, dir.path(), soak, hot);
+        return;
+    }
+
+    let peer = compare::Peer::from_env(markets);
+    if peer.is_some() {
+        println!("seeded the Fastify peer's database ({markets} markets)");
+    }
+    let comparison = compare::run(&gen, &bin, &bare_poem, dir.path(), markets, peer.as_ref());
+
+    println!("\n### agora's workloads (RSS and peak RSS of the server in MiB)\n");
+    let mut table = Table {
+        healthz: 1.0,
+        rows: Vec::new(),
+    };
+    run_first_server(&gen, &mut table, &bin, dir.path(), hot);
+    run_other_servers(&gen, &mut table, &bin, dir.path(), hot);
+
+    let conn = rusqlite::Connection::open(dir.path().join("agora.db")).unwrap();
+    let broken = agora::db::invariants::violations(&conn).unwrap();
+    println!(
+        "\ninvariants after the run: {}",
+        if broken.is_empty() {
+            "all hold".to_owned()
+        } else {
+            format!("BROKEN {broken:?}")
+        }
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let report = json!({
+        "generator": gen.describe(), "connections": connections, "seconds": secs,
+        "warmup_seconds": warmup, "markets": markets, "comparison": comparison,
+        "rows": table.rows, "invariants_broken": broken,
+    });
+    std::fs::write(
+        out.join("load.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    println!("rows written to target/bench/load.json");
+    assert!(broken.is_empty(), "invariants broken");
+}
