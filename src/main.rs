@@ -9,11 +9,6 @@ use agora::{
 };
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: a request allocates and frees dozens of small blocks
-/// across threads, which glibc serves slower (arena locks, consolidation of freed chunks).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Blocking threads run database reads, and a read needs one of the pooled connections:
