@@ -306,8 +306,17 @@ fn payload_error(reason: &str) -> ApiError {
 
 /// The JSON envelope for 405, which no operation declares (it answers methods the document
 /// does not list).
-pub fn status_response(status: StatusCode, code: &str, message: &str) -> Response {
+fn status_response(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body(code, message, vec![]).0)).into_response()
+}
+
+/// The 405 for a method HTTP does not define (or agora does not know), on any path.
+pub fn unknown_method_response() -> Response {
+    status_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "unknown HTTP method; agora answers GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS",
+    )
 }
 
 impl ApiError {

@@ -5,12 +5,9 @@
 //! ceilings ([`crate::server`]) so that the usual oversized request reaches this check; only
 //! a request past those ceilings gets hyper's bare answer.
 
-use poem::{
-    http::{Method, StatusCode},
-    IntoResponse, Request, Response,
-};
+use poem::{http::Method, IntoResponse, Request, Response};
 
-use crate::api::error::{status_response, ApiError};
+use crate::api::error::{unknown_method_response, ApiError};
 
 /// Longest request target (path and query), in bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -39,11 +36,7 @@ pub fn known_method(method: &Method) -> Option<&'static str> {
 /// The refusal for a request whose head breaks a limit, or `None` when it is within them.
 pub fn check(req: &Request) -> Option<Response> {
     if known_method(req.method()).is_none() {
-        return Some(status_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "unknown HTTP method; agora answers GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS",
-        ));
+        return Some(unknown_method_response());
     }
     let uri = req.uri();
     let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
