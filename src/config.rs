@@ -1,4 +1,63 @@
 //! Configuration: command-line flags, each also readable from an `AGORA_*` environment variable.
+//!
+//! # Every setting
+//!
+//! Every setting is a flag and an environment variable; flags win. Flags may come before or
+//! after the subcommand.
+//!
+//! | flag | environment | default | meaning |
+//! |---|---|---|---|
+//! | `--bind` | `AGORA_BIND` | `127.0.0.1:8080` | Address to listen on; port 0 picks a free port. |
+//! | `--data-dir` | `AGORA_DATA_DIR` | `data` | Directory holding the database (`agora.db`) and other runtime files; created if missing. |
+//! | `--log-format` | `AGORA_LOG_FORMAT` | `json` | `json` (one object per line) or `pretty`. Logs go to stderr. |
+//! | `--log` | `AGORA_LOG` | `info` | Log filter in `tracing` EnvFilter syntax, e.g. `info,agora=debug`. |
+//! | `--synchronous` | `AGORA_SYNCHRONOUS` | `full` | SQLite `synchronous`: `full` or `normal` (see Storage and durability (README)). |
+//! | `--db-readers` | `AGORA_DB_READERS` | `8` | Read-only SQLite connections in the pool. |
+//! | `--db-max-size-mb` | `AGORA_DB_MAX_SIZE_MB` | `0` | Largest the database file may grow, in MiB (0: no limit but the disk). Past it a write gets 503 `unavailable` as on a full disk; reads go on. |
+//! | `--body-limit` | `AGORA_BODY_LIMIT` | `1048576` | Largest request body in bytes; larger bodies get 413. |
+//! | `--request-timeout-secs` | `AGORA_REQUEST_TIMEOUT` | `30` | Seconds a request may take before it is answered with 503. |
+//! | `--shutdown-timeout-secs` | `AGORA_SHUTDOWN_TIMEOUT` | `10` | Seconds to wait for in-flight requests on shutdown. |
+//! | `--jwt-secret` | `AGORA_JWT_SECRET` | generated | HS256 secret that signs access tokens; one shorter than 32 bytes is refused at start. When unset, a random one is generated once into `<data-dir>/jwt-secret` (mode 0600) and read from there on later starts, so tokens survive restarts. |
+//! | `--access-token-ttl-secs` | `AGORA_ACCESS_TOKEN_TTL` | `900` | Lifetime of an access token in seconds (15 minutes). |
+//! | `--refresh-token-ttl-secs` | `AGORA_REFRESH_TOKEN_TTL` | `2592000` | Lifetime of a refresh token in seconds (30 days). |
+//! | `--close-sweep-secs` | `AGORA_CLOSE_SWEEP` | `5` | Period of the `close_due_markets` job, which sets `active` markets past their `close_time` to `closed` (0 counts as 1). Stakes after the close time are refused at once either way (see Trading (README)). |
+//! | `--signup-grant` | `AGORA_SIGNUP_GRANT` | `1000` | Credits every new account starts with (registration, `users create`, `seed`), recorded as a `GRANT` ledger entry. |
+//! | `--max-concurrent-hashes` | `AGORA_MAX_CONCURRENT_HASHES` | `2` | Threads that compute Argon2id password hashes (registration, login): at most this many at once, further requests wait in line. Each thread keeps one 19 MiB working buffer. |
+//! | `--max-queued-hashes` | `AGORA_MAX_QUEUED_HASHES` | `64` | Most hashes waiting in that line; a registration or login beyond it gets 503 at once. A hash whose request already timed out is skipped. |
+//! | `--rate-limit` | `AGORA_RATE_LIMIT` | `on` | `off` turns rate limiting off (no limits, no `RateLimit` headers). |
+//! | `--rate-auth` | `AGORA_RATE_AUTH` | `30/min` | Quota of `/api/auth/*` requests (register, login, refresh, logout) per client address. Quotas are written `N/s`, `N/min`, `N/h`, `N/d`, or with a multiple such as `N/15min`. |
+//! | `--rate-login` | `AGORA_RATE_LOGIN` | `10/15min` | Quota of login attempts per username (case-insensitive) from one client address: a guesser is cut off while the owner, from its own address, still signs in. |
+//! | `--rate-login-account` | `AGORA_RATE_LOGIN_ACCOUNT` | `200/15min` | Quota of login attempts per username from all addresses together: the ceiling on guessing spread over many addresses. |
+//! | `--rate-writes` | `AGORA_RATE_WRITES` | `120/min` | Quota of other POST/PUT/PATCH/DELETE requests per user, or per client address when anonymous. |
+//! | `--rate-reads` | `AGORA_RATE_READS` | `1200/min` | Quota of GET requests per user, or per client address when anonymous. |
+//! | `--rate-search` | `AGORA_RATE_SEARCH` | `120/min` | Quota of market searches per user or client address. |
+//! | `--rate-admin` | `AGORA_RATE_ADMIN` | `6000/min` | Quota of an admin's requests (reads and writes together), per admin. |
+//! | `--trusted-proxies` | `AGORA_TRUSTED_PROXIES` | none | Comma-separated addresses or CIDR networks of reverse proxies whose `X-Forwarded-For` / `Forwarded` header names the client. Without it the TCP peer is the client. |
+//! | `--rate-limit-sweep-secs` | `AGORA_RATE_LIMIT_SWEEP` | `60` | Seconds between sweeps that forget the limiter state of clients whose quota is full again. |
+//! | `--header-timeout-secs` | `AGORA_HEADER_TIMEOUT` | `10` | Seconds a connection may take to send a whole request head, counted from when the server starts waiting for it; a connection past it is closed unanswered. Also how long an idle keep-alive connection stays open. |
+//! | `--job-workers` | `AGORA_JOB_WORKERS` | `2` | Background jobs run at once. `0` runs none: jobs (the close sweep and search indexing included) wait in the table for a server with workers. |
+//! | `--job-poll-ms` | `AGORA_JOB_POLL_MS` | `1000` | Longest an idle worker sleeps before looking at the queue (it is also woken at once by a new job and at the next retry time). |
+//! | `--job-max-attempts` | `AGORA_JOB_MAX_ATTEMPTS` | `5` | Runs a job gets before it is `dead`. |
+//! | `--job-backoff-ms` | `AGORA_JOB_BACKOFF_MS` | `1000` | Delay before a failed job's first retry; doubled after each further failure (1 s, 2 s, 4 s, ...), less up to a quarter of random jitter. |
+//! | `--job-backoff-max-secs` | `AGORA_JOB_BACKOFF_MAX` | `300` | Longest delay between retries. |
+//! | `--job-retention-hours` | `AGORA_JOB_RETENTION_HOURS` | `168` | Hours a finished job (succeeded or dead) is kept; an hourly `prune_jobs` job deletes older ones. |
+//! | `--job-timeout-secs` | `AGORA_JOB_TIMEOUT` | `60` | Longest a job run may take; past it the run is cancelled and counts as failed. A claim's lease is this plus 10 s. |
+//! | `--embedder` | `AGORA_EMBEDDER` | `builtin` | Search embedder: `builtin` (hashed words, stems and character n-grams; no network, no files) or `http` (an OpenAI-compatible `/v1/embeddings` API). |
+//! | `--embedder-url` | `AGORA_EMBEDDER_URL` | none | Base URL of the HTTP embedder: `http://127.0.0.1:11434` (Ollama), `https://api.openai.com/v1`, a vLLM or TEI server. `/v1/embeddings` is appended (`/embeddings` when the URL ends in `/v1`). |
+//! | `--embedder-model` | `AGORA_EMBEDDER_MODEL` | `text-embedding-3-small` | Model the HTTP embedder asks for. |
+//! | `--embedder-key` | `AGORA_EMBEDDER_KEY` | none | API key sent as a bearer token (never logged). |
+//! | `--embedder-timeout-ms` | `AGORA_EMBEDDER_TIMEOUT_MS` | `10000` | Timeout of one call to the HTTP embedder. |
+//! | `--embedder-attempts` | `AGORA_EMBEDDER_ATTEMPTS` | `3` | Calls per embedding before giving up: 5xx, 429, timeouts and connection errors are retried, other 4xx are not. |
+//! | `--embedder-backoff-ms` | `AGORA_EMBEDDER_BACKOFF_MS` | `1000` | Delay before the HTTP embedder's first retry, then doubled (an integer `Retry-After` up to 60 s is honoured). |
+//! | `--backup-every-secs` | `AGORA_BACKUP_EVERY` | `0` | Seconds between automatic backups into `<data-dir>/backups` (0: none). |
+//! | `--backup-keep` | `AGORA_BACKUP_KEEP` | `7` | Backups kept in `<data-dir>/backups`; older ones are deleted after each backup. |
+//! | `--search-timeout-ms` | `AGORA_SEARCH_TIMEOUT_MS` | `2000` | Longest a search waits for its query's embedding; past it (or when the provider fails) the search answers from the keyword index alone and says so. |
+//! | `--write-batch` | `AGORA_WRITE_BATCH` | `256` | Most concurrent writes that share one SQLite commit (group commit); `1` commits every write on its own. |
+//! | `--cache-markets` | `AGORA_CACHE_MARKETS` | `10000` | Markets kept in the in-process read cache; `0` turns the cache off. |
+//! | `--cache-pages` | `AGORA_CACHE_PAGES` | `1000` | Market list pages kept in the read cache. |
+//! | `--cache-ttl-secs` | `AGORA_CACHE_TTL` | `60` | Seconds a cache entry may live. Writes through the server are seen at once; this only bounds how long a write made behind its back (another process on the same file) can go unseen. |
+//! | `seed --markets` | `AGORA_SEED_MARKETS` | `1000` | Markets `agora seed` creates. |
+//! | `seed --users` | `AGORA_SEED_USERS` | markets / 10, at least 10 | Users `agora seed` creates. |
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

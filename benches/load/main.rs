@@ -132,16 +132,23 @@ fn run_soak(gen: &Generator, bin: &Path, dir: &Path, secs: u64, hot: u64) {
         );
     }
     server.stop();
+    check_invariants(dir, "the soak");
+}
+
+/// Checks the money invariants over the database in `dir`, prints the verdict and returns
+/// what is broken.
+fn check_invariants(dir: &Path, after: &str) -> Vec<&'static str> {
     let conn = rusqlite::Connection::open(dir.join("agora.db")).expect("open");
     let broken = agora::db::invariants::violations(&conn).expect("invariant queries");
     println!(
-        "invariants after the soak: {}",
+        "\ninvariants after {after}: {}",
         if broken.is_empty() {
             "all hold".to_owned()
         } else {
-            format!("{broken:?}")
+            format!("BROKEN {broken:?}")
         }
     );
+    broken
 }
 
 /// The first server: the read, search, stake and mixed workloads, after its `/healthz`.
@@ -304,16 +311,7 @@ fn main() {
     run_first_server(&gen, &mut table, &bin, dir.path(), hot);
     run_other_servers(&gen, &mut table, &bin, dir.path(), hot);
 
-    let conn = rusqlite::Connection::open(dir.path().join("agora.db")).unwrap();
-    let broken = agora::db::invariants::violations(&conn).unwrap();
-    println!(
-        "\ninvariants after the run: {}",
-        if broken.is_empty() {
-            "all hold".to_owned()
-        } else {
-            format!("BROKEN {broken:?}")
-        }
-    );
+    let broken = check_invariants(dir.path(), "the run");
     let out = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("bench");
