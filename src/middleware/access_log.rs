@@ -14,6 +14,7 @@ use super::{head_limits, request_id};
 use crate::{
     api::error::{error_response, timeout_response},
     metrics::Metrics,
+    telemetry::{self, AccessLine},
 };
 
 /// The request-context middleware.
@@ -75,13 +76,16 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         let route = resp.data::<OperationId>().map_or("-", |op| op.0);
         let status = resp.status().as_u16();
         let seconds = started.elapsed().as_secs_f64();
-        let latency_ms = seconds * 1000.0;
         self.metrics.request(method, route, status, seconds);
-        if status >= 500 {
-            tracing::warn!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
-        } else {
-            tracing::info!(request_id = %id, method, path, route, status, latency_ms, user_id, "request");
-        }
+        telemetry::access(&AccessLine {
+            request_id: &id,
+            method,
+            path: &path,
+            route,
+            status,
+            latency_ms: seconds * 1000.0,
+            user_id,
+        });
         let headers = resp.headers_mut();
         if let Ok(value) = id.parse() {
             headers.insert(request_id::HEADER, value);
