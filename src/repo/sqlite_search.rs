@@ -42,7 +42,7 @@ pub fn decode(blob: &[u8]) -> Vec<f32> {
 
 #[async_trait]
 impl SearchRepository for SqliteSearchRepository {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn keyword(
         &self,
         query: String,

@@ -24,7 +24,7 @@ impl SqliteSessionRepository {
 
 #[async_trait]
 impl SessionRepository for SqliteSessionRepository {
-    #[tracing::instrument(skip_all, fields(user.id = user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = user_id))]
     async fn insert(
         &self,
         user_id: i64,
@@ -44,7 +44,7 @@ impl SessionRepository for SqliteSessionRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn rotate(
         &self,
         old_hash: String,
@@ -85,7 +85,7 @@ impl SessionRepository for SqliteSessionRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn revoke_family(&self, token_hash: String) -> Result<Option<String>, RepoError> {
         self.db
             .write(move |conn| {

@@ -249,7 +249,7 @@ pub(crate) fn settle_market(
 
 #[async_trait]
 impl TradingRepository for SqliteTradingRepository {
-    #[tracing::instrument(skip_all, fields(market.id = market_id, user.id = user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id, user.id = user_id))]
     async fn stake(
         &self,
         user_id: i64,
@@ -262,7 +262,7 @@ impl TradingRepository for SqliteTradingRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
     async fn close(&self, market_id: i64) -> Result<Market, RepoError> {
         self.db
             .write(move |conn| {
@@ -279,7 +279,7 @@ impl TradingRepository for SqliteTradingRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
     async fn resolve(
         &self,
         market_id: i64,
@@ -291,14 +291,14 @@ impl TradingRepository for SqliteTradingRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
     async fn cancel(&self, market_id: i64) -> Result<Market, RepoError> {
         self.db
             .write(move |conn| settle_market(conn, market_id, None))
             .await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn close_due(&self) -> Result<Vec<i64>, RepoError> {
         self.db
             .write(move |conn| {
@@ -313,7 +313,7 @@ impl TradingRepository for SqliteTradingRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(market.id = market_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
     async fn market_positions(
         &self,
         market_id: i64,
@@ -324,7 +324,7 @@ impl TradingRepository for SqliteTradingRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(user.id = user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = user_id))]
     async fn user_positions(
         &self,
         user_id: i64,
@@ -335,7 +335,7 @@ impl TradingRepository for SqliteTradingRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(user.id = user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = user_id))]
     async fn ledger(&self, user_id: i64, paging: Paging) -> Result<Page<LedgerEntry>, RepoError> {
         self.db
             .read(move |conn| lists::ledger(conn, user_id, &paging))

@@ -87,7 +87,7 @@ pub(crate) fn insert_user(
 
 #[async_trait]
 impl UserRepository for SqliteUserRepository {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create(
         &self,
         username: String,
@@ -104,14 +104,14 @@ impl UserRepository for SqliteUserRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(user.id = id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = id))]
     async fn get(&self, id: i64) -> Result<Option<User>, RepoError> {
         self.db
             .read_point(move |conn| Ok(get_user(conn, id)?))
             .await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn find_login(&self, username: String) -> Result<Option<(User, String)>, RepoError> {
         self.db
             .read(move |conn| {
@@ -123,7 +123,7 @@ impl UserRepository for SqliteUserRepository {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(user.id = id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = id))]
     async fn set_role(&self, id: i64, role: Role) -> Result<Option<User>, RepoError> {
         self.db
             .write(move |conn| {
