@@ -275,10 +275,7 @@ impl App {
             users: Arc::new(UserService::new(users, authenticator.clone())),
             db: db.clone(),
             limits: limits.clone(),
-            rendered: (config.cache_markets > 0).then_some(api::MemoSizes {
-                markets: config.cache_markets,
-                pages: config.cache_pages,
-            }),
+            rendered_pages: (config.cache_markets > 0).then_some(config.cache_pages),
         };
         let metrics = Arc::new(Metrics::new(Sources {
             cache: market_cache,

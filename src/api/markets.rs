@@ -15,17 +15,18 @@ use super::{
     body::JsonBody,
     error::ApiError,
     etag,
+    market_json::MarketEnvelopeJson,
     market_models::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
     },
-    rendered::{MemoSizes, RenderMemo, Rendered},
+    rendered::{RenderMemo, Rendered},
     security::BearerAuth,
     ApiTags,
 };
 use crate::{
     domain::{
-        market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+        market::{ListQuery, MarketChanges, MarketPage, NewMarket},
         user::Actor,
     },
     service::markets::MarketService,
@@ -37,18 +38,15 @@ pub struct MarketsApi {
     markets: Arc<MarketService>,
     /// List pages as sent, kept while the read cache hands out the same page.
     pages: Option<RenderMemo<ListQuery, MarketPage, MarketListEnvelope>>,
-    /// Markets as sent, kept while the read cache hands out the same market.
-    items: Option<RenderMemo<i64, Market, MarketEnvelope>>,
 }
 
 impl MarketsApi {
-    /// The markets API over `markets`, keeping as many rendered markets and list pages as the
-    /// read cache keeps (none when it is off: every value is new then, nothing would be reused).
-    pub fn new(markets: Arc<MarketService>, memo: Option<MemoSizes>) -> Self {
+    /// The markets API over `markets`, keeping `memo_pages` rendered list pages (as many as the
+    /// read cache keeps; none when it is off: every value is new then, nothing would be reused).
+    pub fn new(markets: Arc<MarketService>, memo_pages: Option<u64>) -> Self {
         MarketsApi {
             markets,
-            pages: memo.map(|m| RenderMemo::new(m.pages)),
-            items: memo.map(|m| RenderMemo::new(m.markets)),
+            pages: memo_pages.map(RenderMemo::new),
         }
     }
 }
@@ -190,10 +188,10 @@ impl MarketsApi {
         match if_none_match.0.as_deref() {
             Some(h) if etag::none_match_hits(h, &tag) => Ok(MarketResponse::NotModified(tag)),
             _ => {
-                let body = RenderMemo::render(self.items.as_ref(), id.0, market, |m| {
-                    MarketEnvelope::new(m.clone().into())
-                })
-                .await;
+                // Rendered on every read, not memoized: straight from the market it costs less
+                // than a second cache lookup, and a miss (most reads over many markets) would
+                // pay a memo insert on top.
+                let body = Rendered::serialized(&MarketEnvelopeJson(&market));
                 Ok(MarketResponse::Ok(body, tag, CACHE_CONTROL.into()))
             }
         }

@@ -10,6 +10,7 @@ mod etag;
 mod health;
 mod job_models;
 mod jobs;
+mod market_json;
 mod market_models;
 mod markets;
 mod plain;
@@ -36,7 +37,6 @@ pub use auth::AuthApi;
 pub use health::HealthApi;
 pub use jobs::JobsApi;
 pub use markets::MarketsApi;
-pub use rendered::MemoSizes;
 pub use search::SearchApi;
 pub use spec::allowed_methods;
 use spec::finish;
@@ -187,15 +187,15 @@ pub struct Services {
     pub db: Arc<crate::db::Db>,
     /// Rate limits (the per-username login quota is checked by the login handler).
     pub limits: Arc<crate::middleware::rate_limit::RateLimits>,
-    /// With the read cache on, how many markets and list pages to keep rendered.
-    pub rendered: Option<MemoSizes>,
+    /// With the read cache on, how many list pages to keep rendered.
+    pub rendered_pages: Option<u64>,
 }
 
 /// Builds the API object from the services.
 pub fn apis(s: Services) -> Apis {
     (
         SearchApi { search: s.search },
-        MarketsApi::new(s.markets, s.rendered),
+        MarketsApi::new(s.markets, s.rendered_pages),
         TradingApi { trading: s.trading },
         AuthApi {
             auth: s.auth,

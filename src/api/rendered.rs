@@ -30,6 +30,15 @@ impl<T: ToJSON> Rendered<T> {
     }
 }
 
+impl<T> Rendered<T> {
+    /// The body `value` serializes to, which must be what `T`'s `ToJSON` would give (a value
+    /// rendered straight from the domain, as [`super::market_json`] does).
+    pub fn serialized(value: &impl serde::Serialize) -> Self {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        Rendered(bytes.into(), PhantomData)
+    }
+}
+
 impl<T> Clone for Rendered<T> {
     fn clone(&self) -> Self {
         Rendered(self.0.clone(), PhantomData)
@@ -75,15 +84,6 @@ impl<T: Type> ApiResponse for Rendered<T> {
     fn register(registry: &mut Registry) {
         T::register(registry);
     }
-}
-
-/// How many rendered markets and list pages to keep (as many as the read cache keeps).
-#[derive(Debug, Clone, Copy)]
-pub struct MemoSizes {
-    /// Rendered markets.
-    pub markets: u64,
-    /// Rendered list pages.
-    pub pages: u64,
 }
 
 /// Rendered responses of immutable shared values, by key. An entry is used only while the
