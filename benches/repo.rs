@@ -12,8 +12,7 @@ use agora::{
     },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, MarketCache},
-        sqlite_markets::SqliteMarketRepository,
-        sqlite_trading::SqliteTradingRepository,
+        sqlite::{SqliteMarketRepository, SqliteTradingRepository},
         MarketRepository, TradingRepository,
     },
     service::tokens::Tokens,

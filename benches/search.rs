@@ -16,8 +16,8 @@ use agora::{
     },
     jobs::{Queue, QueueConfig},
     repo::{
-        sqlite_markets::SqliteMarketRepository, sqlite_search::SqliteSearchRepository,
-        sqlite_users::SqliteUserRepository, MarketRepository, UserRepository,
+        sqlite::{SqliteMarketRepository, SqliteSearchRepository, SqliteUserRepository},
+        MarketRepository, UserRepository,
     },
     search::{
         embedder::HashEmbedder,

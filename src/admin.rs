@@ -7,7 +7,7 @@ use crate::{
     app::{open_db, StartError},
     config::{Config, CreateUserArgs, RoleArg},
     domain::user::{Credentials, Role, User},
-    repo::{sqlite_users::SqliteUserRepository, RepoError, UserRepository},
+    repo::{sqlite::SqliteUserRepository, RepoError, UserRepository},
     service::passwords::hash_blocking,
 };
 

@@ -26,11 +26,10 @@ use crate::{
     },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
-        sqlite_markets::SqliteMarketRepository,
-        sqlite_search::SqliteSearchRepository,
-        sqlite_sessions::SqliteSessionRepository,
-        sqlite_trading::SqliteTradingRepository,
-        sqlite_users::SqliteUserRepository,
+        sqlite::{
+            SqliteMarketRepository, SqliteSearchRepository, SqliteSessionRepository,
+            SqliteTradingRepository, SqliteUserRepository,
+        },
         MarketRepository, SessionRepository, TradingRepository, UserRepository,
     },
     search::{

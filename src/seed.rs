@@ -13,10 +13,13 @@ use crate::{
     domain::{authority::Standing, user::Role},
     domain::{trading::Stake, Rejection},
     repo::{
-        sqlite_search::encode,
-        sqlite_trading::{place_stake, settle_market},
-        sqlite_users::insert_user,
-        to_millis, MarketText, RepoError,
+        sqlite::{
+            search::encode,
+            to_millis,
+            trading::{place_stake, settle_market},
+            users::insert_user,
+        },
+        MarketText, RepoError,
     },
     search::embedder::{Embedder, HashEmbedder},
     service::passwords::hash_blocking,

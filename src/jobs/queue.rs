@@ -13,7 +13,10 @@ use super::{Job, JobFilter, JobStatus, NewJob};
 use crate::{
     db::{snapshot, Db},
     domain::{paging::KeyPart, Page, Paging},
-    repo::{from_millis, to_millis, RepoError},
+    repo::{
+        sqlite::{from_millis, to_millis},
+        RepoError,
+    },
 };
 
 /// Retry and lease settings.

@@ -293,7 +293,7 @@ mod tests {
     use crate::{
         db::{Db, DbOptions},
         domain::market::{NewMarketInput, SortKey},
-        repo::{sqlite_markets::SqliteMarketRepository, sqlite_users::insert_user},
+        repo::sqlite::{users::insert_user, SqliteMarketRepository},
     };
 
     async fn setup() -> (

@@ -1,27 +1,18 @@
 //! Data access behind traits. Each method is one SQL statement or one transaction and returns
-//! domain types. `app.rs` chooses the implementation (SQLite today, a cache decorator later).
+//! domain types. `app.rs` chooses the implementation: the SQLite engine in [`sqlite`], wrapped
+//! in the cache decorators of [`cached`].
 
 pub mod cached;
-mod codes;
-mod sqlite_market_list;
-pub mod sqlite_markets;
-pub mod sqlite_search;
-pub mod sqlite_sessions;
-pub mod sqlite_trading;
-mod sqlite_trading_lists;
-pub mod sqlite_users;
+pub mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{
-    db::DbError,
-    domain::{
-        authority::Standing,
-        market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
-        user::{Role, User},
-    },
+use crate::domain::{
+    authority::Standing,
+    market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+    user::{Role, User},
 };
 
 /// A repository failure, in terms a service can act on.
@@ -54,45 +45,6 @@ pub enum RepoError {
     /// Anything else: a bug or corruption.
     #[error("database error: {0}")]
     Internal(String),
-}
-
-impl From<DbError> for RepoError {
-    fn from(e: DbError) -> Self {
-        match e {
-            DbError::Sqlite(e) => codes::classify(e),
-            DbError::Closed | DbError::Pool(_) => RepoError::Unavailable(e.to_string()),
-            other => RepoError::Internal(other.to_string()),
-        }
-    }
-}
-
-/// Unix milliseconds, the stored form of a time.
-pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// A cursor's key part binds as the value it stands for.
-impl rusqlite::ToSql for crate::domain::paging::KeyPart {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use crate::domain::paging::KeyPart;
-        match self {
-            KeyPart::Int(i) => i.to_sql(),
-            KeyPart::Text(s) => s.to_sql(),
-            KeyPart::Null => rusqlite::types::Null.to_sql(),
-        }
-    }
-}
-
-/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
-pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
-impl From<rusqlite::Error> for RepoError {
-    fn from(e: rusqlite::Error) -> Self {
-        codes::classify(e)
-    }
 }
 
 /// Markets and their outcomes.

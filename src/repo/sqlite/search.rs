@@ -7,13 +7,12 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{
-    sqlite_markets::status_at, to_millis, MarketText, RepoError, SearchRepository, VectorSink,
-};
+use super::{markets::status_at, to_millis};
 use crate::{
     db::{snapshot, Db},
     domain::market::MarketStatus,
     jobs::handlers::INDEX_MARKET,
+    repo::{MarketText, RepoError, SearchRepository, VectorSink},
 };
 
 /// The search indexes in SQLite.

@@ -8,10 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{
-    from_millis, sqlite_markets::get_market, sqlite_trading_lists as lists, to_millis, RepoError,
-    TradingRepository,
-};
+use super::{from_millis, markets::get_market, to_millis, trading_lists as lists};
 use crate::{
     db::Db,
     domain::{
@@ -23,6 +20,7 @@ use crate::{
         },
         Page, Paging, Rejection,
     },
+    repo::{RepoError, TradingRepository},
 };
 
 /// Trading on SQLite.

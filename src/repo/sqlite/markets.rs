@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::{from_millis, sqlite_trading::place_stake, to_millis, MarketRepository, RepoError};
+use super::{from_millis, to_millis, trading::place_stake};
 use crate::{
     db::Db,
     domain::{
@@ -16,6 +16,7 @@ use crate::{
         user::UserSummary,
     },
     jobs,
+    repo::{MarketRepository, RepoError},
 };
 
 /// Markets stored in SQLite.
@@ -107,7 +108,7 @@ impl MarketRepository for SqliteMarketRepository {
     #[tracing::instrument(skip_all)]
     async fn list(&self, q: ListQuery) -> Result<Arc<MarketPage>, RepoError> {
         self.db
-            .read(move |conn| super::sqlite_market_list::list(conn, &q).map(Arc::new))
+            .read(move |conn| super::market_list::list(conn, &q).map(Arc::new))
             .await
     }
 

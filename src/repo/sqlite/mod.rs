@@ -1,0 +1,60 @@
+//! The SQLite engine: the repositories of [`crate::repo`] over [`crate::db`] (one writer
+//! thread, a pool of read-only connections). A second engine is a sibling of this folder.
+//!
+//! Everything that names a rusqlite type above `db/` lives here: the row mappings, the SQL, and
+//! the one mapping of SQLite error codes to [`RepoError`] (`codes.rs`).
+
+mod codes;
+mod market_list;
+pub mod markets;
+pub mod search;
+pub mod sessions;
+pub mod trading;
+mod trading_lists;
+pub mod users;
+
+pub use markets::SqliteMarketRepository;
+pub use search::SqliteSearchRepository;
+pub use sessions::SqliteSessionRepository;
+pub use trading::SqliteTradingRepository;
+pub use users::SqliteUserRepository;
+
+use crate::{db::DbError, domain::paging::KeyPart, repo::RepoError};
+
+impl From<DbError> for RepoError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => codes::classify(e),
+            DbError::Closed | DbError::Pool(_) => RepoError::Unavailable(e.to_string()),
+            other => RepoError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for RepoError {
+    fn from(e: rusqlite::Error) -> Self {
+        codes::classify(e)
+    }
+}
+
+/// Unix milliseconds, the stored form of a time.
+pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
+pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A cursor's key part binds as the value it stands for.
+impl rusqlite::ToSql for KeyPart {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            KeyPart::Int(i) => i.to_sql(),
+            KeyPart::Text(s) => s.to_sql(),
+            KeyPart::Null => rusqlite::types::Null.to_sql(),
+        }
+    }
+}
