@@ -14,9 +14,10 @@ use crate::{
     api::{self, error::ApiError},
     config::{Config, EmbedderKind},
     db::{backup::DataDirLock, Db, DbError, DbOptions},
+    domain::job::JobKind,
     jobs::{
-        handlers::{self, AgoraJobs, Backups},
-        Queue, Workers,
+        handlers::{AgoraJobs, Backups},
+        Workers,
     },
     metrics::{Metrics, Sources},
     middleware::{
@@ -27,10 +28,10 @@ use crate::{
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
         sqlite::{
-            SqliteMarketRepository, SqliteSearchRepository, SqliteSessionRepository,
-            SqliteTradingRepository, SqliteUserRepository,
+            SqliteJobRepository, SqliteMarketRepository, SqliteSearchRepository,
+            SqliteSessionRepository, SqliteTradingRepository, SqliteUserRepository,
         },
-        MarketRepository, SessionRepository, TradingRepository, UserRepository,
+        JobRepository, MarketRepository, SessionRepository, TradingRepository, UserRepository,
     },
     search::{
         embedder::{Embedder, HashEmbedder},
@@ -197,7 +198,8 @@ impl App {
             embedder,
             lock,
         } = self;
-        let queue = Arc::new(Queue::new(db.clone(), config.queue()));
+        let queue: Arc<dyn JobRepository> =
+            Arc::new(SqliteJobRepository::new(db.clone(), config.queue()));
         let mut markets: Arc<dyn MarketRepository> =
             Arc::new(SqliteMarketRepository::new(db.clone()));
         let mut trading: Arc<dyn TradingRepository> =
@@ -236,7 +238,7 @@ impl App {
             }
             Err(e) => tracing::error!(error = %e, "loading the search index failed"),
         }
-        schedule_periodic_jobs(&queue, &config).await;
+        schedule_periodic_jobs(queue.as_ref(), &config).await;
         let backups = Backups {
             db_file: config.db_path(),
             dir: config.data_dir.join("backups"),
@@ -427,24 +429,24 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
 
 /// Makes the periodic jobs match the configuration: the close sweep, job pruning, and backups
 /// when `--backup-every-secs` asks for them.
-async fn schedule_periodic_jobs(queue: &Queue, config: &Config) {
+async fn schedule_periodic_jobs(queue: &dyn JobRepository, config: &Config) {
     let backup_every =
         (config.backup_every_secs > 0).then(|| Duration::from_secs(config.backup_every_secs));
     let periodic = [
         (
-            handlers::CLOSE_DUE_MARKETS,
+            JobKind::CloseDueMarkets,
             Some(Duration::from_secs(config.close_sweep_secs.max(1))),
         ),
-        (handlers::PRUNE_JOBS, Some(Duration::from_secs(3600))),
-        (handlers::BACKUP, backup_every),
+        (JobKind::PruneJobs, Some(Duration::from_secs(3600))),
+        (JobKind::Backup, backup_every),
     ];
     for (kind, every) in periodic {
         let scheduled = match every {
-            Some(every) => queue.ensure_periodic(kind, every).await,
-            None => queue.cancel_periodic(kind).await,
+            Some(every) => queue.ensure_periodic(kind.clone(), every).await,
+            None => queue.cancel_periodic(kind.clone()).await,
         };
         if let Err(e) = scheduled {
-            tracing::error!(job.kind = kind, error = %e, "scheduling a periodic job failed");
+            tracing::error!(job.kind = %kind, error = %e, "scheduling a periodic job failed");
         }
     }
 }

@@ -20,9 +20,11 @@
 //! writer thread: writes queue up, and the thread runs every write waiting at that moment in one
 //! `BEGIN IMMEDIATE` transaction, each in its own savepoint (a failing write rolls back alone),
 //! commits once, and only then answers (group commit). A stake or a settlement is one such write,
-//! so stakes, closes and resolutions of a market are totally ordered. `jobs/` is the durable
-//! queue (`queue.rs`: the table, claims, leases, backoff; `worker.rs`: tokio workers;
-//! `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
+//! so stakes, closes and resolutions of a market are totally ordered. Jobs are a
+//! repository like the others (`repo/jobs.rs`: the durable queue's table, claims and leases;
+//! `domain/job.rs`: the typed job kinds and the retry rule): a service names the jobs a write
+//! enqueues and the repository inserts them in the write's transaction. `jobs/` runs them
+//! (`worker.rs`: tokio workers; `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
 //! index and rank fusion; `service/search.rs` puts them together. Reads use a pool of `query_only`
 //! connections and never wait for the writer. Market reads go through a moka cache
 //! (`repo/cached.rs`, decorators that `app.rs` wraps around the SQLite repositories): a market is

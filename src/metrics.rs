@@ -11,7 +11,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{db::Db, jobs::Queue, middleware::rate_limit::RateLimits, repo::cached::MarketCache};
+use crate::{
+    db::Db,
+    middleware::rate_limit::RateLimits,
+    repo::{cached::MarketCache, JobRepository},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -41,7 +45,7 @@ pub struct Sources {
     /// The read cache, when enabled.
     pub cache: Option<Arc<MarketCache>>,
     /// The job queue.
-    pub queue: Arc<Queue>,
+    pub queue: Arc<dyn JobRepository>,
     /// The rate limiter.
     pub limits: Arc<RateLimits>,
     /// The database.

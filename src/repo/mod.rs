@@ -3,14 +3,18 @@
 //! in the cache decorators of [`cached`].
 
 pub mod cached;
+mod jobs;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use jobs::JobRepository;
+
 use crate::domain::{
     authority::Standing,
+    job::NewJob,
     market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
     user::{Role, User},
 };
@@ -47,6 +51,10 @@ pub enum RepoError {
     Internal(String),
 }
 
+/// The jobs a new market enqueues in its own transaction: the service's decision, made from
+/// the market as inserted (only the transaction knows its id).
+pub type NewMarketJobs = fn(&Market) -> Vec<NewJob>;
+
 /// Markets and their outcomes.
 #[async_trait]
 pub trait MarketRepository: Send + Sync {
@@ -54,18 +62,22 @@ pub trait MarketRepository: Send + Sync {
     async fn list(&self, query: ListQuery) -> Result<Arc<MarketPage>, RepoError>;
     /// One market by id (shared: a cached market is handed out, not copied).
     async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError>;
-    /// Inserts a market with its outcomes; returns it as stored.
-    async fn create(&self, market: NewMarket) -> Result<Market, RepoError>;
+    /// Inserts a market with its outcomes (and its creator's initial stake) and enqueues the
+    /// jobs `jobs` names for it, all in one transaction, so a crash cannot lose them; returns
+    /// the market as stored.
+    async fn create(&self, market: NewMarket, jobs: NewMarketJobs) -> Result<Market, RepoError>;
     /// Applies `changes` by an actor of `standing` if the market is still at
     /// `expected_version` and the change touches no field frozen for it
     /// ([`authority::check_edit`](crate::domain::authority::check_edit), decided in the same
-    /// transaction); bumps the version.
+    /// transaction); bumps the version and enqueues `jobs` (the service's decision) in the
+    /// same transaction.
     async fn update(
         &self,
         id: i64,
         expected_version: i64,
         changes: MarketChanges,
         standing: Standing,
+        jobs: Vec<NewJob>,
     ) -> Result<Market, RepoError>;
     /// Deletes the market if it is still at `expected_version`.
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
@@ -139,14 +151,13 @@ pub trait SearchRepository: Send + Sync {
     /// Passes every stored vector of `model` to `each`, one at a time, after telling it how
     /// many there are (`each(count, None)` first); returns how many.
     async fn each_vector(&self, model: String, each: VectorSink) -> Result<u64, RepoError>;
-    /// Enqueues an `index_market` job for every market (`missing_only`: those without a vector
-    /// of `model`), in one transaction; returns how many were enqueued.
-    async fn enqueue_index_jobs(
+    /// Ids of every market (`missing_only`: of those without a vector of `model`), in id
+    /// order: what a reindex enqueues jobs for.
+    async fn markets_to_index(
         &self,
         model: String,
         missing_only: bool,
-        owner: Option<i64>,
-    ) -> Result<u64, RepoError>;
+    ) -> Result<Vec<i64>, RepoError>;
 }
 
 /// Accounts.

@@ -5,6 +5,7 @@
 //! the one mapping of SQLite error codes to [`RepoError`] (`codes.rs`).
 
 mod codes;
+pub mod jobs;
 mod market_list;
 pub mod markets;
 pub mod search;
@@ -13,6 +14,7 @@ pub mod trading;
 mod trading_lists;
 pub mod users;
 
+pub use jobs::SqliteJobRepository;
 pub use markets::SqliteMarketRepository;
 pub use search::SqliteSearchRepository;
 pub use sessions::SqliteSessionRepository;

@@ -11,7 +11,6 @@ use super::{markets::status_at, to_millis};
 use crate::{
     db::{snapshot, Db},
     domain::market::MarketStatus,
-    jobs::handlers::INDEX_MARKET,
     repo::{MarketText, RepoError, SearchRepository, VectorSink},
 };
 
@@ -199,51 +198,26 @@ impl SearchRepository for SqliteSearchRepository {
             .await
     }
 
-    async fn enqueue_index_jobs(
+    async fn markets_to_index(
         &self,
         model: String,
         missing_only: bool,
-        owner: Option<i64>,
-    ) -> Result<u64, RepoError> {
-        if missing_only {
-            // Usually none is missing (a start-up check): look on a reader first, so the scan
-            // of every market does not run through (and fill) the writer's page cache.
-            let model = model.clone();
-            let any_missing: bool = self
-                .db
-                .read(move |conn| {
-                    conn.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM markets m WHERE NOT EXISTS (
-                                SELECT 1 FROM market_vectors v
-                                 WHERE v.market_id = m.id AND v.model = ?1))",
-                        [model],
-                        |r| r.get(0),
-                    )
-                    .map_err(RepoError::from)
-                })
-                .await?;
-            if !any_missing {
-                return Ok(0);
-            }
-        }
+    ) -> Result<Vec<i64>, RepoError> {
+        // On a reader: usually none is missing (a start-up check), and the scan of every
+        // market should not run through (and fill) the writer's page cache.
         self.db
-            .write(move |conn| {
-                let now = to_millis(OffsetDateTime::now_utc());
-                let n = conn
+            .read(move |conn| {
+                let ids = conn
                     .prepare_cached(
-                        "INSERT INTO jobs (kind, payload, run_at, owner_id, dedupe_key,
-                                           created_at, updated_at)
-                         SELECT ?1, json_object('market_id', m.id), ?2, ?3,
-                                ?1 || ':' || m.id, ?2, ?2
-                           FROM markets m
-                          WHERE NOT ?4 OR NOT EXISTS (
+                        "SELECT m.id FROM markets m
+                          WHERE NOT ?2 OR NOT EXISTS (
                                 SELECT 1 FROM market_vectors v
-                                 WHERE v.market_id = m.id AND v.model = ?5)
-                          ORDER BY m.id
-                         ON CONFLICT DO NOTHING",
+                                 WHERE v.market_id = m.id AND v.model = ?1)
+                          ORDER BY m.id",
                     )?
-                    .execute(params![INDEX_MARKET, now, owner, missing_only, model])?;
-                Ok(n as u64)
+                    .query_map(params![model, missing_only], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                Ok(ids)
             })
             .await
     }
