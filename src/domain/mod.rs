@@ -7,6 +7,7 @@ pub mod market;
 pub mod paging;
 pub mod precondition;
 pub mod search;
+pub mod staking;
 pub mod text;
 pub mod trading;
 pub mod user;

@@ -228,7 +228,9 @@ pub trait SessionRepository: Send + Sync {
 
 /// Stakes, settlement and the reads that reconcile them. Each write is one transaction that
 /// checks its rules (market open, balance sufficient, status forward-only) and makes every
-/// change (balance, ledger, bet, position, pool, volume, status) or none.
+/// change (balance, ledger, bet, position, pool, volume, status) or none. The rules are the
+/// pure functions of [`staking`](crate::domain::staking) and
+/// [`settle`](crate::domain::trading::settle), applied to what the transaction reads.
 #[async_trait]
 pub trait TradingRepository: Send + Sync {
     /// Places `stake` for `user_id`; with `idempotency_key`, a repeat of an earlier request
