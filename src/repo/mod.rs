@@ -118,11 +118,12 @@ pub type VectorSink = Box<dyn for<'a> FnMut(i64, Option<&'a [f32]>) + Send>;
 /// The search indexes: full text (FTS5, kept by triggers) and one vector per market.
 #[async_trait]
 pub trait SearchRepository: Send + Sync {
-    /// Ids of markets matching the FTS5 `query`, best bm25 first (names weigh double), at most
-    /// `n`, filtered by `status` inside the query.
+    /// Ids of markets whose text has any of `terms` (the words of
+    /// [`keywords`](crate::domain::search::keywords), never query syntax), best match first
+    /// (names weigh double), at most `n`, filtered by `status` inside the query.
     async fn keyword(
         &self,
-        query: String,
+        terms: Vec<String>,
         status: Option<crate::domain::market::MarketStatus>,
         n: u32,
     ) -> Result<Vec<i64>, RepoError>;

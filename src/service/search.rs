@@ -1,5 +1,6 @@
-//! Market search: hybrid ranking (FTS5 bm25 fused with vector similarity by reciprocal rank),
-//! related markets, and indexing a market's text (what the `index_market` job does).
+//! Market search: hybrid ranking (keyword matches, ranked by the engine, fused with vector
+//! similarity by reciprocal rank), related markets, and indexing a market's text (what the
+//! `index_market` job does).
 
 use std::{
     sync::{Arc, RwLock},
@@ -12,7 +13,7 @@ use crate::{
     domain::{
         job::NewJob,
         market::{Market, MarketStatus},
-        search::{fts_query, SearchMode, SearchQuery},
+        search::{keywords, SearchMode, SearchQuery},
     },
     error::AppError,
     repo::{JobRepository, MarketRepository, SearchRepository},
@@ -213,9 +214,11 @@ impl SearchService {
                 Err(why) => degraded = Some(why),
             }
         }
-        let keyword_ids = match (q.mode, &degraded, fts_query(&q.text)) {
-            (SearchMode::Vector, None, _) | (_, _, None) => Vec::new(),
-            (_, _, Some(fts)) => self.repo.keyword(fts, q.status, n as u32).await?,
+        let terms = keywords(&q.text);
+        let keyword_ids = match (q.mode, &degraded) {
+            (SearchMode::Vector, None) => Vec::new(),
+            _ if terms.is_empty() => Vec::new(),
+            _ => self.repo.keyword(terms, q.status, n as u32).await?,
         };
         let mode = match (&degraded, q.mode) {
             (Some(_), _) => SearchMode::Keyword,

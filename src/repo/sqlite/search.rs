@@ -1,5 +1,5 @@
 //! [`SearchRepository`] on SQLite: FTS5 (`markets_fts`, kept in step with `markets` by the
-//! triggers of migration 6) and `market_vectors` (little-endian f32 blobs).
+//! triggers of migration 6; ranked by bm25) and `market_vectors` (little-endian f32 blobs).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -26,6 +26,16 @@ impl SqliteSearchRepository {
     }
 }
 
+/// The FTS5 query for `terms`: each one quoted (so no term is read as FTS5 syntax), any of
+/// them matching.
+fn match_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// A vector as stored.
 pub fn encode(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -43,10 +53,11 @@ impl SearchRepository for SqliteSearchRepository {
     #[tracing::instrument(skip_all)]
     async fn keyword(
         &self,
-        query: String,
+        terms: Vec<String>,
         status: Option<MarketStatus>,
         n: u32,
     ) -> Result<Vec<i64>, RepoError> {
+        let query = match_query(&terms);
         self.db
             .read(move |conn| {
                 // Without a status filter the index alone answers (its rowids are market ids,
@@ -226,6 +237,20 @@ impl SearchRepository for SqliteSearchRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_become_quoted_alternatives() {
+        use crate::domain::search::keywords;
+        assert_eq!(
+            match_query(&keywords("Will the Fed cut rates?")),
+            "\"fed\" OR \"cut\" OR \"rates\""
+        );
+        assert_eq!(
+            match_query(&keywords("NEAR(\"x\" y) OR z* -- ^a")),
+            "\"near\" OR \"x\" OR \"y\" OR \"z\""
+        );
+        assert_eq!(match_query(&["a\"b".into()]), "\"a\"\"b\"");
+    }
 
     #[test]
     fn vectors_round_trip_through_their_stored_form() {
