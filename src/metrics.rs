@@ -12,9 +12,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    db::Db,
     middleware::rate_limit::RateLimits,
-    repo::{cached::MarketCache, JobRepository},
+    repo::{cached::MarketCache, Engine, JobRepository},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -48,8 +47,8 @@ pub struct Sources {
     pub queue: Arc<dyn JobRepository>,
     /// The rate limiter.
     pub limits: Arc<RateLimits>,
-    /// The database.
-    pub db: Arc<Db>,
+    /// The storage engine.
+    pub engine: Arc<dyn Engine>,
 }
 
 /// The registry and its metrics.
@@ -169,7 +168,7 @@ impl Metrics {
             catch_up(&self.rate_limited.get_or_create(&labels), n);
         }
         self.rate_limit_keys.set(s.limits.tracked_keys() as i64);
-        catch_up(&self.pool_waits, s.db.pool_waits());
+        catch_up(&self.pool_waits, s.engine.pool_waits());
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -5,21 +5,19 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::Handler;
 use crate::{
-    db::backup,
     domain::job::{Job, JobKind},
-    repo::JobRepository,
+    repo::{Backup, JobRepository},
     service::{search::SearchService, trading::TradingService},
 };
 
 /// Where backups go.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Backups {
-    /// The live database.
-    pub db_file: PathBuf,
+    /// What takes them.
+    pub store: Arc<dyn Backup>,
     /// The backup directory.
     pub dir: PathBuf,
     /// Backups kept.
@@ -54,21 +52,18 @@ impl AgoraJobs {
     }
 
     async fn backup(&self) -> Result<Value, String> {
-        let Backups { db_file, dir, keep } = self.backups.clone();
-        tokio::task::spawn_blocking(move || {
-            let dest = dir.join(backup::file_name(OffsetDateTime::now_utc()));
-            let done = backup::backup(&db_file, &dest).map_err(|e| e.to_string())?;
-            let pruned = backup::prune(&dir, keep.max(1)).map_err(|e| e.to_string())?;
-            tracing::info!(path = %done.path.display(), bytes = done.bytes, pruned, "backed up");
-            Ok(json!({
-                "path": done.path.display().to_string(),
-                "bytes": done.bytes,
-                "integrity": "ok",
-                "pruned": pruned,
-            }))
-        })
-        .await
-        .map_err(|_| "the backup panicked".to_owned())?
+        let Backups { store, dir, keep } = &self.backups;
+        let (done, pruned) = store
+            .backup_into(dir.clone(), (*keep).max(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(path = %done.path.display(), bytes = done.bytes, pruned, "backed up");
+        Ok(json!({
+            "path": done.path.display().to_string(),
+            "bytes": done.bytes,
+            "integrity": "ok",
+            "pruned": pruned,
+        }))
     }
 }
 

@@ -4,13 +4,17 @@
 
 pub mod cached;
 mod jobs;
+mod seed;
 pub mod sqlite;
+mod store;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use jobs::JobRepository;
+pub use seed::{DemoEnd, DemoMarket, SeedRepository};
+pub use store::{Backup, BackupCopy, Engine, Storage, StoreError, SCHEMA_VERSION};
 
 use crate::domain::{
     authority::Standing,
