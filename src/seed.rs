@@ -85,7 +85,7 @@ const OUTCOME_SETS: &[&[&str]] = &[
     &["Home win", "Draw", "Away win"],
 ];
 
-/// Creates demo users, then markets, in chunks of [`CHUNK`] per transaction.
+/// Creates demo users, then markets, in chunks of `CHUNK` per transaction.
 pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartError> {
     let started = Instant::now();
     let storage = open_storage(config)?;

@@ -1,6 +1,14 @@
 //! Data access behind traits. Each method is one SQL statement or one transaction and returns
-//! domain types. `app.rs` chooses the implementation: the SQLite engine in [`sqlite`], wrapped
-//! in the cache decorators of [`cached`].
+//! domain types; a failure is a [`RepoError`].
+//!
+//! The traits are engine-neutral: markets, search, users, sessions and trading here, the job
+//! queue in `jobs.rs` ([`JobRepository`]), bulk demo data in `seed.rs` ([`SeedRepository`]), and
+//! the engine as a whole in `store.rs` ([`Engine`], [`Backup`], and [`Storage`], the bundle an
+//! opened engine hands to `app.rs`). Each engine is a folder: [`sqlite`] today, a second one
+//! beside it; `app.rs` opens one and wraps its markets and trading in the cache decorators of
+//! [`cached`]. Writes whose follow-up work must not be lost take the jobs the service decided on
+//! and insert them in their own transaction; rules both engines apply are pure functions in
+//! [`crate::domain`].
 
 pub mod cached;
 mod jobs;

@@ -1,5 +1,5 @@
 //! [`JobRepository`] on SQLite: the `jobs` table. Enqueue (also inside another write's
-//! transaction, with [`insert`]), claim under a lease, record success or failure, read.
+//! transaction, with `insert`), claim under a lease, record success or failure, read.
 
 use std::{sync::Arc, time::Duration};
 
