@@ -21,9 +21,10 @@
 //! writer thread: writes queue up, and the thread runs every write waiting at that moment in one
 //! `BEGIN IMMEDIATE` transaction, each in its own savepoint (a failing write rolls back alone),
 //! commits once, and only then answers (group commit). A stake or a settlement is one such write,
-//! so stakes, closes and resolutions of a market are totally ordered. Jobs are a repository like
-//! the others (`repo/jobs.rs`; the typed job kinds and the retry rule are in `domain/job.rs`): a
-//! service names the jobs a write enqueues and the repository inserts them in the write's own
+//! so stakes, closes and resolutions of a market are totally ordered. Jobs are a repository
+//! like the others (`repo/jobs.rs`: the durable queue, each job claimed under a lease; the
+//! typed job kinds in `domain/job.rs`, the retry rule in `domain/retry.rs`): a service
+//! names the jobs a write enqueues and the repository inserts them in the write's own
 //! transaction, so a crash cannot lose them. `jobs/` runs them (`worker.rs`: tokio workers;
 //! `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
 //! index and rank fusion; `service/search.rs` puts them together. Reads use a pool of `query_only`
@@ -44,7 +45,7 @@
 //! every repository as an `Arc<dyn Trait>` plus the engine's probes (`repo::Engine`: readiness,
 //! pool waits, closing) and backups (`repo::Backup`). Rules both engines need are pure functions in `domain/`: the
 //! stake rules (`domain/staking.rs`), settlement (`domain/trading.rs`), the retry rule of jobs
-//! (`domain/job.rs`); a repository reads what they need inside its transaction and writes what
+//! (`domain/retry.rs`); a repository reads what they need inside its transaction and writes what
 //! they allow. Keyword search passes words; each engine builds its own full-text query.
 //!
 //! Storage and durability (what a commit survives, checkpoints, backups, what start-up refuses)

@@ -6,6 +6,7 @@ pub mod job;
 pub mod market;
 pub mod paging;
 pub mod precondition;
+pub mod retry;
 pub mod search;
 pub mod staking;
 pub mod text;

@@ -16,7 +16,7 @@ use crate::domain::{
 };
 
 /// The durable queue: jobs as rows, claimed one at a time under a lease, retried by
-/// [`after_failure`](crate::domain::job::after_failure).
+/// [`after_failure`](crate::domain::retry::after_failure).
 #[async_trait]
 pub trait JobRepository: Send + Sync {
     /// Enqueues `job` in a transaction of its own and wakes a worker. Returns the new id, or
@@ -38,7 +38,7 @@ pub trait JobRepository: Send + Sync {
     /// Records a successful run: `succeeded`, or queued for the next period. `false` when the
     /// lease had run out and another claim owns the job now.
     async fn succeed(&self, claimed: &Claimed, result: Option<Value>) -> Result<bool, RepoError>;
-    /// Records a failed run by [`after_failure`](crate::domain::job::after_failure), or `dead`
+    /// Records a failed run by [`after_failure`](crate::domain::retry::after_failure), or `dead`
     /// when a newer queued job with the same key supersedes it. Returns the status it is left
     /// in, or `None` when the lease had run out.
     async fn fail(&self, claimed: &Claimed, error: &str) -> Result<Option<JobStatus>, RepoError>;

@@ -13,11 +13,9 @@ use super::{from_millis, to_millis};
 use crate::{
     db::{snapshot, Db},
     domain::{
-        job::{
-            after_failure, periodic_key, Claimed, Job, JobFilter, JobKind, JobStatus, NewJob,
-            QueueConfig,
-        },
+        job::{periodic_key, Claimed, Job, JobFilter, JobKind, JobStatus, NewJob, QueueConfig},
         paging::KeyPart,
+        retry::after_failure,
         Page, Paging,
     },
     repo::{JobRepository, RepoError},
