@@ -40,7 +40,7 @@
 //!
 //! The storage seam: everything engine-specific is in `repo/sqlite/` (the repositories, the
 //! SQL, the row mappings, the SQLite error codes) and `db/` (its machinery); nothing above them
-//! names a rusqlite type, and only `app::open_storage` (the one branch a second engine adds)
+//! names a SQLite driver type, and only `app::open_storage` (the one branch a second engine adds)
 //! reaches into them: it opens the engine with its start-up checks and gets a `repo::Storage`,
 //! every repository as an `Arc<dyn Trait>` plus the engine's probes (`repo::Engine`: readiness,
 //! pool waits, closing) and backups (`repo::Backup`). Rules both engines need are pure functions in `domain/`: the
