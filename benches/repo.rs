@@ -12,9 +12,7 @@ use agora::{
     },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, MarketCache},
-        sqlite_markets::SqliteMarketRepository,
-        sqlite_trading::SqliteTradingRepository,
-        MarketRepository, TradingRepository,
+        MarketRepository,
     },
     service::tokens::Tokens,
     Config,
@@ -47,15 +45,15 @@ fn benches(c: &mut Criterion) {
         },
     ))
     .unwrap();
-    let db = agora::app::open_db(&config).unwrap();
-    let sqlite: Arc<dyn MarketRepository> = Arc::new(SqliteMarketRepository::new(db.clone()));
+    let storage = agora::app::open_storage(&config).unwrap();
+    let sqlite: Arc<dyn MarketRepository> = storage.markets.clone();
     let cache = MarketCache::new(CacheConfig {
         markets: 10_000,
         pages: 1_000,
         ttl: Duration::from_secs(600),
     });
     let cached = CachedMarketRepository::new(sqlite.clone(), cache);
-    let trading = SqliteTradingRepository::new(db.clone());
+    let trading = storage.trading.clone();
     let active = rt
         .block_on(
             sqlite.list(
@@ -139,7 +137,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("access token verify", |b| {
         b.iter(|| tokens.verify(&token).unwrap())
     });
-    rt.block_on(db.close());
+    rt.block_on(storage.engine.close());
 }
 
 criterion_group! {

@@ -10,14 +10,17 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use agora::{
     db::{Db, DbOptions},
     domain::{
+        job::QueueConfig,
         market::NewMarket,
         search::{SearchMode, SearchQuery},
         user::Role,
     },
-    jobs::{Queue, QueueConfig},
     repo::{
-        sqlite_markets::SqliteMarketRepository, sqlite_search::SqliteSearchRepository,
-        sqlite_users::SqliteUserRepository, MarketRepository, UserRepository,
+        sqlite::{
+            SqliteJobRepository, SqliteMarketRepository, SqliteSearchRepository,
+            SqliteUserRepository,
+        },
+        MarketRepository, UserRepository,
     },
     search::{
         embedder::HashEmbedder,
@@ -44,21 +47,24 @@ fn main() {
             Arc::new(SqliteSearchRepository::new(db.clone())),
             markets.clone(),
             Arc::new(HashEmbedder::default()),
-            Arc::new(Queue::new(db.clone(), QueueConfig::default())),
+            Arc::new(SqliteJobRepository::new(db.clone(), QueueConfig::default())),
             Duration::from_secs(5),
         );
         let mut keys = HashMap::new();
         for m in corpus["markets"].as_array().unwrap() {
             let text = |k: &str| m[k].as_str().unwrap().to_owned();
             let created = markets
-                .create(NewMarket {
-                    name: text("name"),
-                    description: Some(text("description")),
-                    creator_id: user.id,
-                    outcomes: serde_json::from_value(m["outcomes"].clone()).unwrap(),
-                    close_time: None,
-                    initial_stake: None,
-                })
+                .create(
+                    NewMarket {
+                        name: text("name"),
+                        description: Some(text("description")),
+                        creator_id: user.id,
+                        outcomes: serde_json::from_value(m["outcomes"].clone()).unwrap(),
+                        close_time: None,
+                        initial_stake: None,
+                    },
+                    |_| Vec::new(),
+                )
                 .await
                 .unwrap();
             search.index_market(created.id).await.unwrap();

@@ -4,10 +4,10 @@
 use std::io::BufRead;
 
 use crate::{
-    app::{open_db, StartError},
+    app::{open_storage, StartError},
     config::{Config, CreateUserArgs, RoleArg},
     domain::user::{Credentials, Role, User},
-    repo::{sqlite_users::SqliteUserRepository, RepoError, UserRepository},
+    repo::RepoError,
     service::passwords::hash_blocking,
 };
 
@@ -37,12 +37,12 @@ pub async fn create_user(config: &Config, args: &CreateUserArgs) -> Result<User,
         RoleArg::User => Role::User,
     };
     let hash = hash_blocking(&credentials.password).map_err(|e| StartError::Init(e.to_string()))?;
-    let db = open_db(config)?;
-    let repo = SqliteUserRepository::new(db.clone());
-    let created = repo
+    let storage = open_storage(config)?;
+    let created = storage
+        .users
         .create(credentials.username, hash, role, config.signup_grant)
         .await;
-    db.close().await;
+    storage.engine.close().await;
     created.map_err(|e| match e {
         RepoError::Duplicate(_) => {
             StartError::Init(format!("the username {} is taken", args.username))

@@ -13,10 +13,11 @@ use tokio::net::TcpListener;
 use crate::{
     api::{self, error::ApiError},
     config::{Config, EmbedderKind},
-    db::{backup::DataDirLock, Db, DbError, DbOptions},
+    db::{backup::DataDirLock, DbError, DbOptions},
+    domain::job::JobKind,
     jobs::{
-        handlers::{self, AgoraJobs, Backups},
-        Queue, Workers,
+        handlers::{AgoraJobs, Backups},
+        Workers,
     },
     metrics::{Metrics, Sources},
     middleware::{
@@ -26,12 +27,7 @@ use crate::{
     },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
-        sqlite_markets::SqliteMarketRepository,
-        sqlite_search::SqliteSearchRepository,
-        sqlite_sessions::SqliteSessionRepository,
-        sqlite_trading::SqliteTradingRepository,
-        sqlite_users::SqliteUserRepository,
-        MarketRepository, SessionRepository, TradingRepository, UserRepository,
+        sqlite, Backup, JobRepository, MarketRepository, Storage, TradingRepository,
     },
     search::{
         embedder::{Embedder, HashEmbedder},
@@ -84,7 +80,7 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     addr: std::net::SocketAddr,
-    db: Arc<Db>,
+    storage: Storage,
     config: Config,
     tokens: Arc<Tokens>,
     passwords: Arc<Passwords>,
@@ -124,8 +120,10 @@ fn create_data_dir(config: &Config) -> Result<(), StartError> {
     })
 }
 
-/// Opens the data directory and database (creating and migrating them as needed).
-pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
+/// Opens the data directory and the storage engine in it (creating, checking and migrating the
+/// database as needed): the one place that picks the engine. The server, `agora seed` and
+/// `agora users create` all go through it.
+pub fn open_storage(config: &Config) -> Result<Storage, StartError> {
     create_data_dir(config)?;
     let options = DbOptions {
         synchronous: config.synchronous,
@@ -133,7 +131,18 @@ pub fn open_db(config: &Config) -> Result<Arc<Db>, StartError> {
         write_batch: config.write_batch,
         max_size_mb: config.db_max_size_mb,
     };
-    Ok(Arc::new(Db::open(&config.db_path(), &options)?))
+    Ok(sqlite::open(
+        &config.db_path(),
+        &config.data_dir,
+        &options,
+        config.queue(),
+    )?)
+}
+
+/// Backups of the database `config` names, without opening it (`agora backup` and `agora
+/// restore`).
+pub fn backups(config: &Config) -> Arc<dyn Backup> {
+    sqlite::backups(&config.db_path(), &config.data_dir)
 }
 
 impl App {
@@ -155,7 +164,7 @@ impl App {
         // One server per data directory; `agora restore` waits for it to stop.
         let lock =
             DataDirLock::acquire(&config.data_dir).map_err(|e| StartError::Init(e.to_string()))?;
-        let db = open_db(&config)?;
+        let storage = open_storage(&config)?;
         let tokens = Arc::new(Tokens::new(
             &secret,
             Duration::from_secs(config.access_token_ttl_secs),
@@ -168,7 +177,7 @@ impl App {
         Ok(App {
             listener,
             addr,
-            db,
+            storage,
             config,
             tokens,
             passwords,
@@ -191,18 +200,16 @@ impl App {
         let App {
             listener,
             addr,
-            db,
+            storage,
             config,
             tokens,
             passwords,
             embedder,
             lock,
         } = self;
-        let queue = Arc::new(Queue::new(db.clone(), config.queue()));
-        let mut markets: Arc<dyn MarketRepository> =
-            Arc::new(SqliteMarketRepository::new(db.clone()));
-        let mut trading: Arc<dyn TradingRepository> =
-            Arc::new(SqliteTradingRepository::new(db.clone()));
+        let queue = storage.jobs.clone();
+        let mut markets: Arc<dyn MarketRepository> = storage.markets.clone();
+        let mut trading: Arc<dyn TradingRepository> = storage.trading.clone();
         let mut market_cache = None;
         if config.cache_markets > 0 {
             let cache = MarketCache::new(CacheConfig {
@@ -214,13 +221,11 @@ impl App {
             trading = Arc::new(CachedTradingRepository::new(trading, cache.clone()));
             market_cache = Some(cache);
         }
-        let users: Arc<dyn UserRepository> = Arc::new(SqliteUserRepository::new(db.clone()));
-        let sessions: Arc<dyn SessionRepository> =
-            Arc::new(SqliteSessionRepository::new(db.clone()));
+        let (users, sessions) = (storage.users.clone(), storage.sessions.clone());
         let authenticator = Arc::new(Authenticator::new(tokens.clone(), sessions.clone()));
         let trading = Arc::new(TradingService::new(trading, markets.clone()));
         let search = Arc::new(SearchService::new(
-            Arc::new(SqliteSearchRepository::new(db.clone())),
+            storage.search.clone(),
             markets.clone(),
             embedder,
             queue.clone(),
@@ -237,9 +242,9 @@ impl App {
             }
             Err(e) => tracing::error!(error = %e, "loading the search index failed"),
         }
-        schedule_periodic_jobs(&queue, &config).await;
+        schedule_periodic_jobs(queue.as_ref(), &config).await;
         let backups = Backups {
-            db_file: config.db_path(),
+            store: storage.backup.clone(),
             dir: config.data_dir.join("backups"),
             keep: config.backup_keep,
         };
@@ -273,7 +278,7 @@ impl App {
                 config.signup_grant,
             )),
             users: Arc::new(UserService::new(users, authenticator.clone())),
-            db: db.clone(),
+            engine: storage.engine.clone(),
             limits: limits.clone(),
             rendered_pages: (config.cache_markets > 0).then_some(config.cache_pages),
         };
@@ -281,7 +286,7 @@ impl App {
             cache: market_cache,
             queue: queue.clone(),
             limits: limits.clone(),
-            db: db.clone(),
+            engine: storage.engine.clone(),
         }));
         let routes = routes(api::apis(services), &config, authenticator, limits, metrics);
         tracing::info!(
@@ -302,7 +307,7 @@ impl App {
         workers
             .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
             .await;
-        db.close().await;
+        storage.engine.close().await;
         drop(lock);
         tracing::info!("agora stopped");
         result
@@ -425,24 +430,24 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, StartError> {
 
 /// Makes the periodic jobs match the configuration: the close sweep, job pruning, and backups
 /// when `--backup-every-secs` asks for them.
-async fn schedule_periodic_jobs(queue: &Queue, config: &Config) {
+async fn schedule_periodic_jobs(queue: &dyn JobRepository, config: &Config) {
     let backup_every =
         (config.backup_every_secs > 0).then(|| Duration::from_secs(config.backup_every_secs));
     let periodic = [
         (
-            handlers::CLOSE_DUE_MARKETS,
+            JobKind::CloseDueMarkets,
             Some(Duration::from_secs(config.close_sweep_secs.max(1))),
         ),
-        (handlers::PRUNE_JOBS, Some(Duration::from_secs(3600))),
-        (handlers::BACKUP, backup_every),
+        (JobKind::PruneJobs, Some(Duration::from_secs(3600))),
+        (JobKind::Backup, backup_every),
     ];
     for (kind, every) in periodic {
         let scheduled = match every {
-            Some(every) => queue.ensure_periodic(kind, every).await,
-            None => queue.cancel_periodic(kind).await,
+            Some(every) => queue.ensure_periodic(kind.clone(), every).await,
+            None => queue.cancel_periodic(kind.clone()).await,
         };
         if let Err(e) = scheduled {
-            tracing::error!(job.kind = kind, error = %e, "scheduling a periodic job failed");
+            tracing::error!(job.kind = %kind, error = %e, "scheduling a periodic job failed");
         }
     }
 }

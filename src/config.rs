@@ -517,8 +517,8 @@ impl Config {
     }
 
     /// Retry and lease settings of the job queue.
-    pub fn queue(&self) -> crate::jobs::QueueConfig {
-        crate::jobs::QueueConfig {
+    pub fn queue(&self) -> crate::domain::job::QueueConfig {
+        crate::domain::job::QueueConfig {
             max_attempts: self.job_max_attempts.max(1),
             backoff: Duration::from_millis(self.job_backoff_ms),
             backoff_max: Duration::from_secs(self.job_backoff_max_secs),

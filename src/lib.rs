@@ -2,8 +2,9 @@
 //! an embedded SQLite database.
 //!
 //! Layers, dependencies pointing down: `api` (HTTP handlers) -> `service` (rules) -> `repo`
-//! (data access behind traits) -> `db` (connections, writer, migrations). `app` wires them;
-//! `main` only parses the command line.
+//! (data access behind traits; the SQLite engine in `repo/sqlite/`) -> `db` (SQLite
+//! connections, writer, migrations). `jobs` (workers and handlers) sits beside `api`, above the
+//! services it calls. `app` wires them; `main` only parses the command line.
 //!
 //! ## Architecture
 //!
@@ -20,8 +21,11 @@
 //! writer thread: writes queue up, and the thread runs every write waiting at that moment in one
 //! `BEGIN IMMEDIATE` transaction, each in its own savepoint (a failing write rolls back alone),
 //! commits once, and only then answers (group commit). A stake or a settlement is one such write,
-//! so stakes, closes and resolutions of a market are totally ordered. `jobs/` is the durable
-//! queue (`queue.rs`: the table, claims, leases, backoff; `worker.rs`: tokio workers;
+//! so stakes, closes and resolutions of a market are totally ordered. Jobs are a repository
+//! like the others (`repo/jobs.rs`: the durable queue, each job claimed under a lease; the
+//! typed job kinds in `domain/job.rs`, the retry rule in `domain/retry.rs`): a service
+//! names the jobs a write enqueues and the repository inserts them in the write's own
+//! transaction, so a crash cannot lose them. `jobs/` runs them (`worker.rs`: tokio workers;
 //! `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
 //! index and rank fusion; `service/search.rs` puts them together. Reads use a pool of `query_only`
 //! connections and never wait for the writer. Market reads go through a moka cache
@@ -33,6 +37,16 @@
 //! bumps. The schema is versioned SQL embedded in the binary,
 //! applied at start in one transaction and tracked with `PRAGMA user_version`; a database from a
 //! newer agora is refused.
+//!
+//! The storage seam: everything engine-specific is in `repo/sqlite/` (the repositories, the
+//! SQL, the row mappings, the SQLite error codes) and `db/` (its machinery); nothing above them
+//! names a SQLite driver type, and only `app::open_storage` (the one branch a second engine adds)
+//! reaches into them: it opens the engine with its start-up checks and gets a `repo::Storage`,
+//! every repository as an `Arc<dyn Trait>` plus the engine's probes (`repo::Engine`: readiness,
+//! pool waits, closing) and backups (`repo::Backup`). Rules both engines need are pure functions in `domain/`: the
+//! stake rules (`domain/staking.rs`), settlement (`domain/trading.rs`), the retry rule of jobs
+//! (`domain/retry.rs`); a repository reads what they need inside its transaction and writes what
+//! they allow. Keyword search passes words; each engine builds its own full-text query.
 //!
 //! Storage and durability (what a commit survives, checkpoints, backups, what start-up refuses)
 //! are described in [`db`]; how fast each path is, in `benches/README.md`; how it is tested, in

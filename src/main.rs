@@ -59,7 +59,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Backup(args) => {
             let db_file = config.db_path();
-            match agora::db::backup::backup(&db_file, &args.path) {
+            match agora::app::backups(&config).backup_to(args.path).await {
                 Ok(b) => {
                     println!(
                         "backed up {} to {} ({} bytes, integrity ok)",
@@ -72,7 +72,10 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Restore(args) => match agora::db::backup::restore(&args.path, &config.data_dir) {
+        Command::Restore(args) => match agora::app::backups(&config)
+            .restore_from(args.path.clone())
+            .await
+        {
             Ok(kept) => {
                 println!(
                     "restored {} into {} (the replaced database is at {})",

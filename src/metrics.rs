@@ -11,7 +11,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{db::Db, jobs::Queue, middleware::rate_limit::RateLimits, repo::cached::MarketCache};
+use crate::{
+    middleware::rate_limit::RateLimits,
+    repo::{cached::MarketCache, Engine, JobRepository},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -41,11 +44,11 @@ pub struct Sources {
     /// The read cache, when enabled.
     pub cache: Option<Arc<MarketCache>>,
     /// The job queue.
-    pub queue: Arc<Queue>,
+    pub queue: Arc<dyn JobRepository>,
     /// The rate limiter.
     pub limits: Arc<RateLimits>,
-    /// The database.
-    pub db: Arc<Db>,
+    /// The storage engine.
+    pub engine: Arc<dyn Engine>,
 }
 
 /// The registry and its metrics.
@@ -165,7 +168,7 @@ impl Metrics {
             catch_up(&self.rate_limited.get_or_create(&labels), n);
         }
         self.rate_limit_keys.set(s.limits.tracked_keys() as i64);
-        catch_up(&self.pool_waits, s.db.pool_waits());
+        catch_up(&self.pool_waits, s.engine.pool_waits());
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -6,14 +6,14 @@ use poem_openapi::{payload::Json, types::Example, Object, OpenApi};
 
 use super::{error::ApiError, ApiTags};
 use crate::{
-    db::{Db, SCHEMA_VERSION},
     error::AppError,
+    repo::{Engine, SCHEMA_VERSION},
 };
 
 /// Health probes.
 pub struct HealthApi {
-    /// The database, to check that it is writable and migrated.
-    pub db: Arc<Db>,
+    /// The storage engine, to check that it is writable and migrated.
+    pub engine: Arc<dyn Engine>,
 }
 
 /// Probe result.
@@ -54,21 +54,11 @@ impl HealthApi {
     /// 200 when the database accepts a write transaction and its schema is current; else 503.
     #[oai(path = "/readyz", method = "get", operation_id = "get_readiness")]
     async fn get_readiness(&self) -> Result<Json<HealthStatus>, ApiError> {
-        let unavailable = |why: String| ApiError::from(AppError::Unavailable(why));
-        self.db
-            .ping_writer()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
         let version = self
-            .db
-            .schema_version()
+            .engine
+            .ready()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        if version != SCHEMA_VERSION {
-            return Err(unavailable(format!(
-                "schema version {version}, expected {SCHEMA_VERSION}"
-            )));
-        }
+            .map_err(|why| ApiError::from(AppError::Unavailable(why)))?;
         Ok(Json(HealthStatus {
             status: "ok".into(),
             schema_version: Some(version),

@@ -6,7 +6,7 @@ use poem_openapi::{types::Example, Enum, Object};
 use time::{macros::datetime, OffsetDateTime};
 
 use super::envelope::{envelope, ListMeta};
-use crate::jobs::{Job, JobStatus};
+use crate::domain::job::{Job, JobStatus};
 
 /// Where a job is: `queued` (waiting, also between retries) -> `running` -> `succeeded`, or
 /// `dead` after its last allowed run failed.
@@ -97,7 +97,7 @@ impl From<Job> for JobView {
     fn from(j: Job) -> Self {
         JobView {
             id: j.id,
-            kind: j.kind,
+            kind: j.kind.to_string(),
             payload: object(j.payload),
             status: j.status.into(),
             attempts: j.attempts,

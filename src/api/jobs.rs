@@ -15,8 +15,11 @@ use super::{
     ApiTags,
 };
 use crate::{
-    domain::{paging::lists, Paging},
-    jobs::JobFilter,
+    domain::{
+        job::{Job, JobFilter, JobKind},
+        paging::lists,
+        Paging,
+    },
     service::jobs::JobService,
 };
 
@@ -82,9 +85,12 @@ impl JobsApi {
     ) -> Result<Json<JobListEnvelope>, ApiError> {
         let filter = JobFilter {
             status: status.0.map(Into::into),
-            kind: kind.0,
+            kind: kind.0.as_deref().map(JobKind::parse),
         };
-        let list = lists::jobs(filter.status.map(|s| s.as_str()), filter.kind.as_deref());
+        let list = lists::jobs(
+            filter.status.map(|s| s.as_str()),
+            filter.kind.as_ref().map(JobKind::as_str),
+        );
         let paging = Paging::parse(limit.0, offset.0, cursor.0.as_deref(), &list)
             .map_err(ApiError::invalid_parameters)?;
         let page = self.jobs.list(&auth.0, filter, paging.clone()).await?;
@@ -122,7 +128,7 @@ impl JobsApi {
 }
 
 /// The 202 for a queued job, pointing at it.
-fn accepted(job: crate::jobs::Job) -> JobAccepted {
+fn accepted(job: Job) -> JobAccepted {
     let location = format!("/api/jobs/{}", job.id);
     JobAccepted::Accepted(Json(JobEnvelope::new(job.into())), location)
 }

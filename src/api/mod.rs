@@ -183,8 +183,8 @@ pub struct Services {
     pub search: Arc<crate::service::search::SearchService>,
     /// Background jobs.
     pub jobs: Arc<crate::service::jobs::JobService>,
-    /// The database (for readiness).
-    pub db: Arc<crate::db::Db>,
+    /// The storage engine (for readiness).
+    pub engine: Arc<dyn crate::repo::Engine>,
     /// Rate limits (the per-username login quota is checked by the login handler).
     pub limits: Arc<crate::middleware::rate_limit::RateLimits>,
     /// With the read cache on, how many list pages to keep rendered.
@@ -203,6 +203,6 @@ pub fn apis(s: Services) -> Apis {
         },
         UsersApi { users: s.users },
         JobsApi { jobs: s.jobs },
-        HealthApi { db: s.db },
+        HealthApi { engine: s.engine },
     )
 }

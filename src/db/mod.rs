@@ -1,5 +1,7 @@
 //! Storage: one SQLite file in WAL mode, a pool of read-only connections and exactly one
-//! writer thread that group-commits, plus the embedded migrations.
+//! writer thread that group-commits, plus the embedded migrations. This is the SQLite engine's
+//! machinery; its repositories (the SQL) are in [`crate::repo::sqlite`], and nothing above
+//! `repo/` uses this module but `app.rs`, which opens the engine.
 //!
 //! Reads never wait for writes (WAL). Every write is a closure run by the writer thread inside
 //! a `BEGIN IMMEDIATE` transaction that it shares with the other writes queued at that moment,

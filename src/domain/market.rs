@@ -230,6 +230,16 @@ impl MarketChanges {
     pub fn is_empty(&self) -> bool {
         self.name.is_none() && self.description.is_none() && self.close_time.is_none()
     }
+
+    /// True when applying the change to `market` alters its searchable text (name or
+    /// description): setting a field to the value it has is no change.
+    pub fn alters_text(&self, market: &Market) -> bool {
+        self.name.as_ref().is_some_and(|n| *n != market.name)
+            || self
+                .description
+                .as_ref()
+                .is_some_and(|d| *d != market.description)
+    }
 }
 
 fn parse_description(p: &mut Problems, raw: Option<&str>) -> Option<String> {
@@ -419,10 +429,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn probabilities_are_uniform_when_empty_and_proportional_otherwise() {
+    fn market() -> Market {
         let now = OffsetDateTime::now_utc();
-        let mut m = Market {
+        Market {
             id: 1,
             name: "n".into(),
             description: None,
@@ -447,11 +456,41 @@ mod tests {
             version: 1,
             created_at: now,
             updated_at: now,
-        };
+        }
+    }
+
+    #[test]
+    fn probabilities_are_uniform_when_empty_and_proportional_otherwise() {
+        let mut m = market();
         assert_eq!(m.probabilities(), vec![0.5, 0.5]);
         m.outcomes[0].pool = 30;
         m.outcomes[1].pool = 10;
         assert_eq!(m.probabilities(), vec![0.75, 0.25]);
+    }
+
+    #[test]
+    fn only_a_different_name_or_description_alters_the_searchable_text() {
+        let mut m = market();
+        let change = |name: Option<&str>, description: Option<Option<&str>>| MarketChanges {
+            name: name.map(Into::into),
+            description: description.map(|d| d.map(Into::into)),
+            close_time: Some(None),
+        };
+        assert!(
+            !change(None, None).alters_text(&m),
+            "a close time is not text"
+        );
+        assert!(
+            !change(Some("n"), Some(None)).alters_text(&m),
+            "same values"
+        );
+        assert!(change(Some("m"), None).alters_text(&m));
+        assert!(change(None, Some(Some("d"))).alters_text(&m));
+        m.description = Some("d".into());
+        assert!(
+            change(None, Some(None)).alters_text(&m),
+            "a cleared description"
+        );
     }
 
     #[test]

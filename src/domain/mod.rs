@@ -2,10 +2,13 @@
 //! valid. No I/O here.
 
 pub mod authority;
+pub mod job;
 pub mod market;
 pub mod paging;
 pub mod precondition;
+pub mod retry;
 pub mod search;
+pub mod staking;
 pub mod text;
 pub mod trading;
 pub mod user;

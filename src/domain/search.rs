@@ -1,5 +1,5 @@
-//! Search requests: the validated query, its ranking mode, and the full-text query built from
-//! the user's words.
+//! Search requests: the validated query, its ranking mode, and the keywords taken from the
+//! user's words (each engine turns them into its own full-text query).
 
 use super::{market::MarketStatus, FieldError, Problems};
 
@@ -75,9 +75,10 @@ const STOP_WORDS: &[&str] = &[
     "was", "what", "when", "which", "who", "will", "with",
 ];
 
-/// The FTS5 query for what a user typed: each distinct meaningful word, quoted (so no user
-/// input is read as FTS5 syntax), any of them matching; `None` when no word is left.
-pub fn fts_query(text: &str) -> Option<String> {
+/// The keywords of what a user typed: each distinct meaningful word (letters and digits only,
+/// lowercased, stop words dropped), in order. A market matches when it has any of them; empty
+/// when no word is left.
+pub fn keywords(text: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     for word in text
         .split(|c: char| !c.is_alphanumeric())
@@ -88,13 +89,7 @@ pub fn fts_query(text: &str) -> Option<String> {
             words.push(word);
         }
     }
-    (!words.is_empty()).then(|| {
-        words
-            .iter()
-            .map(|w| format!("\"{w}\""))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    })
+    words
 }
 
 #[cfg(test)]
@@ -102,20 +97,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queries_become_quoted_alternatives_without_stop_words_or_syntax() {
+    fn keywords_are_distinct_words_without_stop_words_or_syntax() {
+        assert_eq!(keywords("Will the Fed cut rates?"), ["fed", "cut", "rates"]);
         assert_eq!(
-            fts_query("Will the Fed cut rates?").as_deref(),
-            Some("\"fed\" OR \"cut\" OR \"rates\"")
+            keywords("NEAR(\"x\" y) OR z* -- ^a"),
+            ["near", "x", "y", "z"]
         );
-        assert_eq!(
-            fts_query("NEAR(\"x\" y) OR z* -- ^a").as_deref(),
-            Some("\"near\" OR \"x\" OR \"y\" OR \"z\"")
-        );
-        assert_eq!(fts_query("the of and ?!"), None);
-        assert_eq!(
-            fts_query("élection élection").as_deref(),
-            Some("\"élection\"")
-        );
+        assert!(keywords("the of and ?!").is_empty());
+        assert_eq!(keywords("élection élection"), ["élection"]);
     }
 
     #[test]

@@ -8,7 +8,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{queue::Claimed, Job, JobStatus, Queue};
+use crate::{
+    domain::job::{Claimed, Job, JobStatus},
+    repo::JobRepository,
+};
 
 /// Runs jobs. Must be idempotent: a job can run more than once.
 #[async_trait::async_trait]
@@ -36,8 +39,12 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `config.workers` workers over `queue`.
-    pub fn start(queue: Arc<Queue>, handler: Arc<dyn Handler>, config: WorkerConfig) -> Self {
+    /// Starts `config.workers` workers over the jobs in `queue`.
+    pub fn start(
+        queue: Arc<dyn JobRepository>,
+        handler: Arc<dyn Handler>,
+        config: WorkerConfig,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let tasks = (0..config.workers)
             .map(|n| {
@@ -76,7 +83,7 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 
 struct Worker {
     n: usize,
-    queue: Arc<Queue>,
+    queue: Arc<dyn JobRepository>,
     handler: Arc<dyn Handler>,
     config: WorkerConfig,
     stopped: watch::Receiver<bool>,
@@ -84,18 +91,18 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) {
-        let waker = self.queue.waker();
         while !*self.stopped.borrow() {
             match self.queue.claim().await {
                 Ok(Some(claimed)) => {
                     // More may be due: let another idle worker look too.
-                    waker.notify_one();
+                    self.queue.wake();
                     self.execute(claimed).await;
                 }
                 Ok(None) => {
                     let sleep = self.until_due().await;
+                    let queue = self.queue.clone();
                     tokio::select! {
-                        _ = waker.notified() => {}
+                        _ = queue.woken() => {}
                         _ = tokio::time::sleep(sleep) => {}
                         _ = self.stopped.changed() => {}
                     }

@@ -25,9 +25,10 @@ use std::{
 use async_trait::async_trait;
 use moka::{future::Cache, ops::compute::Op};
 
-use super::{MarketRepository, RepoError, TradingRepository};
+use super::{MarketRepository, NewMarketJobs, RepoError, TradingRepository};
 use crate::domain::{
     authority::Standing,
+    job::NewJob,
     market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
     trading::{LedgerEntry, MarketPosition, Placed, Stake, UserPosition},
     Page, Paging,
@@ -177,8 +178,8 @@ impl MarketRepository for CachedMarketRepository {
         self.cache.market(id, self.inner.as_ref()).await
     }
 
-    async fn create(&self, market: NewMarket) -> Result<Market, RepoError> {
-        let created = self.inner.create(market).await?;
+    async fn create(&self, market: NewMarket, jobs: NewMarketJobs) -> Result<Market, RepoError> {
+        let created = self.inner.create(market, jobs).await?;
         self.cache.written(created.id).await;
         Ok(created)
     }
@@ -189,10 +190,11 @@ impl MarketRepository for CachedMarketRepository {
         expected_version: i64,
         changes: MarketChanges,
         standing: Standing,
+        jobs: Vec<NewJob>,
     ) -> Result<Market, RepoError> {
         let result = self
             .inner
-            .update(id, expected_version, changes, standing)
+            .update(id, expected_version, changes, standing, jobs)
             .await;
         self.cache.written(id).await;
         result
@@ -293,7 +295,7 @@ mod tests {
     use crate::{
         db::{Db, DbOptions},
         domain::market::{NewMarketInput, SortKey},
-        repo::{sqlite_markets::SqliteMarketRepository, sqlite_users::insert_user},
+        repo::sqlite::{users::insert_user, SqliteMarketRepository},
     };
 
     async fn setup() -> (
@@ -321,7 +323,10 @@ mod tests {
             ..Default::default()
         };
         let id = repo
-            .create(NewMarket::parse(input, time::OffsetDateTime::now_utc()).unwrap())
+            .create(
+                NewMarket::parse(input, time::OffsetDateTime::now_utc()).unwrap(),
+                |_| Vec::new(),
+            )
             .await
             .unwrap()
             .id;
@@ -352,7 +357,7 @@ mod tests {
                 ..Default::default()
             };
             let written = repo
-                .update(id, 1 + round, changes, Standing::Creator)
+                .update(id, 1 + round, changes, Standing::Creator, Vec::new())
                 .await
                 .unwrap();
             assert_eq!(

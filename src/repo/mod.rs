@@ -1,27 +1,34 @@
 //! Data access behind traits. Each method is one SQL statement or one transaction and returns
-//! domain types. `app.rs` chooses the implementation (SQLite today, a cache decorator later).
+//! domain types; a failure is a [`RepoError`].
+//!
+//! The traits are engine-neutral: markets, search, users, sessions and trading here, the job
+//! queue in `jobs.rs` ([`JobRepository`]), bulk demo data in `seed.rs` ([`SeedRepository`]), and
+//! the engine as a whole in `store.rs` ([`Engine`], [`Backup`], and [`Storage`], the bundle an
+//! opened engine hands to `app.rs`). Each engine is a folder: [`sqlite`] today, a second one
+//! beside it; `app.rs` opens one and wraps its markets and trading in the cache decorators of
+//! [`cached`]. Writes whose follow-up work must not be lost take the jobs the service decided on
+//! and insert them in their own transaction; rules both engines apply are pure functions in
+//! [`crate::domain`].
 
 pub mod cached;
-mod codes;
-mod sqlite_market_list;
-pub mod sqlite_markets;
-pub mod sqlite_search;
-pub mod sqlite_sessions;
-pub mod sqlite_trading;
-mod sqlite_trading_lists;
-pub mod sqlite_users;
+mod jobs;
+mod seed;
+pub mod sqlite;
+mod store;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{
-    db::DbError,
-    domain::{
-        authority::Standing,
-        market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
-        user::{Role, User},
-    },
+pub use jobs::JobRepository;
+pub use seed::{DemoEnd, DemoMarket, SeedRepository};
+pub use store::{Backup, BackupCopy, Engine, Storage, StoreError, SCHEMA_VERSION};
+
+use crate::domain::{
+    authority::Standing,
+    job::NewJob,
+    market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+    user::{Role, User},
 };
 
 /// A repository failure, in terms a service can act on.
@@ -56,44 +63,9 @@ pub enum RepoError {
     Internal(String),
 }
 
-impl From<DbError> for RepoError {
-    fn from(e: DbError) -> Self {
-        match e {
-            DbError::Sqlite(e) => codes::classify(e),
-            DbError::Closed | DbError::Pool(_) => RepoError::Unavailable(e.to_string()),
-            other => RepoError::Internal(other.to_string()),
-        }
-    }
-}
-
-/// Unix milliseconds, the stored form of a time.
-pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// A cursor's key part binds as the value it stands for.
-impl rusqlite::ToSql for crate::domain::paging::KeyPart {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use crate::domain::paging::KeyPart;
-        match self {
-            KeyPart::Int(i) => i.to_sql(),
-            KeyPart::Text(s) => s.to_sql(),
-            KeyPart::Null => rusqlite::types::Null.to_sql(),
-        }
-    }
-}
-
-/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
-pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
-impl From<rusqlite::Error> for RepoError {
-    fn from(e: rusqlite::Error) -> Self {
-        codes::classify(e)
-    }
-}
+/// The jobs a new market enqueues in its own transaction: the service's decision, made from
+/// the market as inserted (only the transaction knows its id).
+pub type NewMarketJobs = fn(&Market) -> Vec<NewJob>;
 
 /// Markets and their outcomes.
 #[async_trait]
@@ -102,18 +74,22 @@ pub trait MarketRepository: Send + Sync {
     async fn list(&self, query: ListQuery) -> Result<Arc<MarketPage>, RepoError>;
     /// One market by id (shared: a cached market is handed out, not copied).
     async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError>;
-    /// Inserts a market with its outcomes; returns it as stored.
-    async fn create(&self, market: NewMarket) -> Result<Market, RepoError>;
+    /// Inserts a market with its outcomes (and its creator's initial stake) and enqueues the
+    /// jobs `jobs` names for it, all in one transaction, so a crash cannot lose them; returns
+    /// the market as stored.
+    async fn create(&self, market: NewMarket, jobs: NewMarketJobs) -> Result<Market, RepoError>;
     /// Applies `changes` by an actor of `standing` if the market is still at
     /// `expected_version` and the change touches no field frozen for it
     /// ([`authority::check_edit`](crate::domain::authority::check_edit), decided in the same
-    /// transaction); bumps the version.
+    /// transaction); bumps the version and enqueues `jobs` (the service's decision) in the
+    /// same transaction.
     async fn update(
         &self,
         id: i64,
         expected_version: i64,
         changes: MarketChanges,
         standing: Standing,
+        jobs: Vec<NewJob>,
     ) -> Result<Market, RepoError>;
     /// Deletes the market if it is still at `expected_version`.
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError>;
@@ -154,11 +130,12 @@ pub type VectorSink = Box<dyn for<'a> FnMut(i64, Option<&'a [f32]>) + Send>;
 /// The search indexes: full text (FTS5, kept by triggers) and one vector per market.
 #[async_trait]
 pub trait SearchRepository: Send + Sync {
-    /// Ids of markets matching the FTS5 `query`, best bm25 first (names weigh double), at most
-    /// `n`, filtered by `status` inside the query.
+    /// Ids of markets whose text has any of `terms` (the words of
+    /// [`keywords`](crate::domain::search::keywords), never query syntax), best match first
+    /// (names weigh double), at most `n`, filtered by `status` inside the query.
     async fn keyword(
         &self,
-        query: String,
+        terms: Vec<String>,
         status: Option<crate::domain::market::MarketStatus>,
         n: u32,
     ) -> Result<Vec<i64>, RepoError>;
@@ -187,14 +164,13 @@ pub trait SearchRepository: Send + Sync {
     /// Passes every stored vector of `model` to `each`, one at a time, after telling it how
     /// many there are (`each(count, None)` first); returns how many.
     async fn each_vector(&self, model: String, each: VectorSink) -> Result<u64, RepoError>;
-    /// Enqueues an `index_market` job for every market (`missing_only`: those without a vector
-    /// of `model`), in one transaction; returns how many were enqueued.
-    async fn enqueue_index_jobs(
+    /// Ids of every market (`missing_only`: of those without a vector of `model`), in id
+    /// order: what a reindex enqueues jobs for.
+    async fn markets_to_index(
         &self,
         model: String,
         missing_only: bool,
-        owner: Option<i64>,
-    ) -> Result<u64, RepoError>;
+    ) -> Result<Vec<i64>, RepoError>;
 }
 
 /// Accounts.
@@ -265,7 +241,9 @@ pub trait SessionRepository: Send + Sync {
 
 /// Stakes, settlement and the reads that reconcile them. Each write is one transaction that
 /// checks its rules (market open, balance sufficient, status forward-only) and makes every
-/// change (balance, ledger, bet, position, pool, volume, status) or none.
+/// change (balance, ledger, bet, position, pool, volume, status) or none. The rules are the
+/// pure functions of [`staking`](crate::domain::staking) and
+/// [`settle`](crate::domain::trading::settle), applied to what the transaction reads.
 #[async_trait]
 pub trait TradingRepository: Send + Sync {
     /// Places `stake` for `user_id`; with `idempotency_key`, a repeat of an earlier request

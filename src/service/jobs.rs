@@ -1,31 +1,33 @@
-//! Job use cases: a job's owner or an admin may read it; admins list jobs and start a reindex.
+//! Job use cases: a job's owner or an admin may read it; admins list jobs and start a reindex
+//! or a backup.
 
 use std::sync::Arc;
 
 use super::users::require;
 use crate::{
     domain::{
+        job::{Job, JobFilter, JobKind, JobStatus, NewJob},
         user::{Actor, Permission},
         Page, Paging,
     },
     error::AppError,
-    jobs::{handlers, Job, JobFilter, NewJob, Queue},
+    repo::JobRepository,
 };
 
 /// Jobs as the API sees them.
 pub struct JobService {
-    queue: Arc<Queue>,
+    jobs: Arc<dyn JobRepository>,
 }
 
 impl JobService {
-    /// A service over `queue`.
-    pub fn new(queue: Arc<Queue>) -> Self {
-        JobService { queue }
+    /// A service over `jobs`.
+    pub fn new(jobs: Arc<dyn JobRepository>) -> Self {
+        JobService { jobs }
     }
 
     /// One job, for its owner or an admin (others get `NotFound`, so ids reveal nothing).
     pub async fn get(&self, actor: &Actor, id: i64) -> Result<Job, AppError> {
-        match self.queue.get(id).await? {
+        match self.jobs.get(id).await? {
             Some(job) if job.owner_id == Some(actor.user_id) || actor.can(Permission::Admin) => {
                 Ok(job)
             }
@@ -41,41 +43,41 @@ impl JobService {
         paging: Paging,
     ) -> Result<Page<Job>, AppError> {
         require(actor, Permission::Admin)?;
-        Ok(self.queue.list(filter, paging).await?)
+        Ok(self.jobs.list(filter, paging).await?)
     }
 
     /// Enqueues the reindexing of every market (admins); while one waits, returns that one.
     pub async fn reindex(&self, actor: &Actor) -> Result<Job, AppError> {
         require(actor, Permission::Admin)?;
-        self.enqueue_once(handlers::reindex_markets(actor.user_id))
+        self.enqueue_once(NewJob::reindex_markets(actor.user_id))
             .await
     }
 
     /// Enqueues a backup of the database (admins); while one waits, returns that one.
     pub async fn backup(&self, actor: &Actor) -> Result<Job, AppError> {
         require(actor, Permission::Admin)?;
-        self.enqueue_once(handlers::backup(actor.user_id)).await
+        self.enqueue_once(NewJob::backup(actor.user_id)).await
     }
 
     /// Enqueues `job`, or finds the one of its kind already waiting.
     async fn enqueue_once(&self, job: NewJob) -> Result<Job, AppError> {
         let kind = job.kind.clone();
-        let id = match self.queue.enqueue(job).await? {
+        let id = match self.jobs.enqueue(job).await? {
             Some(id) => id,
             None => self.waiting(kind).await?,
         };
-        self.queue
+        self.jobs
             .get(id)
             .await?
             .ok_or(AppError::Internal("an enqueued job vanished".into()))
     }
 
-    async fn waiting(&self, kind: String) -> Result<i64, AppError> {
+    async fn waiting(&self, kind: JobKind) -> Result<i64, AppError> {
         let filter = JobFilter {
-            status: Some(crate::jobs::JobStatus::Queued),
+            status: Some(JobStatus::Queued),
             kind: Some(kind),
         };
-        let page = self.queue.list(filter, Paging::first(1)).await?;
+        let page = self.jobs.list(filter, Paging::first(1)).await?;
         page.items
             .first()
             .map(|job| job.id)

@@ -1,4 +1,5 @@
-//! Market rules: creation, edits (only while active, guarded by version), deletion.
+//! Market rules: creation, edits (only while active, guarded by version), deletion, and the
+//! search indexing each write enqueues (in the write's own transaction: a crash cannot lose it).
 //!
 //! Edits and deletions may carry an `If-Match` [`Precondition`] (strong comparison against the
 //! market's entity tag). Once users other than the creator have staked, the creator can no
@@ -11,13 +12,13 @@ use super::users::require;
 use crate::{
     domain::{
         authority::Standing,
+        job::NewJob,
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket},
         precondition::Precondition,
         user::{Actor, Permission},
     },
     error::AppError,
-    jobs::Queue,
-    repo::{MarketRepository, RepoError},
+    repo::{JobRepository, MarketRepository, RepoError},
 };
 
 /// How often an unconditional edit retries when a concurrent edit bumps the version between
@@ -27,13 +28,13 @@ const EDIT_ATTEMPTS: usize = 3;
 /// Market use cases.
 pub struct MarketService {
     repo: Arc<dyn MarketRepository>,
-    queue: Arc<Queue>,
+    jobs: Arc<dyn JobRepository>,
 }
 
 impl MarketService {
-    /// A service over `repo`; `queue` is woken when a write enqueued indexing.
-    pub fn new(repo: Arc<dyn MarketRepository>, queue: Arc<Queue>) -> Self {
-        Self { repo, queue }
+    /// A service over `repo`; `jobs` is woken when a write enqueued indexing.
+    pub fn new(repo: Arc<dyn MarketRepository>, jobs: Arc<dyn JobRepository>) -> Self {
+        Self { repo, jobs }
     }
 
     /// A page of markets.
@@ -54,14 +55,20 @@ impl MarketService {
                 "markets are created in the caller's own name",
             ));
         }
-        let market = self.repo.create(market).await.map_err(|e| match e {
-            RepoError::MissingReference => {
-                AppError::Unauthorized("the account no longer exists".into())
-            }
-            other => AppError::from(other),
-        })?;
+        let market = self
+            .repo
+            .create(market, |m| {
+                vec![NewJob::index_market(m.id, Some(m.creator.id))]
+            })
+            .await
+            .map_err(|e| match e {
+                RepoError::MissingReference => {
+                    AppError::Unauthorized("the account no longer exists".into())
+                }
+                other => AppError::from(other),
+            })?;
         // Its indexing job was committed with it.
-        self.queue.wake();
+        self.jobs.wake();
         Ok(market)
     }
 
@@ -83,9 +90,15 @@ impl MarketService {
             if changes.is_empty() {
                 return Ok(Arc::unwrap_or_clone(market));
             }
+            // The write applies only to this version, so the text it changes is decided here.
+            let jobs = if changes.alters_text(&market) {
+                vec![NewJob::index_market(id, Some(market.creator.id))]
+            } else {
+                Vec::new()
+            };
             match self
                 .repo
-                .update(id, market.version, changes.clone(), standing)
+                .update(id, market.version, changes.clone(), standing, jobs)
                 .await
             {
                 // Changed since it was read: read it again (the precondition is checked
@@ -94,7 +107,7 @@ impl MarketService {
                 Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
                 other => {
                     let market = other?;
-                    self.queue.wake();
+                    self.jobs.wake();
                     return Ok(market);
                 }
             }

@@ -1,5 +1,6 @@
-//! Business rules: who may do what, lifecycle transitions, what a write invalidates. Services
-//! speak domain types and [`AppError`](crate::error::AppError); they know nothing of HTTP.
+//! Business rules: who may do what, lifecycle transitions, what a write invalidates, which jobs
+//! a write enqueues. Services speak domain types and [`AppError`] and
+//! depend on the repository traits only; they know nothing of HTTP or of the storage engine.
 
 pub mod auth;
 pub mod authenticator;

@@ -1,5 +1,6 @@
-//! Market search: hybrid ranking (FTS5 bm25 fused with vector similarity by reciprocal rank),
-//! related markets, and indexing a market's text (what the `index_market` job does).
+//! Market search: hybrid ranking (keyword matches, ranked by the engine, fused with vector
+//! similarity by reciprocal rank), related markets, and indexing a market's text (what the
+//! `index_market` job does).
 
 use std::{
     sync::{Arc, RwLock},
@@ -10,12 +11,12 @@ use tokio::sync::Semaphore;
 
 use crate::{
     domain::{
+        job::NewJob,
         market::{Market, MarketStatus},
-        search::{fts_query, SearchMode, SearchQuery},
+        search::{keywords, SearchMode, SearchQuery},
     },
     error::AppError,
-    jobs::Queue,
-    repo::{MarketRepository, SearchRepository},
+    repo::{JobRepository, MarketRepository, SearchRepository},
     search::{
         embedder::{EmbedError, Embedder},
         index::VectorIndex,
@@ -27,6 +28,9 @@ use crate::{
 const CANDIDATES_MIN: usize = 50;
 /// Vector matches less similar than this are not candidates (noise, not meaning).
 const SIMILARITY_FLOOR: f32 = 0.1;
+/// Index jobs enqueued per transaction by a reindex (a reindex of many markets neither holds
+/// the writer for long nor builds every job in memory at once).
+const ENQUEUE_BATCH: usize = 1000;
 
 /// One result.
 #[derive(Debug, Clone)]
@@ -82,7 +86,7 @@ pub struct SearchService {
     markets: Arc<dyn MarketRepository>,
     embedder: Arc<dyn Embedder>,
     index: Arc<RwLock<VectorIndex>>,
-    queue: Arc<Queue>,
+    jobs: Arc<dyn JobRepository>,
     query_timeout: Duration,
     /// Scans running at once: one per core. More would only share the cores while each holds
     /// its own score buffer (64 concurrent searches grew the server by 150 MB without this).
@@ -95,7 +99,7 @@ impl SearchService {
         repo: Arc<dyn SearchRepository>,
         markets: Arc<dyn MarketRepository>,
         embedder: Arc<dyn Embedder>,
-        queue: Arc<Queue>,
+        jobs: Arc<dyn JobRepository>,
         query_timeout: Duration,
     ) -> Self {
         let index = VectorIndex::new(embedder.dimensions());
@@ -104,7 +108,7 @@ impl SearchService {
             markets,
             embedder,
             index: Arc::new(RwLock::new(index)),
-            queue,
+            jobs,
             query_timeout,
             scans: Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
@@ -141,20 +145,27 @@ impl SearchService {
         Ok((loaded, enqueued))
     }
 
-    /// Enqueues indexing of every market (`missing_only`: of those without a current vector).
+    /// Enqueues indexing of every market (`missing_only`: of those without a current vector),
+    /// readable by `owner`; returns how many jobs were enqueued (a market whose indexing
+    /// already waits gets no second job).
     pub async fn enqueue_reindex(
         &self,
         owner: Option<i64>,
         missing_only: bool,
     ) -> Result<u64, AppError> {
-        let n = self
+        let ids = self
             .repo
-            .enqueue_index_jobs(self.model().to_owned(), missing_only, owner)
+            .markets_to_index(self.model().to_owned(), missing_only)
             .await?;
-        if n > 0 {
-            self.queue.wake();
+        let mut enqueued = 0;
+        for batch in ids.chunks(ENQUEUE_BATCH) {
+            let jobs = batch
+                .iter()
+                .map(|&id| NewJob::index_market(id, owner))
+                .collect();
+            enqueued += self.jobs.enqueue_all(jobs).await?;
         }
-        Ok(n)
+        Ok(enqueued)
     }
 
     /// Embeds market `id`'s text and stores the vector, unless the stored one is of the same
@@ -203,9 +214,11 @@ impl SearchService {
                 Err(why) => degraded = Some(why),
             }
         }
-        let keyword_ids = match (q.mode, &degraded, fts_query(&q.text)) {
-            (SearchMode::Vector, None, _) | (_, _, None) => Vec::new(),
-            (_, _, Some(fts)) => self.repo.keyword(fts, q.status, n as u32).await?,
+        let terms = keywords(&q.text);
+        let keyword_ids = match (q.mode, &degraded) {
+            (SearchMode::Vector, None) => Vec::new(),
+            _ if terms.is_empty() => Vec::new(),
+            _ => self.repo.keyword(terms, q.status, n as u32).await?,
         };
         let mode = match (&degraded, q.mode) {
             (Some(_), _) => SearchMode::Keyword,

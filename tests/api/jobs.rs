@@ -10,7 +10,9 @@ use std::{
 
 use agora::{
     db::{Db, DbOptions},
-    jobs::{Handler, Job, JobStatus, NewJob, Queue, QueueConfig, WorkerConfig, Workers},
+    domain::job::{Job, JobKind, JobStatus, NewJob, QueueConfig},
+    jobs::{Handler, WorkerConfig, Workers},
+    repo::{sqlite::SqliteJobRepository, JobRepository},
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -19,7 +21,7 @@ use tempfile::TempDir;
 use crate::helpers::TestApp;
 
 /// A queue on a fresh database; retries start at `backoff`.
-fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<Queue>) {
+fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<dyn JobRepository>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap();
     let config = QueueConfig {
@@ -28,10 +30,18 @@ fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<Queue>) {
         backoff_max: Duration::from_secs(60),
         lease,
     };
-    (dir, Arc::new(Queue::new(Arc::new(db), config)))
+    (
+        dir,
+        Arc::new(SqliteJobRepository::new(Arc::new(db), config)),
+    )
 }
 
-fn workers(queue: &Arc<Queue>, handler: Arc<dyn Handler>, n: usize) -> Workers {
+/// A job of a kind agora does not define: the test's handler runs it.
+fn job(kind: &str, payload: Value) -> NewJob {
+    NewJob::new(JobKind::Other(kind.into()), payload)
+}
+
+fn workers(queue: &Arc<dyn JobRepository>, handler: Arc<dyn Handler>, n: usize) -> Workers {
     let config = WorkerConfig {
         workers: n,
         poll: Duration::from_millis(50),
@@ -41,7 +51,7 @@ fn workers(queue: &Arc<Queue>, handler: Arc<dyn Handler>, n: usize) -> Workers {
 }
 
 /// Waits until job `id` is succeeded or dead.
-async fn finished(queue: &Queue, id: i64) -> Job {
+async fn finished(queue: &dyn JobRepository, id: i64) -> Job {
     for _ in 0..400 {
         let job = queue.get(id).await.unwrap().unwrap();
         if matches!(job.status, JobStatus::Succeeded | JobStatus::Dead) {
@@ -85,11 +95,11 @@ async fn a_job_failing_twice_is_retried_with_growing_delays_and_succeeds() {
     });
     let workers = workers(&queue, handler.clone(), 2);
     let id = queue
-        .enqueue(NewJob::new("flaky", json!({})))
+        .enqueue(job("flaky", json!({})))
         .await
         .unwrap()
         .unwrap();
-    let job = finished(&queue, id).await;
+    let job = finished(queue.as_ref(), id).await;
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.attempts, 3);
     assert_eq!(job.result, Some(json!({ "runs": 3 })));
@@ -113,11 +123,11 @@ async fn a_job_that_always_fails_ends_dead_with_its_last_error() {
     });
     let workers = workers(&queue, handler.clone(), 1);
     let id = queue
-        .enqueue(NewJob::new("doomed", json!({})).max_attempts(3))
+        .enqueue(job("doomed", json!({})).max_attempts(3))
         .await
         .unwrap()
         .unwrap();
-    let job = finished(&queue, id).await;
+    let job = finished(queue.as_ref(), id).await;
     assert_eq!(job.status, JobStatus::Dead);
     assert_eq!(job.attempts, 3);
     assert_eq!(job.last_error.as_deref(), Some("failure number 3"));
@@ -157,7 +167,7 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
     for i in 0..120 {
         ids.push(
             queue
-                .enqueue(NewJob::new("exclusive", json!({ "i": i })))
+                .enqueue(job("exclusive", json!({ "i": i })))
                 .await
                 .unwrap()
                 .unwrap(),
@@ -165,7 +175,10 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
     }
     let workers = workers(&queue, handler.clone(), 6);
     for id in &ids {
-        assert_eq!(finished(&queue, *id).await.status, JobStatus::Succeeded);
+        assert_eq!(
+            finished(queue.as_ref(), *id).await.status,
+            JobStatus::Succeeded
+        );
     }
     workers.shutdown(Duration::from_secs(1)).await;
     assert!(handler.overlaps.lock().unwrap().is_empty());
@@ -178,7 +191,7 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
 async fn a_job_whose_worker_died_runs_again_once_its_lease_runs_out() {
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_millis(300));
     let id = queue
-        .enqueue(NewJob::new("orphan", json!({})))
+        .enqueue(job("orphan", json!({})))
         .await
         .unwrap()
         .unwrap();
@@ -192,7 +205,7 @@ async fn a_job_whose_worker_died_runs_again_once_its_lease_runs_out() {
     let started = Instant::now();
     let handler = Arc::new(Flaky::default());
     let workers = workers(&queue, handler.clone(), 2);
-    let job = finished(&queue, id).await;
+    let job = finished(queue.as_ref(), id).await;
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.attempts, 2, "the lost run counts");
     assert!(
@@ -239,11 +252,11 @@ async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on(
         1,
     );
     let id = queue
-        .enqueue(NewJob::new("unruly", json!({})))
+        .enqueue(job("unruly", json!({})))
         .await
         .unwrap()
         .unwrap();
-    let job = finished(&queue, id).await;
+    let job = finished(queue.as_ref(), id).await;
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.attempts, 3);
     workers.shutdown(Duration::from_secs(1)).await;
@@ -256,7 +269,7 @@ async fn finished_jobs_are_deleted_after_the_retention_and_nothing_else_is() {
     for i in 0..3 {
         ids.push(
             queue
-                .enqueue(NewJob::new("kept", json!({ "i": i })))
+                .enqueue(job("kept", json!({ "i": i })))
                 .await
                 .unwrap()
                 .unwrap(),
@@ -303,7 +316,7 @@ impl Handler for Slow {
 async fn shutdown_lets_running_jobs_finish_and_leaves_the_rest_queued() {
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
     let first = queue
-        .enqueue(NewJob::new("slow", json!({})))
+        .enqueue(job("slow", json!({})))
         .await
         .unwrap()
         .unwrap();
@@ -315,7 +328,7 @@ async fn shutdown_lets_running_jobs_finish_and_leaves_the_rest_queued() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let second = queue
-        .enqueue(NewJob::new("slow", json!({})))
+        .enqueue(job("slow", json!({})))
         .await
         .unwrap()
         .unwrap();

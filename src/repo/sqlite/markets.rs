@@ -7,15 +7,16 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::{from_millis, sqlite_trading::place_stake, to_millis, MarketRepository, RepoError};
+use super::{from_millis, jobs::insert as insert_job, to_millis, trading::place_stake};
 use crate::{
     db::Db,
     domain::{
         authority::{self, Standing},
+        job::NewJob,
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome},
         user::UserSummary,
     },
-    jobs,
+    repo::{MarketRepository, NewMarketJobs, RepoError},
 };
 
 /// Markets stored in SQLite.
@@ -145,7 +146,7 @@ impl MarketRepository for SqliteMarketRepository {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list(&self, q: ListQuery) -> Result<Arc<MarketPage>, RepoError> {
         self.db
-            .read(move |conn| super::sqlite_market_list::list(conn, &q).map(Arc::new))
+            .read(move |conn| super::market_list::list(conn, &q).map(Arc::new))
             .await
     }
 
@@ -157,7 +158,7 @@ impl MarketRepository for SqliteMarketRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn create(&self, m: NewMarket) -> Result<Market, RepoError> {
+    async fn create(&self, m: NewMarket, jobs: NewMarketJobs) -> Result<Market, RepoError> {
         self.db
             .write(move |conn| {
                 let now = to_millis(OffsetDateTime::now_utc());
@@ -177,9 +178,11 @@ impl MarketRepository for SqliteMarketRepository {
                 if let Some(stake) = &m.initial_stake {
                     place_stake(conn, m.creator_id, id, stake, None)?;
                 }
-                // Indexing for search is enqueued with the market: a crash cannot lose it.
-                jobs::queue::insert(conn, &jobs::handlers::index_market(id, m.creator_id))?;
-                get_market(conn, id)?.ok_or(RepoError::NotFound)
+                let market = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
+                for job in jobs(&market) {
+                    insert_job(conn, &job)?;
+                }
+                Ok(market)
             })
             .await
     }
@@ -191,6 +194,7 @@ impl MarketRepository for SqliteMarketRepository {
         expected_version: i64,
         c: MarketChanges,
         standing: Standing,
+        jobs: Vec<NewJob>,
     ) -> Result<Market, RepoError> {
         self.db
             .write(move |conn| {
@@ -222,12 +226,10 @@ impl MarketRepository for SqliteMarketRepository {
                     c.close_time.flatten().map(to_millis),
                     now
                 ])?;
-                let market = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
-                if (&market.name, &market.description) != (&before.name, &before.description) {
-                    let job = jobs::handlers::index_market(id, market.creator.id);
-                    jobs::queue::insert(conn, &job)?;
+                for job in &jobs {
+                    insert_job(conn, job)?;
                 }
-                Ok(market)
+                get_market(conn, id)?.ok_or(RepoError::NotFound)
             })
             .await
     }

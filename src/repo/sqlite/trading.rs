@@ -1,6 +1,8 @@
 //! [`TradingRepository`] on SQLite. Every write runs on the single writer in one transaction,
 //! so a stake, a close and a resolution of one market are totally ordered: a stake is either
-//! in the pool that a resolution pays out, or refused.
+//! in the pool that a resolution pays out, or refused. The rules are pure functions of
+//! [`crate::domain`] (stakes: [`staking`], settlement: [`settle`]); this file reads what they
+//! need and writes what they allow.
 
 use std::sync::Arc;
 
@@ -8,21 +10,20 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{
-    from_millis, sqlite_markets::get_market, sqlite_trading_lists as lists, to_millis, RepoError,
-    TradingRepository,
-};
+use super::{from_millis, markets::get_market, to_millis, trading_lists as lists};
 use crate::{
     db::Db,
     domain::{
         authority::{self, Standing},
         market::{Market, MarketStatus},
+        staking::{self, StakeTarget},
         trading::{
             settle, Bet, LedgerEntry, MarketPosition, Placed, PositionStake, Stake, UserPosition,
             PAYOUT_RULE,
         },
         Page, Paging, Rejection,
     },
+    repo::{RepoError, TradingRepository},
 };
 
 /// Trading on SQLite.
@@ -60,15 +61,30 @@ fn market_state(
     Ok((status, close))
 }
 
+/// What the stake rules read about a market, or `NotFound`.
+fn stake_target(conn: &Connection, market_id: i64) -> Result<StakeTarget, RepoError> {
+    let (status, close_time, outcomes): (String, Option<i64>, u32) = conn
+        .prepare_cached(
+            "SELECT status, close_time, (SELECT count(*) FROM outcomes WHERE market_id = ?1)
+               FROM markets WHERE id = ?1",
+        )?
+        .query_row([market_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .ok_or(RepoError::NotFound)?;
+    let status = MarketStatus::parse(&status)
+        .ok_or_else(|| RepoError::Internal(format!("bad status {status}")))?;
+    Ok(StakeTarget {
+        status,
+        close_time: close_time.map(from_millis),
+        outcomes,
+    })
+}
+
 fn check_outcome(conn: &Connection, market_id: i64, outcome: u32) -> Result<(), RepoError> {
     let outcomes: u32 = conn
         .prepare_cached("SELECT count(*) FROM outcomes WHERE market_id = ?1")?
         .query_row([market_id], |r| r.get(0))?;
-    if outcome < outcomes {
-        Ok(())
-    } else {
-        Err(refused(Rejection::UnknownOutcome { outcomes }))
-    }
+    staking::check_outcome(outcomes, outcome).map_err(refused)
 }
 
 fn bet_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bet> {
@@ -83,10 +99,10 @@ fn bet_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bet> {
     })
 }
 
-/// Places a stake inside the caller's transaction: checks the idempotency key, the market,
-/// the outcome and the balance, then debits, records the bet and ledger entry, and grows the
-/// position, the outcome's pool and the market's volume. Shared with market creation (the
-/// creator's initial stake).
+/// Places a stake inside the caller's transaction: applies the [`staking`] rules in their
+/// order (the idempotency key, the market, the balance), then debits, records the bet and
+/// ledger entry, and grows the position, the outcome's pool and the market's volume. Shared
+/// with market creation (the creator's initial stake).
 pub(crate) fn place_stake(
     conn: &Connection,
     user_id: i64,
@@ -104,25 +120,17 @@ pub(crate) fn place_stake(
             .query_row(params![user_id, key], |r| Ok((bet_from_row(r)?, r.get::<_, String>(7)?)))
             .optional()?;
         if let Some((bet, earlier_fingerprint)) = earlier {
-            return if earlier_fingerprint == fingerprint {
-                Ok(Placed {
-                    bet,
-                    replayed: true,
-                })
-            } else {
-                Err(refused(Rejection::IdempotencyKeyReused))
-            };
+            staking::check_replay(&earlier_fingerprint, &fingerprint).map_err(refused)?;
+            return Ok(Placed {
+                bet,
+                replayed: true,
+            });
         }
     }
     let now = now_ms();
-    let (status, close_time) = market_state(conn, market_id)?;
-    if status != MarketStatus::Active {
-        return Err(refused(Rejection::NotActive { status }));
-    }
-    if close_time.is_some_and(|t| t <= now) {
-        return Err(refused(Rejection::PastCloseTime));
-    }
-    check_outcome(conn, market_id, stake.outcome)?;
+    let target = stake_target(conn, market_id)?;
+    staking::check_stake(&target, stake, from_millis(now)).map_err(refused)?;
+    // The funds rule as a conditional debit: one statement when the balance covers the stake.
     let balance_after: Option<i64> = conn
         .prepare_cached("UPDATE users SET balance = balance - ?2 WHERE id = ?1 AND balance >= ?2 RETURNING balance")?
         .query_row(params![user_id, stake.amount], |r| r.get(0))
@@ -133,7 +141,11 @@ pub(crate) fn place_stake(
             .query_row([user_id], |r| r.get(0))
             .optional()?
             .ok_or(RepoError::MissingReference)?;
-        return Err(refused(Rejection::InsufficientFunds { balance }));
+        return Err(match staking::check_funds(balance, stake.amount) {
+            Err(rejection) => refused(rejection),
+            // The single writer changed nothing between the debit and this read.
+            Ok(_) => RepoError::Internal("the debit and the funds rule disagree".into()),
+        });
     };
     let bet_id: i64 = conn
         .prepare_cached(

@@ -11,8 +11,8 @@
 use rusqlite::{Connection, ToSql};
 
 use super::{
-    sqlite_markets::{market_from_row, MARKET_COLUMNS},
-    to_millis, RepoError,
+    markets::{market_from_row, MARKET_COLUMNS},
+    to_millis,
 };
 use crate::{
     db::snapshot,
@@ -21,6 +21,7 @@ use crate::{
         paging::{Key, KeyPart},
         Page,
     },
+    repo::RepoError,
 };
 
 /// The key a market has in a list sorted by `sort`: the sort column, then the id.

@@ -7,8 +7,12 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{to_millis, RepoError, Rotation, SessionRepository};
-use crate::{db::Db, domain::user::Role, repo::sqlite_users::SqliteUserRepository};
+use super::{to_millis, users::SqliteUserRepository};
+use crate::{
+    db::Db,
+    domain::user::Role,
+    repo::{RepoError, Rotation, SessionRepository},
+};
 
 /// Refresh tokens stored in SQLite.
 pub struct SqliteSessionRepository {

@@ -6,13 +6,14 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::{from_millis, to_millis, RepoError, UserRepository};
+use super::{from_millis, to_millis};
 use crate::{
     db::Db,
     domain::{
         user::{Role, User},
         Rejection,
     },
+    repo::{RepoError, UserRepository},
 };
 
 /// Users stored in SQLite.

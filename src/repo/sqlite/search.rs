@@ -1,5 +1,5 @@
 //! [`SearchRepository`] on SQLite: FTS5 (`markets_fts`, kept in step with `markets` by the
-//! triggers of migration 6) and `market_vectors` (little-endian f32 blobs).
+//! triggers of migration 6; ranked by bm25) and `market_vectors` (little-endian f32 blobs).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -7,13 +7,11 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{
-    sqlite_markets::status_at, to_millis, MarketText, RepoError, SearchRepository, VectorSink,
-};
+use super::{markets::status_at, to_millis};
 use crate::{
     db::{snapshot, Db},
     domain::market::MarketStatus,
-    jobs::handlers::INDEX_MARKET,
+    repo::{MarketText, RepoError, SearchRepository, VectorSink},
 };
 
 /// The search indexes in SQLite.
@@ -26,6 +24,16 @@ impl SqliteSearchRepository {
     pub fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
+}
+
+/// The FTS5 query for `terms`: each one quoted (so no term is read as FTS5 syntax), any of
+/// them matching.
+fn match_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// A vector as stored.
@@ -45,10 +53,11 @@ impl SearchRepository for SqliteSearchRepository {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn keyword(
         &self,
-        query: String,
+        terms: Vec<String>,
         status: Option<MarketStatus>,
         n: u32,
     ) -> Result<Vec<i64>, RepoError> {
+        let query = match_query(&terms);
         self.db
             .read(move |conn| {
                 // Without a status filter the index alone answers (its rowids are market ids,
@@ -200,51 +209,26 @@ impl SearchRepository for SqliteSearchRepository {
             .await
     }
 
-    async fn enqueue_index_jobs(
+    async fn markets_to_index(
         &self,
         model: String,
         missing_only: bool,
-        owner: Option<i64>,
-    ) -> Result<u64, RepoError> {
-        if missing_only {
-            // Usually none is missing (a start-up check): look on a reader first, so the scan
-            // of every market does not run through (and fill) the writer's page cache.
-            let model = model.clone();
-            let any_missing: bool = self
-                .db
-                .read(move |conn| {
-                    conn.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM markets m WHERE NOT EXISTS (
-                                SELECT 1 FROM market_vectors v
-                                 WHERE v.market_id = m.id AND v.model = ?1))",
-                        [model],
-                        |r| r.get(0),
-                    )
-                    .map_err(RepoError::from)
-                })
-                .await?;
-            if !any_missing {
-                return Ok(0);
-            }
-        }
+    ) -> Result<Vec<i64>, RepoError> {
+        // On a reader: usually none is missing (a start-up check), and the scan of every
+        // market should not run through (and fill) the writer's page cache.
         self.db
-            .write(move |conn| {
-                let now = to_millis(OffsetDateTime::now_utc());
-                let n = conn
+            .read(move |conn| {
+                let ids = conn
                     .prepare_cached(
-                        "INSERT INTO jobs (kind, payload, run_at, owner_id, dedupe_key,
-                                           created_at, updated_at)
-                         SELECT ?1, json_object('market_id', m.id), ?2, ?3,
-                                ?1 || ':' || m.id, ?2, ?2
-                           FROM markets m
-                          WHERE NOT ?4 OR NOT EXISTS (
+                        "SELECT m.id FROM markets m
+                          WHERE NOT ?2 OR NOT EXISTS (
                                 SELECT 1 FROM market_vectors v
-                                 WHERE v.market_id = m.id AND v.model = ?5)
-                          ORDER BY m.id
-                         ON CONFLICT DO NOTHING",
+                                 WHERE v.market_id = m.id AND v.model = ?1)
+                          ORDER BY m.id",
                     )?
-                    .execute(params![INDEX_MARKET, now, owner, missing_only, model])?;
-                Ok(n as u64)
+                    .query_map(params![model, missing_only], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                Ok(ids)
             })
             .await
     }
@@ -253,6 +237,20 @@ impl SearchRepository for SqliteSearchRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_become_quoted_alternatives() {
+        use crate::domain::search::keywords;
+        assert_eq!(
+            match_query(&keywords("Will the Fed cut rates?")),
+            "\"fed\" OR \"cut\" OR \"rates\""
+        );
+        assert_eq!(
+            match_query(&keywords("NEAR(\"x\" y) OR z* -- ^a")),
+            "\"near\" OR \"x\" OR \"y\" OR \"z\""
+        );
+        assert_eq!(match_query(&["a\"b".into()]), "\"a\"\"b\"");
+    }
 
     #[test]
     fn vectors_round_trip_through_their_stored_form() {

@@ -9,7 +9,7 @@
 
 use rusqlite::{Connection, Row, ToSql};
 
-use super::{from_millis, sqlite_markets::status_at, to_millis, RepoError};
+use super::{from_millis, markets::status_at, to_millis};
 use crate::{
     db::snapshot,
     domain::{
@@ -18,6 +18,7 @@ use crate::{
         user::UserSummary,
         Page, Paging,
     },
+    repo::RepoError,
 };
 
 /// The SQL of one list. Parameters: `?1` the owner (market or user), `?2` the rows to read;

@@ -2,10 +2,10 @@
 
 use rusqlite::{ffi, Error, ErrorCode};
 
-use super::RepoError;
+use crate::repo::RepoError;
 
 /// Classifies a rusqlite error by its (extended) result code.
-pub(super) fn classify(e: Error) -> RepoError {
+pub(crate) fn classify(e: Error) -> RepoError {
     match &e {
         Error::QueryReturnedNoRows => RepoError::NotFound,
         Error::SqliteFailure(err, msg) => {

@@ -1,58 +1,31 @@
-//! The `jobs` table: enqueue (also inside another write's transaction), claim under a lease,
-//! record success or failure (with exponential backoff and jitter), read.
+//! [`JobRepository`] on SQLite: the `jobs` table. Enqueue (also inside another write's
+//! transaction, with `insert`), claim under a lease, record success or failure, read.
 
 use std::{sync::Arc, time::Duration};
 
-use rand::Rng;
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use super::{Job, JobFilter, JobStatus, NewJob};
+use super::{from_millis, to_millis};
 use crate::{
     db::{snapshot, Db},
-    domain::{paging::KeyPart, Page, Paging},
-    repo::{from_millis, to_millis, RepoError},
+    domain::{
+        job::{periodic_key, Claimed, Job, JobFilter, JobKind, JobStatus, NewJob, QueueConfig},
+        paging::KeyPart,
+        retry::after_failure,
+        Page, Paging,
+    },
+    repo::{JobRepository, RepoError},
 };
 
-/// Retry and lease settings.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueConfig {
-    /// Runs allowed when a job does not say.
-    pub max_attempts: u32,
-    /// Delay after the first failure; doubled after each further one.
-    pub backoff: Duration,
-    /// Longest delay between runs.
-    pub backoff_max: Duration,
-    /// How long a claim holds a job; past it, another worker may run the job again.
-    pub lease: Duration,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            max_attempts: 5,
-            backoff: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            lease: Duration::from_secs(70),
-        }
-    }
-}
-
-/// A job a worker holds: only the holder of `lease_token` may record its outcome.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The job, as claimed (attempts already counts this run).
-    pub job: Job,
-    lease_token: String,
-}
-
-/// The queue.
-pub struct Queue {
+/// The queue in SQLite.
+pub struct SqliteJobRepository {
     db: Arc<Db>,
     config: QueueConfig,
-    wake: Arc<Notify>,
+    wake: Notify,
 }
 
 const COLUMNS: &str = "id, kind, payload, status, attempts, max_attempts, run_at, last_error,
@@ -73,7 +46,7 @@ fn job_from_row(row: &Row<'_>, default_attempts: u32) -> rusqlite::Result<Job> {
     let status: String = row.get(3)?;
     Ok(Job {
         id: row.get(0)?,
-        kind: row.get(1)?,
+        kind: JobKind::parse(&row.get::<_, String>(1)?),
         payload: json(2, row.get(2)?)?.unwrap_or(Value::Null),
         status: JobStatus::parse(&status).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
@@ -100,7 +73,7 @@ fn job_from_row(row: &Row<'_>, default_attempts: u32) -> rusqlite::Result<Job> {
 /// Inserts `job` using `conn`, inside whatever transaction `conn` is in: the way a change
 /// enqueues the work it needs atomically with itself. Returns the new id, or `None` when a
 /// queued job with the same dedupe key already waits (it will do the work).
-pub fn insert(conn: &Connection, job: &NewJob) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn insert(conn: &Connection, job: &NewJob) -> rusqlite::Result<Option<i64>> {
     let now = to_millis(OffsetDateTime::now_utc());
     let run_at = now + job.delay.as_millis() as i64;
     conn.prepare_cached(
@@ -112,7 +85,7 @@ pub fn insert(conn: &Connection, job: &NewJob) -> rusqlite::Result<Option<i64>> 
     )?
     .query_row(
         params![
-            job.kind,
+            job.kind.as_str(),
             job.payload.to_string(),
             job.max_attempts,
             run_at,
@@ -126,42 +99,20 @@ pub fn insert(conn: &Connection, job: &NewJob) -> rusqlite::Result<Option<i64>> 
     .optional()
 }
 
-/// The delay before retrying after failed run number `attempt` (1-based): `base * 2^(attempt-1)`
-/// capped at `max`, then jittered down by up to a quarter, so retries of many jobs that failed
-/// together spread out while each delay still exceeds the one before (until the cap).
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
-    let delay = doubled.min(max);
-    delay.mul_f64(rand::rng().random_range(0.75..=1.0))
-}
-
-impl Queue {
-    /// A queue over `db`.
+impl SqliteJobRepository {
+    /// The queue over `db`, retrying and leasing by `config`.
     pub fn new(db: Arc<Db>, config: QueueConfig) -> Self {
-        Queue {
+        SqliteJobRepository {
             db,
             config,
-            wake: Arc::new(Notify::new()),
+            wake: Notify::new(),
         }
     }
+}
 
-    /// The settings.
-    pub fn config(&self) -> QueueConfig {
-        self.config
-    }
-
-    /// Wakes an idle worker (after a commit that enqueued something).
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// What idle workers wait on.
-    pub(crate) fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
-    /// Enqueues `job` in a transaction of its own and wakes a worker.
-    pub async fn enqueue(&self, job: NewJob) -> Result<Option<i64>, RepoError> {
+#[async_trait]
+impl JobRepository for SqliteJobRepository {
+    async fn enqueue(&self, job: NewJob) -> Result<Option<i64>, RepoError> {
         let id = self
             .db
             .write(move |conn| Ok::<_, RepoError>(insert(conn, &job)?))
@@ -170,14 +121,25 @@ impl Queue {
         Ok(id)
     }
 
-    /// Makes sure one periodic job of `kind` exists, running every `every`.
-    pub async fn ensure_periodic(&self, kind: &str, every: Duration) -> Result<(), RepoError> {
-        let key = format!("periodic:{kind}");
-        let job = NewJob {
-            dedupe_key: Some(key.clone()),
-            every: Some(every),
-            ..NewJob::new(kind, Value::Object(Default::default()))
-        };
+    async fn enqueue_all(&self, jobs: Vec<NewJob>) -> Result<u64, RepoError> {
+        let n = self
+            .db
+            .write(move |conn| {
+                let mut n = 0;
+                for job in &jobs {
+                    n += u64::from(insert(conn, job)?.is_some());
+                }
+                Ok::<_, RepoError>(n)
+            })
+            .await?;
+        if n > 0 {
+            self.wake();
+        }
+        Ok(n)
+    }
+
+    async fn ensure_periodic(&self, kind: JobKind, every: Duration) -> Result<(), RepoError> {
+        let job = NewJob::periodic(kind, every);
         self.db
             .write(move |conn| {
                 let every_ms = every.as_millis().max(1) as i64;
@@ -186,7 +148,7 @@ impl Queue {
                         "UPDATE jobs SET every_ms = ?2
                           WHERE dedupe_key = ?1 AND status IN ('queued', 'running')",
                     )?
-                    .execute(params![key, every_ms])?;
+                    .execute(params![job.dedupe_key, every_ms])?;
                 if updated == 0 {
                     insert(conn, &job)?;
                 }
@@ -197,9 +159,20 @@ impl Queue {
         Ok(())
     }
 
-    /// Deletes jobs that ended (`succeeded` or `dead`) more than `age` ago; returns how many.
-    /// Queued, running and periodic jobs stay.
-    pub async fn prune_finished(&self, age: Duration) -> Result<u64, RepoError> {
+    async fn cancel_periodic(&self, kind: JobKind) -> Result<(), RepoError> {
+        let key = periodic_key(&kind);
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM jobs WHERE dedupe_key = ?1 AND status = 'queued'",
+                )?
+                .execute([key])?;
+                Ok::<_, RepoError>(())
+            })
+            .await
+    }
+
+    async fn prune_finished(&self, age: Duration) -> Result<u64, RepoError> {
         self.db
             .write(move |conn| {
                 let cutoff = to_millis(OffsetDateTime::now_utc()) - age.as_millis() as i64;
@@ -214,24 +187,8 @@ impl Queue {
             .await
     }
 
-    /// Removes the waiting periodic job of `kind` (its period was configured away).
-    pub async fn cancel_periodic(&self, kind: &str) -> Result<(), RepoError> {
-        let key = format!("periodic:{kind}");
-        self.db
-            .write(move |conn| {
-                conn.prepare_cached(
-                    "DELETE FROM jobs WHERE dedupe_key = ?1 AND status = 'queued'",
-                )?
-                .execute([key])?;
-                Ok::<_, RepoError>(())
-            })
-            .await
-    }
-
-    /// Claims the job due first (queued and due, or running with its lease run out), counting
-    /// the run; `None` when nothing is due. One write transaction, so two workers never claim
-    /// the same job.
-    pub async fn claim(&self) -> Result<Option<Claimed>, RepoError> {
+    /// One write transaction, so two workers never claim the same job.
+    async fn claim(&self) -> Result<Option<Claimed>, RepoError> {
         let (lease, default_attempts) = (self.config.lease, self.config.max_attempts);
         self.db
             .write(move |conn| {
@@ -258,22 +215,13 @@ impl Queue {
                         job_from_row(r, default_attempts)
                     })
                     .optional()?;
-                Ok::<_, RepoError>(job.map(|job| Claimed {
-                    job,
-                    lease_token: token,
-                }))
+                Ok::<_, RepoError>(job.map(|job| Claimed::new(job, token)))
             })
             .await
     }
 
-    /// Records a successful run: `succeeded`, or queued for the next period. `false` when the
-    /// lease had run out and another claim owns the job now.
-    pub async fn succeed(
-        &self,
-        claimed: &Claimed,
-        result: Option<Value>,
-    ) -> Result<bool, RepoError> {
-        let (id, token) = (claimed.job.id, claimed.lease_token.clone());
+    async fn succeed(&self, claimed: &Claimed, result: Option<Value>) -> Result<bool, RepoError> {
+        let (id, token) = (claimed.job.id, claimed.lease_token().to_owned());
         let every = claimed.job.every;
         self.db
             .write(move |conn| {
@@ -302,22 +250,9 @@ impl Queue {
             .await
     }
 
-    /// Records a failed run: queued again after a backoff, or `dead` after the last allowed run
-    /// (a periodic job instead waits for its next period). Returns the status it is left in,
-    /// or `None` when the lease had run out.
-    pub async fn fail(
-        &self,
-        claimed: &Claimed,
-        error: &str,
-    ) -> Result<Option<JobStatus>, RepoError> {
-        let job = &claimed.job;
-        let (id, token) = (job.id, claimed.lease_token.clone());
-        let exhausted = job.attempts >= job.max_attempts;
-        let delay = match job.every {
-            Some(every) if exhausted => every,
-            _ => backoff(job.attempts, self.config.backoff, self.config.backoff_max),
-        };
-        let dead = exhausted && job.every.is_none();
+    async fn fail(&self, claimed: &Claimed, error: &str) -> Result<Option<JobStatus>, RepoError> {
+        let (id, token) = (claimed.job.id, claimed.lease_token().to_owned());
+        let retry = after_failure(&claimed.job, &self.config);
         let error: String = error.chars().take(2000).collect();
         self.db
             .write(move |conn| {
@@ -336,7 +271,7 @@ impl Queue {
                         JobStatus::Dead,
                         format!("{error} (superseded by job {newer})"),
                     ),
-                    None if dead => (JobStatus::Dead, error),
+                    None if retry.dead => (JobStatus::Dead, error),
                     None => (JobStatus::Queued, error),
                 };
                 let changed = conn
@@ -353,17 +288,15 @@ impl Queue {
                         status.as_str(),
                         error,
                         now,
-                        delay.as_millis() as i64,
-                        exhausted && status == JobStatus::Queued
+                        retry.delay.as_millis() as i64,
+                        retry.exhausted && status == JobStatus::Queued
                     ])?;
                 Ok::<_, RepoError>((changed == 1).then_some(status))
             })
             .await
     }
 
-    /// When a worker should look again: the earliest `run_at` of a queued job or lease end
-    /// of a running one.
-    pub async fn next_due(&self) -> Result<Option<OffsetDateTime>, RepoError> {
+    async fn next_due(&self) -> Result<Option<OffsetDateTime>, RepoError> {
         self.db
             .read_point(|conn| {
                 let due: Option<i64> = conn
@@ -379,8 +312,7 @@ impl Queue {
             .await
     }
 
-    /// One job.
-    pub async fn get(&self, id: i64) -> Result<Option<Job>, RepoError> {
+    async fn get(&self, id: i64) -> Result<Option<Job>, RepoError> {
         let default_attempts = self.config.max_attempts;
         self.db
             .read_point(move |conn| {
@@ -393,12 +325,13 @@ impl Queue {
             .await
     }
 
-    /// A page of jobs, newest first (by offset, or after a cursor's job id).
-    pub async fn list(&self, filter: JobFilter, paging: Paging) -> Result<Page<Job>, RepoError> {
+    /// By offset, or after a cursor's job id.
+    async fn list(&self, filter: JobFilter, paging: Paging) -> Result<Page<Job>, RepoError> {
         let default_attempts = self.config.max_attempts;
         self.db
             .read(move |conn| {
                 let status = filter.status.map(JobStatus::as_str);
+                let kind = filter.kind.as_ref().map(JobKind::as_str);
                 let filters = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2)";
                 // Jobs are read in id (rowid) order, so a cursor page starts with a seek.
                 let (after, offset) = match paging.after.as_deref() {
@@ -408,12 +341,12 @@ impl Queue {
                 snapshot(conn, || {
                     let total: i64 = conn
                         .prepare_cached(&format!("SELECT count(*) FROM jobs WHERE {filters}"))?
-                        .query_row(params![status, filter.kind], |r| r.get(0))?;
+                        .query_row(params![status, kind], |r| r.get(0))?;
                     let rows = conn
                         .prepare_cached(&format!(
                             "SELECT {COLUMNS} FROM jobs WHERE {filters} {after}"
                         ))?
-                        .query_map(params![status, filter.kind, paging.fetch(), offset], |r| {
+                        .query_map(params![status, kind, paging.fetch(), offset], |r| {
                             job_from_row(r, default_attempts)
                         })?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -425,8 +358,7 @@ impl Queue {
             .await
     }
 
-    /// Jobs per status (a gauge for metrics and the readiness probe).
-    pub async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, RepoError> {
+    async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, RepoError> {
         self.db
             .read(|conn| {
                 let mut counts: Vec<(JobStatus, u64)> =
@@ -447,25 +379,12 @@ impl Queue {
             })
             .await
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
 
-    #[test]
-    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
-        let (base, max) = (Duration::from_millis(1000), Duration::from_secs(10));
-        for _ in 0..100 {
-            let d: Vec<Duration> = (1..=6).map(|a| backoff(a, base, max)).collect();
-            assert!((750..=1000).contains(&d[0].as_millis()), "{d:?}");
-            assert!((1500..=2000).contains(&d[1].as_millis()), "{d:?}");
-            assert!((3000..=4000).contains(&d[2].as_millis()), "{d:?}");
-            assert!(d[..4].windows(2).all(|w| w[0] < w[1]), "{d:?}");
-            assert!(d[4..]
-                .iter()
-                .all(|d| (7500..=10_000).contains(&d.as_millis())));
-        }
-        assert!(backoff(200, base, max) <= max);
+    async fn woken(&self) {
+        self.wake.notified().await;
     }
 }

@@ -1,0 +1,101 @@
+//! The SQLite engine: the repositories of [`crate::repo`] over [`crate::db`] (one writer
+//! thread, a pool of read-only connections, migrations). A second engine is a sibling of this
+//! folder; [`open`] is what `app.rs` calls to get this one's [`Storage`].
+//!
+//! Everything that names a rusqlite type above `db/` lives here: the row mappings, the SQL, and
+//! the one mapping of SQLite error codes to [`RepoError`] (`codes.rs`).
+
+mod codes;
+mod engine;
+pub mod jobs;
+mod market_list;
+pub mod markets;
+pub mod search;
+mod seed;
+pub mod sessions;
+pub mod trading;
+mod trading_lists;
+pub mod users;
+
+use std::{path::Path, sync::Arc};
+
+pub use engine::{SqliteBackup, SqliteEngine};
+pub use jobs::SqliteJobRepository;
+pub use markets::SqliteMarketRepository;
+pub use search::SqliteSearchRepository;
+pub use seed::SqliteSeedRepository;
+pub use sessions::SqliteSessionRepository;
+pub use trading::SqliteTradingRepository;
+pub use users::SqliteUserRepository;
+
+use crate::{
+    db::{Db, DbError, DbOptions},
+    domain::{job::QueueConfig, paging::KeyPart},
+    repo::{Backup, RepoError, Storage},
+};
+
+/// Opens the database at `db_file` in `data_dir` with its start-up checks (creating it if
+/// needed; refusing a damaged one or one from a newer agora; migrating it: [`Db::open`]) and
+/// returns every repository over it; `queue` sets the job queue's retries and leases.
+pub fn open(
+    db_file: &Path,
+    data_dir: &Path,
+    options: &DbOptions,
+    queue: QueueConfig,
+) -> Result<Storage, DbError> {
+    let db = Arc::new(Db::open(db_file, options)?);
+    Ok(Storage {
+        engine: Arc::new(SqliteEngine::new(db.clone())),
+        backup: backups(db_file, data_dir),
+        markets: Arc::new(SqliteMarketRepository::new(db.clone())),
+        trading: Arc::new(SqliteTradingRepository::new(db.clone())),
+        users: Arc::new(SqliteUserRepository::new(db.clone())),
+        sessions: Arc::new(SqliteSessionRepository::new(db.clone())),
+        search: Arc::new(SqliteSearchRepository::new(db.clone())),
+        jobs: Arc::new(SqliteJobRepository::new(db.clone(), queue)),
+        seed: Arc::new(SqliteSeedRepository::new(db)),
+    })
+}
+
+/// Backups of the database at `db_file` in `data_dir`, without opening it.
+pub fn backups(db_file: &Path, data_dir: &Path) -> Arc<dyn Backup> {
+    Arc::new(SqliteBackup::new(db_file, data_dir))
+}
+
+impl From<DbError> for RepoError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => codes::classify(e),
+            DbError::Closed | DbError::Pool(_) => RepoError::Unavailable(e.to_string()),
+            other => RepoError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for RepoError {
+    fn from(e: rusqlite::Error) -> Self {
+        codes::classify(e)
+    }
+}
+
+/// Unix milliseconds, the stored form of a time.
+pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
+pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A cursor's key part binds as the value it stands for.
+impl rusqlite::ToSql for KeyPart {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            KeyPart::Int(i) => i.to_sql(),
+            KeyPart::Text(s) => s.to_sql(),
+            KeyPart::Null => rusqlite::types::Null.to_sql(),
+        }
+    }
+}
