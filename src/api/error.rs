@@ -121,7 +121,11 @@ fn details(fields: Vec<FieldError>) -> Vec<ErrorDetail> {
 impl ApiError {
     /// The 500 sent for a bug; the cause is logged here, once, and never sent.
     pub fn internal(cause: &str) -> Self {
-        tracing::error!(error = cause, "internal error");
+        tracing::error!(
+            request_id = request_id::known(),
+            error = cause,
+            "internal error"
+        );
         ApiError::Internal(body("internal_error", "internal server error", vec![]))
     }
 }
@@ -165,7 +169,7 @@ impl From<AppError> for ApiError {
                 details: fields,
             } => ApiError::Unprocessable(body(code, message, details(fields))),
             AppError::Unavailable(why) => {
-                tracing::warn!(error = %why, "service unavailable");
+                tracing::warn!(request_id = request_id::known(), error = %why, "service unavailable");
                 ApiError::Unavailable(body(
                     "unavailable",
                     "service temporarily unavailable; retry later",

@@ -56,7 +56,9 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         );
         let method = head_limits::known_method(req.method()).unwrap_or("other");
         let path = req.uri().path().to_owned();
-        let span = tracing::info_span!("request", request_id = %id);
+        // At debug level: lines written while handling a request carry `request_id` themselves
+        // (`request_id::known()`); `--log debug` adds this span to every line.
+        let span = tracing::debug_span!("request", request_id = %id);
 
         let call = async {
             if let Some(refused) = head_limits::check(&req) {

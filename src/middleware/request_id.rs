@@ -51,6 +51,13 @@ pub fn current() -> String {
     CONTEXT.try_with(|c| c.id.clone()).unwrap_or_default()
 }
 
+/// The current request's id, or `None` outside a request: a field for log lines written while
+/// handling a request. (Lines carry it explicitly rather than through a per-request span: a span
+/// with formatted fields on every request cost ~6% of `/healthz`.)
+pub fn known() -> Option<String> {
+    CONTEXT.try_with(|c| c.id.clone()).ok()
+}
+
 /// Records the user the current request authenticated as.
 pub fn set_user(user_id: i64) {
     let _ = CONTEXT.try_with(|c| c.user_id.set(Some(user_id)));

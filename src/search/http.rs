@@ -250,6 +250,7 @@ impl Embedder for HttpEmbedder {
             }
             let wait = self.backoff(attempt).max(retry_after.unwrap_or_default());
             tracing::warn!(
+                request_id = crate::middleware::request_id::known(),
                 model = %self.config.model,
                 attempt,
                 attempts,

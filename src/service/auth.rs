@@ -117,7 +117,10 @@ impl AuthService {
             Rotation::Rotated { user, family } => self.session(user, next, &family),
             Rotation::Reused { family } => {
                 self.authenticator.forget_session(&family).await;
-                tracing::warn!("refresh token reused; its session family is revoked");
+                tracing::warn!(
+                    request_id = crate::middleware::request_id::known(),
+                    "refresh token reused; its session family is revoked"
+                );
                 Err(AppError::Unauthorized(
                     "the refresh token was already used; sign in again".into(),
                 ))

@@ -123,7 +123,11 @@ impl Authenticator {
             .invalidate_entries_if(move |_, state| state.user_id == user_id)
         {
             // Only possible without `support_invalidation_closures`; drop everything instead.
-            tracing::error!(error = %e, "invalidating a user's sessions failed");
+            tracing::error!(
+                request_id = crate::middleware::request_id::known(),
+                error = %e,
+                "invalidating a user's sessions failed"
+            );
             self.cache.invalidate_all();
         }
     }
