@@ -108,7 +108,7 @@ pub fn access(line: &AccessLine<'_>) {
         }
         return;
     };
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(512);
     json_line(&mut out, line, time::OffsetDateTime::now_utc());
     writer.append(&out);
 }
@@ -147,17 +147,26 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it.
 fn timestamp(out: &mut Vec<u8>, t: time::OffsetDateTime) {
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    );
+    // Digit by digit: `write!` through `core::fmt` was a fifth of the line's cost.
+    fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+    }
+    digits(out, t.year().clamp(0, 9999) as u32, 4);
+    out.push(b'-');
+    digits(out, u8::from(t.month()).into(), 2);
+    out.push(b'-');
+    digits(out, t.day().into(), 2);
+    out.push(b'T');
+    digits(out, t.hour().into(), 2);
+    out.push(b':');
+    digits(out, t.minute().into(), 2);
+    out.push(b':');
+    digits(out, t.second().into(), 2);
+    out.push(b'.');
+    digits(out, t.microsecond(), 6);
+    out.push(b'Z');
 }
 
 /// Runs `f` on tokio's blocking pool, keeping the current tracing span, so log lines from
