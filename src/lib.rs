@@ -28,13 +28,14 @@
 //! transaction, so a crash cannot lose them. `jobs/` runs them (`worker.rs`: tokio workers;
 //! `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
 //! index and rank fusion; `service/search.rs` puts them together. Reads use a pool of `query_only`
-//! connections and never wait for the writer. Market reads go through a moka cache
+//! connections and never wait for the writer. Market reads go through a quick_cache cache
 //! (`repo/cached.rs`, decorators that `app.rs` wraps around the SQLite repositories): a market is
-//! loaded once under concurrent misses, and every write that changes a market (edit, stake,
-//! close, resolve, cancel, the close sweep) removes its entry after the commit and before the
-//! response, through the same per-key lock as the load, so no read that starts after a write has
-//! returned sees the older value; list pages are keyed by a generation number every market write
-//! bumps. The schema is versioned SQL embedded in the binary,
+//! loaded once under concurrent misses (a placeholder the others wait on), and every write that
+//! changes a market (edit, stake, close, resolve, cancel, the close sweep) removes its entry, or
+//! the placeholder of a load in flight, after the commit and before the response; a load whose
+//! placeholder was removed does not insert, so no read that starts after a write has returned
+//! sees the older value; list pages are keyed by a generation number every market write bumps.
+//! (moka, used before, cost more per miss than the SQLite read a hit saves: see the module.) The schema is versioned SQL embedded in the binary,
 //! applied at start in one transaction and tracked with `PRAGMA user_version`; a database from a
 //! newer agora is refused.
 //!

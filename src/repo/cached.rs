@@ -471,4 +471,3 @@ mod tests {
         assert_eq!(repo.get(id).await.unwrap().unwrap().version, 2);
     }
 }
-
