@@ -176,7 +176,7 @@ impl MarketCache {
 
     /// Call after a write to market `id` has committed (whatever its result): later reads see
     /// the database.
-    pub async fn written(&self, id: i64) {
+    pub fn written(&self, id: i64) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.by_id.remove(&id);
     }
@@ -207,7 +207,7 @@ impl MarketRepository for CachedMarketRepository {
 
     async fn create(&self, market: NewMarket, jobs: NewMarketJobs) -> Result<Market, RepoError> {
         let created = self.inner.create(market, jobs).await?;
-        self.cache.written(created.id).await;
+        self.cache.written(created.id);
         Ok(created)
     }
 
@@ -223,13 +223,13 @@ impl MarketRepository for CachedMarketRepository {
             .inner
             .update(id, expected_version, changes, standing, jobs)
             .await;
-        self.cache.written(id).await;
+        self.cache.written(id);
         result
     }
 
     async fn delete(&self, id: i64, expected_version: i64) -> Result<(), RepoError> {
         let result = self.inner.delete(id, expected_version).await;
-        self.cache.written(id).await;
+        self.cache.written(id);
         result
     }
 }
@@ -259,14 +259,14 @@ impl TradingRepository for CachedTradingRepository {
     ) -> Result<Placed, RepoError> {
         let result = self.inner.stake(user_id, market_id, stake, key).await;
         if !matches!(&result, Ok(placed) if placed.replayed) {
-            self.cache.written(market_id).await;
+            self.cache.written(market_id);
         }
         result
     }
 
     async fn close(&self, market_id: i64) -> Result<Market, RepoError> {
         let result = self.inner.close(market_id).await;
-        self.cache.written(market_id).await;
+        self.cache.written(market_id);
         result
     }
 
@@ -277,20 +277,20 @@ impl TradingRepository for CachedTradingRepository {
         standing: Standing,
     ) -> Result<Market, RepoError> {
         let result = self.inner.resolve(market_id, winner, standing).await;
-        self.cache.written(market_id).await;
+        self.cache.written(market_id);
         result
     }
 
     async fn cancel(&self, market_id: i64) -> Result<Market, RepoError> {
         let result = self.inner.cancel(market_id).await;
-        self.cache.written(market_id).await;
+        self.cache.written(market_id);
         result
     }
 
     async fn close_due(&self) -> Result<Vec<i64>, RepoError> {
         let closed = self.inner.close_due().await?;
         for id in &closed {
-            self.cache.written(*id).await;
+            self.cache.written(*id);
         }
         Ok(closed)
     }

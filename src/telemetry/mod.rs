@@ -7,7 +7,7 @@
 //! tracing-subscriber's JSON formatter (a field visitor building a map, then serde) it took
 //! about a third of `/healthz`'s throughput on the development machine (37-40k req/s with it,
 //! 52-59k with the log at `warn`). The line is therefore formatted by hand, in exactly the shape
-//! the JSON formatter gives, and every line goes to [`sink`]: a buffer a writer thread empties in
+//! the JSON formatter gives, and every line goes to a [`LogSink`]: a buffer a writer thread empties in
 //! bursts (one `write(2)` per tick or per 64 KiB, no wake-up per line).
 
 mod sink;
@@ -36,7 +36,7 @@ pub struct LogGuard {
 /// Installs the global tracing subscriber. Safe to call more than once (later calls are no-ops).
 ///
 /// Lines are formatted on the thread that logs them and written to stderr by a writer thread
-/// ([`sink`]: lossless, a logger waits when the buffer is full). A request's access-log line so
+/// ([`LogSink`]: lossless, a logger waits when the buffer is full). A request's access-log line so
 /// costs a copy into a buffer instead of a `write` system call on the request's path. Keep the
 /// returned guard until the process ends.
 pub fn init(format: LogFormat, filter: &str) -> LogGuard {
@@ -90,6 +90,18 @@ pub fn access(line: &AccessLine<'_>) {
     if !enabled {
         return;
     }
+    let Some(writer) = ACCESS_WRITER.get() else {
+        // Pretty format, or no subscriber installed by this process (tests): through tracing.
+        event(line);
+        return;
+    };
+    let mut out = Vec::with_capacity(512);
+    json_line(&mut out, line, time::OffsetDateTime::now_utc());
+    writer.append(&out);
+}
+
+/// The access log's event through tracing (what [`json_line`] writes by hand).
+fn event(line: &AccessLine<'_>) {
     let AccessLine {
         request_id,
         method,
@@ -99,18 +111,11 @@ pub fn access(line: &AccessLine<'_>) {
         latency_ms,
         user_id,
     } = *line;
-    let Some(writer) = ACCESS_WRITER.get() else {
-        // Pretty format, or no subscriber installed by this process (tests): through tracing.
-        if server_error {
-            tracing::warn!(target: ACCESS_TARGET, request_id, method, path, route, status, latency_ms, user_id, "request");
-        } else {
-            tracing::info!(target: ACCESS_TARGET, request_id, method, path, route, status, latency_ms, user_id, "request");
-        }
-        return;
-    };
-    let mut out = Vec::with_capacity(512);
-    json_line(&mut out, line, time::OffsetDateTime::now_utc());
-    writer.append(&out);
+    if status >= 500 {
+        tracing::warn!(target: ACCESS_TARGET, request_id, method, path, route, status, latency_ms, user_id, "request");
+    } else {
+        tracing::info!(target: ACCESS_TARGET, request_id, method, path, route, status, latency_ms, user_id, "request");
+    }
 }
 
 /// The line tracing-subscriber's JSON formatter writes for the access log's event, field for
@@ -199,22 +204,7 @@ mod tests {
             .with_span_list(false)
             .with_writer(move || Captured(sink.clone()))
             .finish();
-        let AccessLine {
-            request_id,
-            method,
-            path,
-            route,
-            status,
-            latency_ms,
-            user_id,
-        } = *line;
-        tracing::subscriber::with_default(subscriber, || {
-            if status >= 500 {
-                tracing::warn!(target: ACCESS_TARGET, request_id, method, path, route, status, latency_ms, user_id, "request");
-            } else {
-                tracing::info!(target: ACCESS_TARGET, request_id, method, path, route, status, latency_ms, user_id, "request");
-            }
-        });
+        tracing::subscriber::with_default(subscriber, || event(line));
         let bytes = captured.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }

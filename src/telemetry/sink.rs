@@ -31,7 +31,7 @@ struct State {
     closed: bool,
 }
 
-/// The shared buffer. Cloning the [`LogSink`] handle is cheap.
+/// The buffer and the conditions its writer and loggers wait on.
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
@@ -48,7 +48,7 @@ impl Shared {
     }
 }
 
-/// A handle to the log buffer: appends whole lines.
+/// A handle to the log buffer: appends whole lines. Cloning it is cheap.
 #[derive(Clone)]
 pub struct LogSink(Arc<Shared>);
 
