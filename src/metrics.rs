@@ -2,6 +2,21 @@
 //! template and status, the read cache, the job queue, the rate limiter and the database pool.
 //! Request metrics are recorded by the access-log middleware; the rest is read from its source
 //! at scrape time.
+//!
+//! # What each metric is for
+//!
+//! Served unauthenticated and not rate limited, like the health probes: scrape it from inside the
+//! network.
+//!
+//! | metric | type | labels | what it tells you |
+//! |---|---|---|---|
+//! | `agora_http_requests_total` | counter | `method`, `route`, `status` | Traffic and error rates per operation. `method` is an HTTP method's name, `other` for any unknown one; `route` is the operationId (`get_market`, `create_position`, ...), so the label set stays small; `-` for requests no route matched and for requests the rate limiter refused before routing. |
+//! | `agora_http_request_duration_seconds` | histogram | `method`, `route` | Latency per operation (buckets 0.5 ms to 5 s): p50/p99 with `histogram_quantile`. |
+//! | `agora_cache_hits_total`, `agora_cache_misses_total` | counter | | Whether the market read cache is sized right: a falling hit ratio means `--cache-markets` is too small or `--cache-ttl-secs` too short. |
+//! | `agora_jobs` | gauge | `status` | Background job queue depth: a growing `queued` means workers cannot keep up; any `dead` needs a look (`GET /api/jobs?status=dead`). |
+//! | `agora_rate_limited_total` | counter | `policy` | 429s per quota: a quota refusing real users is set too low. |
+//! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory). |
+//! | `agora_db_pool_waits_total` | counter | | Reads that found every pooled SQLite connection busy and waited: rising fast means `--db-readers` is too small for the load. |
 
 use std::sync::Arc;
 

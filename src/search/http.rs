@@ -17,7 +17,7 @@ const BODY_SNIPPET: usize = 200;
 /// Settings of the HTTP embedder.
 #[derive(Clone)]
 pub struct HttpEmbedderConfig {
-    /// e.g. "http://127.0.0.1:11434" or "https://api.openai.com/v1": "/v1/embeddings" is
+    /// e.g. `"http://127.0.0.1:11434"` or `"https://api.openai.com/v1"`: "/v1/embeddings" is
     /// appended, or just "/embeddings" when the base already ends in "/v1" (a base already ending
     /// in "/embeddings" is used as is).
     pub base_url: String,
