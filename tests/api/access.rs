@@ -78,12 +78,7 @@ async fn every_protected_route_gives_each_role_exactly_the_expected_status() {
     let job: i64 = c
         .app
         .db()
-        .query_row(
-            "SELECT min(id) FROM jobs WHERE kind = 'index_market'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+        .query_one("SELECT min(id) FROM jobs WHERE kind = 'index_market'", &[]);
 
     // (method, path, body, expected status for anonymous, owner, other, moderator, admin)
     let matrix: Vec<(Method, String, Option<Value>, [u16; 5])> = vec![
@@ -240,14 +235,10 @@ async fn nobody_can_raise_their_own_role_through_any_payload() {
         .patch("/api/me", json!({"role": "admin"}))
         .await
         .assert_error(405, "method_not_allowed");
-    let roles: Vec<String> = {
-        let db = c.app.db();
-        let mut stmt = db.prepare("SELECT role FROM users ORDER BY id").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let roles: Vec<String> = c
+        .app
+        .db()
+        .query_rows("SELECT role FROM users ORDER BY id", &[]);
     assert_eq!(roles, ["user", "user", "moderator", "admin"]);
 }
 

@@ -6,7 +6,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, JWT_SECRET, PASSWORD};
+use crate::helpers::{database_args, TestApp, JWT_SECRET, PASSWORD};
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -51,14 +51,10 @@ async fn register_login_refresh_logout_round_trip() {
         (Some("alice"), Some("user"), Some(1000))
     );
     let id = user["id"].as_i64().unwrap();
-    let grants: (i64, i64) = app
-        .db()
-        .query_row(
-            "SELECT count(*), sum(amount) FROM ledger WHERE user_id = ?1 AND kind = 'GRANT'",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let grants: (i64, i64) = app.db().query_one(
+        "SELECT count(*), CAST(sum(amount) AS BIGINT) FROM ledger WHERE user_id = $1 AND kind = 'GRANT'",
+        &[&id],
+    );
     assert_eq!(grants, (1, 1000), "the signup grant is one ledger entry");
 
     let session = app.login("alice").await;
@@ -93,14 +89,10 @@ async fn register_login_refresh_logout_round_trip() {
         .await;
     assert_eq!(again.status, StatusCode::NO_CONTENT, "logout is idempotent");
 
-    let stored: i64 = app
-        .db()
-        .query_row(
-            "SELECT count(*) FROM refresh_tokens WHERE token_hash IN (?1, ?2)",
-            [refresh, next],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: i64 = app.db().query_one(
+        "SELECT count(*) FROM refresh_tokens WHERE token_hash IN ($1, $2)",
+        &[&refresh, &next],
+    );
     assert_eq!(stored, 0, "refresh tokens are stored only as hashes");
 }
 
@@ -383,8 +375,10 @@ async fn wrong_passwords_and_unknown_users_get_the_same_401() {
 async fn a_generated_secret_is_private_and_keeps_tokens_valid_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_owned();
+    let database = database_args(dir.path());
     let config = || {
-        agora::Config::from_args(["agora", "--bind", "127.0.0.1:0", "--data-dir", &data_dir])
+        let args = ["agora", "--bind", "127.0.0.1:0", "--data-dir", &data_dir];
+        agora::Config::from_args(args.into_iter().chain(database.iter().map(String::as_str)))
             .unwrap()
     };
     let app = TestApp::spawn_with(dir, config()).await;
@@ -413,7 +407,8 @@ async fn a_generated_secret_is_private_and_keeps_tokens_valid_across_restarts() 
 async fn a_short_configured_secret_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let config = agora::Config::from_args([
+    let database = database_args(dir.path());
+    let args = [
         "agora",
         "--bind",
         "127.0.0.1:0",
@@ -421,8 +416,10 @@ async fn a_short_configured_secret_is_refused_at_start() {
         data_dir,
         "--jwt-secret",
         "too-short",
-    ])
-    .unwrap();
+    ];
+    let config =
+        agora::Config::from_args(args.into_iter().chain(database.iter().map(String::as_str)))
+            .unwrap();
     let err = agora::App::build(config).await.err().expect("refused");
     assert!(err.to_string().contains("shorter than 32 bytes"), "{err}");
 }

@@ -13,7 +13,7 @@ use rand::Rng;
 use reqwest::Client;
 use serde_json::{json, Value};
 
-use crate::helpers::{JWT_SECRET, PASSWORD};
+use crate::helpers::{database_args, TestDb, JWT_SECRET, PASSWORD};
 
 const CLIENTS: usize = 8;
 const ROUNDS: usize = 20;
@@ -35,6 +35,7 @@ impl Server {
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .args(["--jwt-secret", JWT_SECRET, "--log", "error"])
             .args(["--signup-grant", "1000000", "--rate-limit", "off"])
+            .args(database_args(dir))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -155,36 +156,29 @@ async fn acknowledged_stakes_survive_twenty_kills_exactly_once() {
         }
         server = Server::start(dir.path(), &client).await;
 
-        let conn = agora::db::rusqlite::Connection::open(dir.path().join("agora.db")).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let db = TestDb::open(dir.path());
         let acked = acked.lock().unwrap().clone();
         for (user, key) in &acked {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM bets WHERE user_id = ?1 AND idempotency_key = ?2",
-                    (user, key),
-                    |r| r.get(0),
-                )
-                .unwrap();
+            let n: i64 = db.query_one(
+                "SELECT count(*) FROM bets WHERE user_id = $1 AND idempotency_key = $2",
+                &[user, key],
+            );
             assert_eq!(
                 n, 1,
                 "round {round}: acknowledged stake {key} is present {n} times"
             );
         }
-        let stored: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM bets WHERE idempotency_key LIKE ?1",
-                [format!("r{round}-%")],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let stored: i64 = db.query_one(
+            "SELECT count(*) FROM bets WHERE idempotency_key LIKE $1",
+            &[&format!("r{round}-%")],
+        );
         // Stakes committed whose answer the kill swallowed may be there too, each at most once
         // (a request is sent once, and its key is unique per user).
         assert!(
             stored as usize >= acked.len() && stored as usize <= sent,
             "round {round}"
         );
-        let broken = agora::db::invariants::violations(&conn).unwrap();
+        let broken = db.broken_invariants();
         assert!(broken.is_empty(), "round {round}: {broken:?}");
         acked_total += acked.len();
         unacked_total += stored as usize - acked.len();

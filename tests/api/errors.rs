@@ -391,7 +391,7 @@ async fn health_and_readiness_answer_json() {
 async fn an_internal_error_is_a_generic_500_that_leaks_no_detail() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;
-    app.db().execute_batch("DROP TABLE ledger").unwrap();
+    app.db().batch("DROP TABLE ledger");
     let reply = alice.get("/api/me/ledger").await;
     reply.assert_error(500, "internal_error");
     assert_eq!(reply.body["error"], "internal server error");

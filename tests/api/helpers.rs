@@ -1,12 +1,21 @@
 //! Test harness: spawn the real server on port 0 in a temporary data dir, talk to it over HTTP.
+//! The storage engine is SQLite, or PostgreSQL when `AGORA_TEST_DATABASE_URL` is set (see
+//! [`engine`]).
+
+mod db;
+mod engine;
+mod invariants;
 
 use std::time::Duration;
 
-use agora::{db::rusqlite::Connection, App, Config};
+use agora::{App, Config};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
+
+pub use db::{SqlValue, TestDb};
+pub use engine::{database_args, fresh_database, on_postgres};
 
 /// The signing secret test servers use, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
@@ -110,9 +119,10 @@ impl TestApp {
         Self::spawn_with(dir, config).await
     }
 
-    /// Configuration for `dir` plus extra flags.
+    /// Configuration for `dir` (and its database) plus extra flags.
     pub fn config(dir: &TempDir, extra: &[&str]) -> Config {
         let data_dir = dir.path().to_str().expect("utf-8 path").to_owned();
+        let database = database_args(dir.path());
         let mut args = vec![
             "agora",
             "--bind",
@@ -122,6 +132,7 @@ impl TestApp {
             "--jwt-secret",
             JWT_SECRET,
         ];
+        args.extend(database.iter().map(String::as_str));
         // Suites register and log in many accounts from one address; tests of the limiter
         // set the quotas they need (a later flag overrides an earlier one).
         for flag in [
@@ -278,8 +289,7 @@ impl TestApp {
         let id = self.register(username).await;
         if role != "user" {
             self.db()
-                .execute("UPDATE users SET role = ?1 WHERE id = ?2", (role, id))
-                .expect("set role");
+                .execute("UPDATE users SET role = $1 WHERE id = $2", &[&role, &id]);
         }
         self.caller(username, id).await
     }
@@ -296,18 +306,14 @@ impl TestApp {
     }
 
     /// A direct connection to the server's database, for setting up and checking state.
-    pub fn db(&self) -> Connection {
-        let conn = Connection::open(self.dir.path().join("agora.db")).expect("open db");
-        conn.busy_timeout(Duration::from_secs(5))
-            .expect("busy timeout");
-        conn
+    pub fn db(&self) -> TestDb {
+        TestDb::open(self.dir.path())
     }
 
-    /// Number of rows in `table`.
-    pub fn count(&self, table: &str) -> i64 {
-        self.db()
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .expect("count")
+    /// Number of rows in `from` (a table, maybe with a `WHERE` clause).
+    #[track_caller]
+    pub fn count(&self, from: &str) -> i64 {
+        self.db().count(from)
     }
 
     /// A stable fingerprint of every market and outcome row, to show nothing changed.
@@ -315,18 +321,12 @@ impl TestApp {
         let db = self.db();
         let mut out = String::new();
         for sql in [
-            "SELECT id, name, coalesce(description, ''), creator_id, status, coalesce(close_time, 0), version, updated_at FROM markets ORDER BY id",
-            "SELECT market_id, idx, label, pool, 0, 0, 0, 0 FROM outcomes ORDER BY market_id, idx",
+            "SELECT id, name, description, creator_id, status, close_time, version, updated_at
+               FROM markets ORDER BY id",
+            "SELECT market_id, idx, label, pool FROM outcomes ORDER BY market_id, idx",
         ] {
-            let mut stmt = db.prepare(sql).expect("prepare");
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((0..8).map(|i| r.get_ref(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>()?.join("|"))
-                })
-                .expect("query");
-            for row in rows {
-                out.push_str(&row.expect("row"));
-                out.push('\n');
+            for row in db.query_rows::<Vec<SqlValue>>(sql, &[]) {
+                out.push_str(&format!("{row:?}\n"));
             }
         }
         out
@@ -419,17 +419,14 @@ impl TestApp {
     /// Checks every money invariant of DESIGN.md section 4 by SQL over the whole database.
     #[track_caller]
     pub fn assert_invariants(&self) {
-        let broken = agora::db::invariants::violations(&self.db()).expect("invariant queries run");
-        assert!(broken.is_empty(), "broken invariants: {broken:?}");
+        self.db().assert_invariants();
     }
 
     /// A user's balance, from the database.
+    #[track_caller]
     pub fn balance(&self, user_id: i64) -> i64 {
         self.db()
-            .query_row("SELECT balance FROM users WHERE id = ?1", [user_id], |r| {
-                r.get(0)
-            })
-            .expect("balance")
+            .query_one("SELECT balance FROM users WHERE id = $1", &[&user_id])
     }
 }
 

@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestDb};
 
 /// A queue on a fresh database; retries start at `backoff`.
 fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<dyn JobRepository>) {
@@ -280,9 +280,8 @@ async fn finished_jobs_are_deleted_after_the_retention_and_nothing_else_is() {
         assert!(queue.succeed(&claimed, None).await.unwrap());
     }
     // The first finished job ended long ago; the second just now; the third still waits.
-    let conn = agora::db::rusqlite::Connection::open(dir.path().join("agora.db")).unwrap();
-    conn.execute("UPDATE jobs SET finished_at = 0 WHERE id = ?1", [ids[0]])
-        .unwrap();
+    TestDb::sqlite(&dir.path().join("agora.db"))
+        .execute("UPDATE jobs SET finished_at = 0 WHERE id = $1", &[&ids[0]]);
     assert_eq!(
         queue
             .prune_finished(Duration::from_secs(3600))
@@ -353,14 +352,11 @@ async fn a_job_enqueued_before_a_crash_runs_after_the_restart() {
         .create_market(json!({"name": "Will the lighthouse be repainted red?"}))
         .await;
     let mid = market["id"].as_i64().unwrap();
-    let job_id: i64 = app
-        .db()
-        .query_row(
-            "SELECT id FROM jobs WHERE kind = 'index_market' AND payload ->> 'market_id' = ?1",
-            [mid],
-            |r| r.get(0),
-        )
-        .expect("the index job was committed with the market");
+    let job_id: i64 = app.db().query_one(
+        "SELECT id FROM jobs
+          WHERE kind = 'index_market' AND CAST(payload ->> 'market_id' AS BIGINT) = $1",
+        &[&mid],
+    );
     let job = alice.get(&format!("/api/jobs/{job_id}")).await;
     assert_eq!(job.status, StatusCode::OK, "{}", job.text);
     assert_eq!(job.body["data"]["status"], "queued");
@@ -469,14 +465,10 @@ async fn a_reindex_indexes_every_market_and_skips_unchanged_text() {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["result"]["enqueued"], 2);
     indexed(&app).await;
-    let outcomes: Vec<String> = app
-        .db()
-        .prepare("SELECT result ->> 'outcome' FROM jobs WHERE kind = 'index_market' ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let outcomes: Vec<String> = app.db().query_rows(
+        "SELECT result ->> 'outcome' FROM jobs WHERE kind = 'index_market' ORDER BY id",
+        &[],
+    );
     assert_eq!(outcomes, ["embedded", "embedded", "unchanged", "unchanged"]);
     assert_eq!(app.count("market_vectors"), 2);
 }
@@ -484,14 +476,9 @@ async fn a_reindex_indexes_every_market_and_skips_unchanged_text() {
 /// Waits until every `index_market` job has ended.
 pub async fn indexed(app: &TestApp) {
     for _ in 0..800 {
-        let pending: i64 = app
+        let pending = app
             .db()
-            .query_row(
-                "SELECT count(*) FROM jobs WHERE kind = 'index_market' AND status IN ('queued', 'running')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+            .count("jobs WHERE kind = 'index_market' AND status IN ('queued', 'running')");
         if pending == 0 {
             return;
         }

@@ -130,12 +130,10 @@ async fn list_filters_sorts_pages_and_counts() {
                 .unwrap(),
         );
     }
-    app.db()
-        .execute(
-            "UPDATE markets SET status = 'closed' WHERE id = ?1",
-            [ids[0]],
-        )
-        .unwrap();
+    app.db().execute(
+        "UPDATE markets SET status = 'closed' WHERE id = $1",
+        &[&ids[0]],
+    );
 
     let page = app.get("/api/markets").await;
     assert_eq!(page.status, StatusCode::OK);
@@ -353,8 +351,7 @@ async fn markets_that_are_no_longer_active_cannot_be_edited() {
     let (app, user) = app_with_user().await;
     let m = user.create_market(json!({"name": "Closed soon"})).await;
     app.db()
-        .execute("UPDATE markets SET status = 'closed'", [])
-        .unwrap();
+        .execute("UPDATE markets SET status = 'closed'", &[]);
     let before = app.snapshot();
     let path = format!("/api/markets/{}", m["id"]);
     user.patch(&path, json!({"name": "Too late"}))
@@ -370,9 +367,7 @@ async fn markets_that_are_no_longer_active_cannot_be_edited() {
 async fn markets_with_stakes_cannot_be_deleted() {
     let (app, user) = app_with_user().await;
     let m = user.create_market(json!({"name": "Has volume"})).await;
-    app.db()
-        .execute("UPDATE markets SET volume = 10", [])
-        .unwrap();
+    app.db().execute("UPDATE markets SET volume = 10", &[]);
     user.delete(&format!("/api/markets/{}", m["id"]))
         .await
         .assert_error(409, "market_has_stakes");

@@ -76,15 +76,13 @@ async fn markets_with_ties(app: &TestApp, user: &Caller) -> Vec<i64> {
         );
     }
     // Set before the first list read, so no cached page predates it.
-    app.db()
-        .execute_batch(
-            "UPDATE markets SET volume = (id % 4) * 10,
+    app.db().batch(
+        "UPDATE markets SET volume = (id % 4) * 10,
                                 created_at = 1700000000000 + (id / 3) * 1000,
                                 close_time = CASE WHEN id % 3 = 0 THEN NULL
                                                   ELSE 4102444800000 + (id % 5) * 60000 END;
              UPDATE markets SET status = 'closed' WHERE id % 2 = 0;",
-        )
-        .unwrap();
+    );
     created
 }
 

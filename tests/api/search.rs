@@ -322,14 +322,10 @@ async fn a_provider_failing_twice_then_answering_indexes_and_when_down_search_is
     )
     .await;
     indexed(&app).await;
-    let (status, attempts, outcome): (String, i64, String) = app
-        .db()
-        .query_row(
-            "SELECT status, attempts, result ->> 'outcome' FROM jobs WHERE kind = 'index_market'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let (status, attempts, outcome): (String, i64, String) = app.db().query_one(
+        "SELECT status, attempts, result ->> 'outcome' FROM jobs WHERE kind = 'index_market'",
+        &[],
+    );
     assert_eq!(
         (status.as_str(), attempts, outcome.as_str()),
         ("succeeded", 3, "embedded")
@@ -337,10 +333,7 @@ async fn a_provider_failing_twice_then_answering_indexes_and_when_down_search_is
     let times = provider.times.lock().unwrap().clone();
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[1] > gaps[0], "retries wait longer each time: {gaps:?}");
-    let model: String = app
-        .db()
-        .query_row("SELECT model FROM market_vectors", [], |r| r.get(0))
-        .unwrap();
+    let model: String = app.db().query_one("SELECT model FROM market_vectors", &[]);
     assert_eq!(model, "http:stand-in");
     let reply = app.get("/api/markets/search?q=thames%20frozen").await;
     assert_eq!(reply.body["meta"]["mode"], "hybrid", "{}", reply.text);
@@ -359,15 +352,11 @@ async fn a_provider_failing_twice_then_answering_indexes_and_when_down_search_is
     create(&alice, "Will the Seine flood in spring?", "Vigicrues.").await;
     let mut job = (String::new(), 0i64, None::<String>);
     for _ in 0..200 {
-        job = app
-            .db()
-            .query_row(
-                "SELECT status, attempts, last_error FROM jobs
-                  WHERE kind = 'index_market' ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap();
+        job = app.db().query_one(
+            "SELECT status, attempts, last_error FROM jobs
+              WHERE kind = 'index_market' ORDER BY id DESC LIMIT 1",
+            &[],
+        );
         if job.1 >= 2 {
             break;
         }

@@ -10,6 +10,8 @@ use std::{
 
 use agora::{app::StartError, App, Config};
 
+use crate::helpers::{database_args, fresh_database, on_postgres};
+
 #[tokio::test]
 async fn a_start_on_a_taken_port_fails_and_leaves_nothing_in_the_data_dir() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -17,14 +19,19 @@ async fn a_start_on_a_taken_port_fails_and_leaves_nothing_in_the_data_dir() {
     let parent = tempfile::tempdir().unwrap();
     let data_dir = parent.path().join("fresh");
     // No --jwt-secret: a start that got far enough would generate one into the data dir.
-    let config = Config::from_args([
+    // On PostgreSQL a database of its own (a data dir's would be named in the dir).
+    let mut args = vec![
         "agora",
         "--bind",
         &addr,
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ])
-    .unwrap();
+    ];
+    let database = on_postgres().then(fresh_database);
+    if let Some(url) = &database {
+        args.extend(["--database-url", url]);
+    }
+    let config = Config::from_args(args).unwrap();
 
     let started = App::build(config).await;
 
@@ -86,6 +93,7 @@ async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_format
             Command::new(env!("CARGO_BIN_EXE_agora"))
                 .args(["--data-dir", dir.path().to_str().unwrap()])
                 .args(["--bind", "127.0.0.1:0", "--log-format", format])
+                .args(database_args(dir.path()))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()

@@ -20,7 +20,7 @@ use clap::Parser as _;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{Reply, TestApp};
+use crate::helpers::{database_args, Reply, TestApp};
 
 const README: &str = include_str!("../../README.md");
 /// The address the README's commands use; the test server's replaces it.
@@ -30,10 +30,18 @@ const DEFAULT_BASE: &str = "http://127.0.0.1:8080";
 async fn the_readme_tour_runs_as_shown_on_the_quick_starts_data() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_owned();
-    run_quick_start(&data_dir).await;
+    // On PostgreSQL, the quick start's commands and server are all given the data dir's
+    // database.
+    let database = database_args(dir.path());
+    run_quick_start(&data_dir, &database).await;
     // The quick start's server: every setting at its default but the port.
-    let config =
-        Config::from_args(["agora", "--bind", "127.0.0.1:0", "--data-dir", &data_dir]).unwrap();
+    let args = ["agora", "--bind", "127.0.0.1:0", "--data-dir", &data_dir];
+    let config = Config::from_args(
+        args.iter()
+            .copied()
+            .chain(database.iter().map(String::as_str)),
+    )
+    .unwrap();
     let app = TestApp::spawn_with(dir, config).await;
 
     let steps = tour_steps();
@@ -46,8 +54,9 @@ async fn the_readme_tour_runs_as_shown_on_the_quick_starts_data() {
 }
 
 /// Runs the quick start's `cargo run --release -- <subcommand>` lines (other than the server
-/// itself) against `data_dir`, through the binary's own command-line parser.
-async fn run_quick_start(data_dir: &str) {
+/// itself) against `data_dir` with the flags in `database`, through the binary's own
+/// command-line parser.
+async fn run_quick_start(data_dir: &str, database: &[String]) {
     let quick_start = section("## Quick start");
     let mut ran = Vec::new();
     for block in blocks(&quick_start).iter().filter(|b| b.lang == "sh") {
@@ -62,6 +71,7 @@ async fn run_quick_start(data_dir: &str) {
                 .map(|(text, _)| text.to_owned());
             let mut argv = vec!["agora".to_owned(), "--data-dir".into(), data_dir.into()];
             argv.extend(args.split_whitespace().map(str::to_owned));
+            argv.extend_from_slice(database);
             let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{line}: {e}"));
             match cli.command {
                 Some(Command::Seed(args)) => {

@@ -114,12 +114,10 @@ async fn refused_stakes_get_the_right_status_and_move_nothing() {
     bad_key.assert_field_error(422, "validation_failed", "Idempotency-Key");
     assert_eq!((app.snapshot(), app.balance(alice.id)), before);
 
-    app.db()
-        .execute(
-            "UPDATE markets SET close_time = 1 WHERE id = ?1",
-            [id.as_i64().unwrap()],
-        )
-        .unwrap();
+    app.db().execute(
+        "UPDATE markets SET close_time = 1 WHERE id = $1",
+        &[&id.as_i64().unwrap()],
+    );
     alice
         .stake(&id, 0, 10)
         .await
@@ -272,14 +270,10 @@ async fn resolution_pays_the_whole_pool_pro_rata_once() {
         positions.column("payout"),
         [json!(0), json!(467), json!(234)]
     );
-    let rule: (i64, i64, String) = app
-        .db()
-        .query_row(
-            "SELECT pool, leftover, rule FROM settlements WHERE market_id = ?1",
-            [id.as_i64().unwrap()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let rule: (i64, i64, String) = app.db().query_one(
+        "SELECT pool, leftover, rule FROM settlements WHERE market_id = $1",
+        &[&id.as_i64().unwrap()],
+    );
     assert_eq!((rule.0, rule.1), (701, 1));
     assert!(rule.2.contains("largest remainder"));
 
@@ -325,16 +319,10 @@ async fn cancellation_and_a_winner_nobody_backed_refund_every_stake() {
         .await;
     assert_eq!(r.body["data"]["resolution"], "C");
     assert_eq!((app.balance(alice.id), app.balance(bob.id)), (1000, 1000));
-    let kinds: Vec<String> = {
-        let db = app.db();
-        let mut stmt = db
-            .prepare("SELECT DISTINCT kind FROM ledger WHERE kind != 'GRANT' ORDER BY kind")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let kinds: Vec<String> = app.db().query_rows(
+        "SELECT DISTINCT kind FROM ledger WHERE kind != 'GRANT' ORDER BY kind",
+        &[],
+    );
     assert_eq!(kinds, ["REFUND", "STAKE"]);
     app.assert_invariants();
 }
@@ -380,12 +368,10 @@ async fn markets_close_by_themselves_at_their_close_time() {
     let app = TestApp::spawn_with(dir, config).await;
     let alice = app.user("alice").await;
     let id = market(&alice, &["YES", "NO"]).await;
-    app.db()
-        .execute(
-            "UPDATE markets SET close_time = 1 WHERE id = ?1",
-            [id.as_i64().unwrap()],
-        )
-        .unwrap();
+    app.db().execute(
+        "UPDATE markets SET close_time = 1 WHERE id = $1",
+        &[&id.as_i64().unwrap()],
+    );
     let mut status = Value::Null;
     for _ in 0..50 {
         status = app.get(&format!("/api/markets/{id}")).await.body["data"]["status"].clone();
@@ -464,14 +450,10 @@ async fn stakes_racing_a_resolution_are_either_paid_or_refused_never_lost() {
     for (user, reply) in &stakes {
         match reply.status {
             StatusCode::CREATED => {
-                let payout: Option<i64> = app
-                    .db()
-                    .query_row(
-                        "SELECT payout FROM positions WHERE market_id = ?1 AND user_id = ?2",
-                        (id.as_i64().unwrap(), user),
-                        |r| r.get(0),
-                    )
-                    .unwrap();
+                let payout: Option<i64> = app.db().query_one(
+                    "SELECT payout FROM positions WHERE market_id = $1 AND user_id = $2",
+                    &[&id.as_i64().unwrap(), user],
+                );
                 assert!(payout.is_some(), "an acknowledged stake was settled");
             }
             StatusCode::CONFLICT => {
