@@ -1,5 +1,7 @@
 //! Backups taken under load restore to a sound database; restore waits for the server to stop;
-//! the admin endpoint and its retention; start-up refuses what it cannot serve safely.
+//! the admin endpoint and its retention; start-up refuses what it cannot serve safely. Backups
+//! are copies of SQLite's `agora.db`: on PostgreSQL they are `pg_dump`'s job, and `agora
+//! backup` and `agora restore` say so.
 
 use std::{
     sync::{
@@ -16,10 +18,16 @@ use agora::{
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::{helpers::TestApp, jobs::indexed};
+use crate::{
+    helpers::{database_args, skip_on_postgres, skip_on_sqlite, TestApp},
+    jobs::indexed,
+};
 
 #[tokio::test]
 async fn a_backup_taken_during_a_stake_load_restores_to_a_sound_database() {
+    if skip_on_postgres("copies and restores the SQLite file agora.db") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let owner = app.user("owner").await;
     let mut markets = Vec::new();
@@ -103,6 +111,9 @@ async fn a_backup_taken_during_a_stake_load_restores_to_a_sound_database() {
 
 #[tokio::test]
 async fn the_admin_backup_endpoint_leaves_checked_copies_and_keeps_the_newest() {
+    if skip_on_postgres("the backup job copies the SQLite file agora.db") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = TestApp::config(&dir, &["--backup-keep", "2"]);
     let app = TestApp::spawn_with(dir, config).await;
@@ -153,7 +164,10 @@ async fn build_error(dir: &std::path::Path) -> String {
 }
 
 #[tokio::test]
-async fn start_up_refuses_a_second_server_a_damaged_or_newer_database_and_an_unusable_dir() {
+async fn start_up_refuses_a_second_server_and_a_damaged_or_newer_database() {
+    if skip_on_postgres("the data-dir lock and agora.db's files are SQLite's") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let why = build_error(app.dir.path()).await;
     assert!(why.contains("a running agora server holds"), "{why}");
@@ -170,7 +184,11 @@ async fn start_up_refuses_a_second_server_a_damaged_or_newer_database_and_an_unu
     }
     let why = build_error(dir.path()).await;
     assert!(why.contains("cannot open database"), "{why}");
+}
 
+#[tokio::test]
+async fn start_up_refuses_a_data_dir_it_cannot_create() {
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let why = build_error(&file.join("data")).await;
@@ -184,6 +202,9 @@ fn app_db_set_version(db: &std::path::Path, version: i64) {
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_with_503_whole_and_reads_go_on() {
+    if skip_on_postgres("--db-max-size-mb caps the SQLite file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // The fresh database takes about 0.5 MiB; a 2 MiB cap fills after some markets.
     let config = TestApp::config(&dir, &["--db-max-size-mb", "2", "--job-workers", "0"]);
@@ -226,6 +247,9 @@ async fn a_full_disk_refuses_writes_with_503_whole_and_reads_go_on() {
 #[cfg(unix)]
 #[tokio::test]
 async fn the_data_dir_database_wal_and_backups_are_private_to_the_server_user() {
+    if skip_on_postgres("the files checked are SQLite's: agora.db, its WAL and the lock") {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = |path: &std::path::Path| {
         std::fs::metadata(path)
@@ -261,4 +285,35 @@ async fn the_data_dir_database_wal_and_backups_are_private_to_the_server_user() 
     let app = TestApp::spawn_with(tempfile::tempdir().expect("tempdir"), config).await;
     assert_eq!(mode(&data.join("agora.db")), 0o600);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn on_postgresql_backup_and_restore_refuse_and_name_pg_dump_and_pg_restore() {
+    if skip_on_sqlite("agora backup and restore copy agora.db there (the tests above)") {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    app.user("alice").await;
+    let dir = app.stop().await;
+    let copy = dir.path().join("copy.db");
+    let run = |command: &str, tool: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["--data-dir", dir.path().to_str().unwrap(), "--log", "error"])
+            .args(database_args(dir.path()))
+            .args([command, copy.to_str().unwrap()])
+            .output()
+            .expect("agora runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "agora {command} succeeded: {stderr}");
+        assert!(
+            stderr.contains(tool),
+            "agora {command} does not name {tool}: {stderr}"
+        );
+    };
+    run("backup", "pg_dump");
+    assert!(!copy.exists(), "a refused backup wrote {}", copy.display());
+    std::fs::write(&copy, b"not a database").unwrap();
+    run("restore", "pg_restore");
+    let app = TestApp::spawn_in(dir).await;
+    assert_eq!(app.count("users"), 1, "a refused restore changed nothing");
 }

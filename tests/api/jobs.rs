@@ -18,9 +18,13 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{skip_on_postgres, TestApp, TestDb};
 
-/// A queue on a fresh database; retries start at `backoff`.
+/// Why the queue tests below run on SQLite alone.
+const SQLITE_QUEUE: &str = "drives SqliteJobRepository directly (on PostgreSQL the queue is \
+     exercised through the server by the jobs API tests)";
+
+/// A queue on a fresh SQLite database; retries start at `backoff`.
 fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<dyn JobRepository>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap();
@@ -88,6 +92,9 @@ impl Handler for Flaky {
 
 #[tokio::test]
 async fn a_job_failing_twice_is_retried_with_growing_delays_and_succeeds() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (_dir, queue) = queue(Duration::from_millis(200), Duration::from_secs(5));
     let handler = Arc::new(Flaky {
         failures: 2,
@@ -116,6 +123,9 @@ async fn a_job_failing_twice_is_retried_with_growing_delays_and_succeeds() {
 
 #[tokio::test]
 async fn a_job_that_always_fails_ends_dead_with_its_last_error() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
     let handler = Arc::new(Flaky {
         failures: u32::MAX,
@@ -161,6 +171,9 @@ impl Handler for Exclusive {
 
 #[tokio::test]
 async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
     let handler = Arc::new(Exclusive::default());
     let mut ids = Vec::new();
@@ -189,6 +202,9 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
 
 #[tokio::test]
 async fn a_job_whose_worker_died_runs_again_once_its_lease_runs_out() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_millis(300));
     let id = queue
         .enqueue(job("orphan", json!({})))
@@ -243,6 +259,9 @@ impl Handler for Unruly {
 
 #[tokio::test]
 async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
     let workers = workers(
         &queue,
@@ -264,6 +283,9 @@ async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on(
 
 #[tokio::test]
 async fn finished_jobs_are_deleted_after_the_retention_and_nothing_else_is() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -313,6 +335,9 @@ impl Handler for Slow {
 
 #[tokio::test]
 async fn shutdown_lets_running_jobs_finish_and_leaves_the_rest_queued() {
+    if skip_on_postgres(SQLITE_QUEUE) {
+        return;
+    }
     let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
     let first = queue
         .enqueue(job("slow", json!({})))

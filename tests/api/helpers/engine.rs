@@ -41,6 +41,24 @@ pub fn engine_name() -> &'static str {
     }
 }
 
+/// For a test that only makes sense on SQLite: true (after saying why on stderr) when the
+/// suite runs on PostgreSQL, and the test should return.
+pub fn skip_on_postgres(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    on_postgres()
+}
+
+/// For a test that only makes sense on PostgreSQL: true (after saying why on stderr) when the
+/// suite runs on SQLite, and the test should return.
+pub fn skip_on_sqlite(why: &str) -> bool {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: {why}");
+    }
+    !on_postgres()
+}
+
 /// The PostgreSQL database of data directory `dir` (which must exist): the one named in it, or
 /// a fresh one, then named in it. `None` on SQLite.
 pub fn database_url(dir: &Path) -> Option<String> {
