@@ -45,7 +45,7 @@ fn benches(c: &mut Criterion) {
         },
     ))
     .unwrap();
-    let storage = agora::app::open_storage(&config).unwrap();
+    let storage = rt.block_on(agora::app::open_storage(&config)).unwrap();
     let sqlite: Arc<dyn MarketRepository> = storage.markets.clone();
     let cache = MarketCache::new(CacheConfig {
         markets: 10_000,

@@ -37,7 +37,7 @@ pub async fn create_user(config: &Config, args: &CreateUserArgs) -> Result<User,
         RoleArg::User => Role::User,
     };
     let hash = hash_blocking(&credentials.password).map_err(|e| StartError::Init(e.to_string()))?;
-    let storage = open_storage(config)?;
+    let storage = open_storage(config).await?;
     let created = storage
         .users
         .create(credentials.username, hash, role, config.signup_grant)

@@ -27,6 +27,7 @@ use crate::{
     },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
+        postgres::{self, PgOptions},
         sqlite, Backup, JobRepository, MarketRepository, Storage, TradingRepository,
     },
     search::{
@@ -85,7 +86,7 @@ pub struct App {
     tokens: Arc<Tokens>,
     passwords: Arc<Passwords>,
     embedder: Arc<dyn Embedder>,
-    lock: DataDirLock,
+    lock: Option<DataDirLock>,
 }
 
 /// The embedder `config` asks for.
@@ -120,10 +121,16 @@ fn create_data_dir(config: &Config) -> Result<(), StartError> {
     })
 }
 
-/// Opens the data directory and the storage engine in it (creating, checking and migrating the
-/// database as needed): the one place that picks the engine. The server, `agora seed` and
+/// Opens the storage engine `config` names (creating, checking and migrating the database as
+/// needed): the one place that picks the engine. With `--database-url` that is PostgreSQL;
+/// otherwise SQLite in the data directory (created when missing). The server, `agora seed` and
 /// `agora users create` all go through it.
-pub fn open_storage(config: &Config) -> Result<Storage, StartError> {
+pub async fn open_storage(config: &Config) -> Result<Storage, StartError> {
+    if let Some(options) = postgres_options(config)? {
+        return postgres::open(&options, config.queue())
+            .await
+            .map_err(|e| StartError::Init(e.to_string()));
+    }
     create_data_dir(config)?;
     let options = DbOptions {
         synchronous: config.synchronous,
@@ -139,9 +146,40 @@ pub fn open_storage(config: &Config) -> Result<Storage, StartError> {
     )?)
 }
 
+/// The PostgreSQL settings when `--database-url` asks for PostgreSQL; an error for a URL of
+/// any other kind.
+fn postgres_options(config: &Config) -> Result<Option<PgOptions>, StartError> {
+    let Some(url) = &config.database_url else {
+        return Ok(None);
+    };
+    if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
+        return Err(StartError::Init(
+            "--database-url must be a postgres:// or postgresql:// URL (without it, agora uses \
+             SQLite in the data directory)"
+                .into(),
+        ));
+    }
+    if config.backup_every_secs > 0 {
+        return Err(StartError::Init(
+            "--backup-every-secs backs up SQLite; on PostgreSQL back up with pg_dump or your \
+             platform's backups"
+                .into(),
+        ));
+    }
+    Ok(Some(PgOptions {
+        url: url.0.clone(),
+        pool_size: config.db_pool_size,
+        statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+        connect_timeout: Duration::from_secs(5),
+    }))
+}
+
 /// Backups of the database `config` names, without opening it (`agora backup` and `agora
-/// restore`).
+/// restore`); on PostgreSQL they refuse, naming `pg_dump` and `pg_restore`.
 pub fn backups(config: &Config) -> Arc<dyn Backup> {
+    if config.database_url.is_some() {
+        return postgres::backups();
+    }
     sqlite::backups(&config.db_path(), &config.data_dir)
 }
 
@@ -161,10 +199,16 @@ impl App {
         let embedder = embedder(&config)?;
         create_data_dir(&config)?;
         let secret = jwt_secret(&config)?;
-        // One server per data directory; `agora restore` waits for it to stop.
-        let lock =
-            DataDirLock::acquire(&config.data_dir).map_err(|e| StartError::Init(e.to_string()))?;
-        let storage = open_storage(&config)?;
+        // One server per SQLite data directory; `agora restore` waits for it to stop. Several
+        // servers may share one PostgreSQL database.
+        let lock = match config.database_url {
+            None => Some(
+                DataDirLock::acquire(&config.data_dir)
+                    .map_err(|e| StartError::Init(e.to_string()))?,
+            ),
+            Some(_) => None,
+        };
+        let storage = open_storage(&config).await?;
         let tokens = Arc::new(Tokens::new(
             &secret,
             Duration::from_secs(config.access_token_ttl_secs),

@@ -1,9 +1,9 @@
 //! agora: a prediction-markets API server. One binary serves an OpenAPI-documented REST API on
-//! an embedded SQLite database.
+//! an embedded SQLite database, or on PostgreSQL with `--database-url`.
 //!
 //! Layers, dependencies pointing down: `api` (HTTP handlers) -> `service` (rules) -> `repo`
-//! (data access behind traits; the SQLite engine in `repo/sqlite/`) -> `db` (SQLite
-//! connections, writer, migrations). `jobs` (workers and handlers) sits beside `api`, above the
+//! (data access behind traits; the SQLite engine in `repo/sqlite/` over `db`, its connections,
+//! writer and migrations; the PostgreSQL engine in `repo/postgres/`). `jobs` (workers and handlers) sits beside `api`, above the
 //! services it calls. `app` wires them; `main` only parses the command line.
 //!
 //! ## Architecture
@@ -40,9 +40,11 @@
 //! newer agora is refused.
 //!
 //! The storage seam: everything engine-specific is in `repo/sqlite/` (the repositories, the
-//! SQL, the row mappings, the SQLite error codes) and `db/` (its machinery); nothing above them
-//! names a SQLite driver type, and only `app::open_storage` (the one branch a second engine adds)
-//! reaches into them: it opens the engine with its start-up checks and gets a `repo::Storage`,
+//! SQL, the row mappings, the SQLite error codes) with `db/` (its machinery), and in
+//! `repo/postgres/` (the same for PostgreSQL: a deadpool pool, row locks where SQLite has its
+//! single writer, `FOR UPDATE SKIP LOCKED` job claims, `tsvector` keyword search, SQLSTATEs
+//! mapped in `codes.rs`); nothing above them names a driver type, and only `app::open_storage`
+//! (the one place that picks the engine, from `--database-url`) reaches into them: it opens the engine with its start-up checks and gets a `repo::Storage`,
 //! every repository as an `Arc<dyn Trait>` plus the engine's probes (`repo::Engine`: readiness,
 //! pool waits, closing) and backups (`repo::Backup`). Rules both engines need are pure functions in `domain/`: the
 //! stake rules (`domain/staking.rs`), settlement (`domain/trading.rs`), the retry rule of jobs

@@ -88,7 +88,7 @@ const OUTCOME_SETS: &[&[&str]] = &[
 /// Creates demo users, then markets, in chunks of `CHUNK` per transaction.
 pub async fn run(config: &Config, args: &SeedArgs) -> Result<SeedReport, StartError> {
     let started = Instant::now();
-    let storage = open_storage(config)?;
+    let storage = open_storage(config).await?;
     let users = args.users.unwrap_or((args.markets / 10).max(10)).max(1);
     let seeded = seed(&storage, config, args.markets, users).await;
     storage.engine.close().await;

@@ -130,6 +130,7 @@ pub fn run(
     data_dir: &Path,
     markets: u64,
     peer: Option<&Peer>,
+    postgres: Option<&Postgres>,
 ) -> Value {
     let addr = free_addr();
     let mut command = Command::new(bare_poem);
@@ -147,7 +148,7 @@ pub fn run(
             None,
         )
     });
-    let ours = measure_server(Server::agora(agora, data_dir, &[]), |base| {
+    let agora_loads = |base: &str| -> Vec<Figures> {
         let tokens = gen.runtime.block_on(login_all(&gen.client, base, TOKENS));
         let active = gen
             .runtime
@@ -161,6 +162,13 @@ pub fn run(
         (0..loads.len())
             .map(|i| gen.measure_lines(base, &loads[i], lines_for(i)))
             .collect()
+    };
+    let ours = measure_server(Server::agora(agora, data_dir, &[]), agora_loads);
+    let on_postgres = postgres.map(|pg| {
+        measure_server(
+            Server::agora(agora, pg.data_dir.path(), &["--database-url", &pg.url]),
+            agora_loads,
+        )
     });
 
     let theirs = peer.map(|peer| {
@@ -179,6 +187,9 @@ pub fn run(
     });
 
     print(&reference, &ours, theirs.as_ref());
+    if let Some(pg) = &on_postgres {
+        print_postgres(&ours, pg);
+    }
     let side = |s: &Side, names: &[&str]| {
         json!({
             "idle_pss_mib": s.idle_pss, "peak_pss_mib": s.peak_pss,
@@ -192,7 +203,44 @@ pub fn run(
         "bare_poem": side(&reference, &["GET /healthz"]),
         "agora": side(&ours, &NAMES),
         "fastify": theirs.as_ref().map(|t| side(t, &NAMES)),
+        "agora_postgres": on_postgres.as_ref().map(|p| side(p, &NAMES)),
     })
+}
+
+/// agora on PostgreSQL (`--database-url`): a database the bench seeded like the SQLite one,
+/// and a data dir of its own (for the JWT secret).
+pub struct Postgres {
+    /// The database's URL.
+    pub url: String,
+    /// The server's data dir.
+    pub data_dir: tempfile::TempDir,
+}
+
+/// The same workloads on agora over PostgreSQL (on the same machine), beside agora on SQLite.
+/// PSS is agora's process only: PostgreSQL's own processes are not counted.
+fn print_postgres(sqlite: &Side, pg: &Side) {
+    let cells = |f: &Figures| {
+        format!(
+            "{:>8.0} | {:>7.2} | {:>7.2} | {:>6}",
+            f.rps, f.p50_ms, f.p99_ms, f.errors
+        )
+    };
+    println!("\n### agora on PostgreSQL (same machine) beside agora on SQLite\n");
+    println!("| workload | PostgreSQL req/s | p50 ms | p99 ms | errors | SQLite req/s | p50 ms | p99 ms | errors | PostgreSQL / SQLite |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, name) in NAMES.iter().enumerate() {
+        let (p, s) = (&pg.rows[i], &sqlite.rows[i]);
+        println!(
+            "| {name:<44} | {} | {} | {:>5.2} |",
+            cells(p),
+            cells(s),
+            p.rps / s.rps
+        );
+    }
+    println!(
+        "\nagora's PSS on PostgreSQL (its own process; PostgreSQL's not counted): idle {:.0} MiB, peak {:.0} MiB\n",
+        pg.idle_pss, pg.peak_pss
+    );
 }
 
 fn print(reference: &Side, ours: &Side, theirs: Option<&Side>) {

@@ -23,6 +23,11 @@
 //! The generator shares the machine's cores with the server, so the ratios (to `/healthz`, to
 //! the bare handler, to Fastify) are the figures to compare, not the absolute rates.
 //!
+//! With `-- --database-url postgres://...` (`cargo bench --bench load -- --database-url URL`;
+//! the database should be empty: the bench seeds it like the SQLite one), the comparison adds
+//! agora on PostgreSQL: the same workloads, beside agora on SQLite, and the invariants are
+//! checked over that database too.
+//!
 //! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
 //! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
@@ -258,6 +263,59 @@ fn run_other_servers(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path,
     }
 }
 
+/// The value of `--database-url` among the bench's arguments (after `--`).
+fn database_url() -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != "--database-url");
+    args.next()?;
+    Some(args.next().expect("--database-url needs a postgres:// URL"))
+}
+
+/// Seeds `markets` markets and [`compare::USERS`] users through `agora seed` with `extra` flags
+/// (the data dir, and the database URL on PostgreSQL).
+fn seed(bin: &Path, extra: &[&str], markets: u64, what: &str) {
+    let started = Instant::now();
+    let status = Command::new(bin)
+        .args(extra)
+        .args(["--log", "warn", "--signup-grant", GRANT, "seed"])
+        .args(["--markets", &markets.to_string(), "--users"])
+        .arg(compare::USERS.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "seeding {what} failed");
+    println!(
+        "seeded {markets} markets and {} users {what} in {:.1} s",
+        compare::USERS,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Checks the money invariants over the PostgreSQL database at `url`.
+fn check_postgres_invariants(gen: &Generator, url: &str) -> Vec<&'static str> {
+    let broken = gen.runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        let mut broken = Vec::new();
+        for (name, sql) in agora::db::invariants::CHECKS {
+            let n: i64 = client.query_one(*sql, &[]).await.expect("check").get(0);
+            if n != 0 {
+                broken.push(*name);
+            }
+        }
+        broken
+    });
+    println!(
+        "invariants on PostgreSQL: {}",
+        if broken.is_empty() {
+            "all hold".to_owned()
+        } else {
+            format!("BROKEN {broken:?}")
+        }
+    );
+    broken
+}
+
 fn main() {
     let secs = env_or("AGORA_BENCH_SECS", 5);
     let warmup = env_or("AGORA_BENCH_WARMUP", 3);
@@ -265,27 +323,18 @@ fn main() {
     let connections = env_or("AGORA_BENCH_CONNECTIONS", 64) as usize;
     let (bin, bare_poem) = release_binaries();
     let dir = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let status = Command::new(&bin)
-        .args([
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--log",
-            "warn",
-            "--signup-grant",
-            GRANT,
-            "seed",
-        ])
-        .args(["--markets", &markets.to_string(), "--users"])
-        .arg(compare::USERS.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    println!(
-        "seeded {markets} markets and {} users in {:.1} s",
-        compare::USERS,
-        started.elapsed().as_secs_f64()
+    seed(
+        &bin,
+        &["--data-dir", dir.path().to_str().unwrap()],
+        markets,
+        "into SQLite",
     );
+    let postgres = database_url().map(|url| {
+        let data_dir = tempfile::tempdir().unwrap();
+        let flags = ["--data-dir", data_dir.path().to_str().unwrap(), "--database-url", &url];
+        seed(&bin, &flags, markets, "into PostgreSQL");
+        compare::Postgres { url, data_dir }
+    });
     let gen = Generator::new(connections, warmup, secs);
     println!("{}", gen.describe());
     // The cache holds 10,000 markets by default: "cache warm" reads pick among the first 10,000.
@@ -301,7 +350,15 @@ fn main() {
     if peer.is_some() {
         println!("seeded the Fastify peer's database ({markets} markets)");
     }
-    let comparison = compare::run(&gen, &bin, &bare_poem, dir.path(), markets, peer.as_ref());
+    let comparison = compare::run(
+        &gen,
+        &bin,
+        &bare_poem,
+        dir.path(),
+        markets,
+        peer.as_ref(),
+        postgres.as_ref(),
+    );
 
     println!("\n### agora's workloads (RSS and peak RSS of the server in MiB)\n");
     let mut table = Table {
@@ -311,7 +368,10 @@ fn main() {
     run_first_server(&gen, &mut table, &bin, dir.path(), hot);
     run_other_servers(&gen, &mut table, &bin, dir.path(), hot);
 
-    let broken = check_invariants(dir.path(), "the run");
+    let mut broken = check_invariants(dir.path(), "the run");
+    if let Some(pg) = &postgres {
+        broken.extend(check_postgres_invariants(&gen, &pg.url));
+    }
     let out = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("bench");

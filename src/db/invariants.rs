@@ -4,14 +4,17 @@
 
 use rusqlite::Connection;
 
-/// Each invariant: what it says, and a query counting its violations.
-const CHECKS: &[(&str, &str)] = &[
+/// Each invariant: what it says, and a query counting its violations (one `BIGINT`). The SQL
+/// is portable: the same queries check a PostgreSQL database (the test suite runs them on
+/// both engines).
+pub const CHECKS: &[(&str, &str)] = &[
     (
         "credits are conserved: balances + pools of unsettled markets == grants",
-        "SELECT (SELECT coalesce(sum(balance), 0) FROM users)
+        "SELECT CAST(CASE WHEN (SELECT coalesce(sum(balance), 0) FROM users)
               + (SELECT coalesce(sum(o.pool), 0) FROM outcomes o JOIN markets m ON m.id = o.market_id
                   WHERE m.status IN ('active', 'closed'))
-              - (SELECT coalesce(sum(amount), 0) FROM ledger WHERE kind = 'GRANT') != 0",
+              - (SELECT coalesce(sum(amount), 0) FROM ledger WHERE kind = 'GRANT') != 0
+              THEN 1 ELSE 0 END AS BIGINT)",
     ),
     ("no balance is negative", "SELECT count(*) FROM users WHERE balance < 0"),
     (

@@ -13,6 +13,7 @@
 pub mod cached;
 mod jobs;
 mod seed;
+pub mod postgres;
 pub mod sqlite;
 mod store;
 
@@ -289,3 +290,15 @@ pub trait TradingRepository: Send + Sync {
         paging: crate::domain::Paging,
     ) -> Result<crate::domain::Page<crate::domain::trading::LedgerEntry>, RepoError>;
 }
+
+/// Unix milliseconds, the stored form of a time.
+pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
+pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+

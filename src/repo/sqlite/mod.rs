@@ -28,6 +28,7 @@ pub use sessions::SqliteSessionRepository;
 pub use trading::SqliteTradingRepository;
 pub use users::SqliteUserRepository;
 
+pub(crate) use crate::repo::{from_millis, to_millis};
 use crate::{
     db::{Db, DbError, DbOptions},
     domain::{job::QueueConfig, paging::KeyPart},
@@ -76,17 +77,6 @@ impl From<rusqlite::Error> for RepoError {
     fn from(e: rusqlite::Error) -> Self {
         codes::classify(e)
     }
-}
-
-/// Unix milliseconds, the stored form of a time.
-pub(crate) fn to_millis(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// A stored time back as a UTC date-time (out-of-range values clamp to the epoch).
-pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// A cursor's key part binds as the value it stands for.

@@ -1,0 +1,380 @@
+//! [`TradingRepository`] on PostgreSQL. Every write is one transaction that first locks the
+//! market's row, so a stake, a close and a settlement of one market are totally ordered, as on
+//! SQLite's single writer: a stake is either in the pool that a resolution pays out, or
+//! refused. Accounts are then changed by conditional updates (a debit only when the balance
+//! covers it). The rules are the pure functions of [`crate::domain`] ([`staking`],
+//! [`settle`]); this file reads what they need and writes what they allow.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+
+use super::{
+    markets::{market_now, status},
+    now_ms, transaction, trading_lists as lists, Conn, Pg, TxError,
+};
+use crate::{
+    domain::{
+        authority::{self, Standing},
+        market::{Market, MarketStatus},
+        staking::{self, StakeTarget},
+        trading::{
+            settle, Bet, LedgerEntry, MarketPosition, Placed, PositionStake, Stake, UserPosition,
+            PAYOUT_RULE,
+        },
+        Page, Paging, Rejection,
+    },
+    repo::{from_millis, RepoError, TradingRepository},
+};
+
+/// Trading on PostgreSQL.
+pub struct PgTradingRepository {
+    pg: Arc<Pg>,
+}
+
+impl PgTradingRepository {
+    pub(super) fn new(pg: Arc<Pg>) -> Self {
+        Self { pg }
+    }
+}
+
+fn refused(r: Rejection) -> TxError {
+    TxError::Repo(RepoError::Refused(r))
+}
+
+/// Locks the market's row and reads its status, close time and number of outcomes, or
+/// `NotFound`.
+async fn lock_target(c: &Conn<'_>, market_id: i64) -> Result<StakeTarget, TxError> {
+    let row = c
+        .opt(
+            "SELECT status, close_time, (SELECT count(*) FROM outcomes WHERE market_id = $1)
+               FROM markets WHERE id = $1 FOR NO KEY UPDATE",
+            &[&market_id],
+        )
+        .await?
+        .ok_or(TxError::Repo(RepoError::NotFound))?;
+    Ok(StakeTarget {
+        status: status(row.try_get(0)?)?,
+        close_time: row.try_get::<_, Option<i64>>(1)?.map(from_millis),
+        outcomes: row.try_get::<_, i64>(2)? as u32,
+    })
+}
+
+/// Places a stake inside the caller's transaction: applies the [`staking`] rules in their
+/// order (the idempotency key, the market, the balance), then debits, records the bet and
+/// ledger entry, and grows the position, the outcome's pool and the market's volume. Shared
+/// with market creation (the creator's initial stake) and the seeder.
+pub(super) async fn place_stake(
+    c: &Conn<'_>,
+    user_id: i64,
+    market_id: i64,
+    stake: &Stake,
+    idempotency_key: Option<&str>,
+) -> Result<Placed, TxError> {
+    let fingerprint = stake.fingerprint(market_id);
+    if let Some(key) = idempotency_key {
+        let earlier = c
+            .opt(
+                "SELECT id, market_id, user_id, outcome, amount, balance_after, created_at, fingerprint
+                   FROM bets WHERE user_id = $1 AND idempotency_key = $2",
+                &[&user_id, &key],
+            )
+            .await?;
+        if let Some(r) = earlier {
+            let earlier_fingerprint: Option<String> = r.try_get(7)?;
+            staking::check_replay(earlier_fingerprint.as_deref().unwrap_or(""), &fingerprint)
+                .map_err(refused)?;
+            let bet = Bet {
+                id: r.try_get(0)?,
+                market_id: r.try_get(1)?,
+                user_id: r.try_get(2)?,
+                outcome: r.try_get::<_, i64>(3)? as u32,
+                amount: r.try_get(4)?,
+                balance_after: r.try_get(5)?,
+                created_at: from_millis(r.try_get(6)?),
+            };
+            return Ok(Placed {
+                bet,
+                replayed: true,
+            });
+        }
+    }
+    let now = now_ms();
+    let target = lock_target(c, market_id).await?;
+    staking::check_stake(&target, stake, from_millis(now)).map_err(refused)?;
+    let (outcome, amount) = (i64::from(stake.outcome), stake.amount);
+    // The funds rule as a conditional debit: one statement when the balance covers the stake.
+    let debited = c
+        .opt(
+            "UPDATE users SET balance = balance - $2 WHERE id = $1 AND balance >= $2 RETURNING balance",
+            &[&user_id, &amount],
+        )
+        .await?;
+    let Some(debited) = debited else {
+        let balance = c
+            .opt("SELECT balance FROM users WHERE id = $1", &[&user_id])
+            .await?
+            .ok_or(TxError::Repo(RepoError::MissingReference))?
+            .try_get(0)?;
+        return Err(match staking::check_funds(balance, amount) {
+            Err(rejection) => refused(rejection),
+            // The debit locked the row: nothing changed it between the two statements.
+            Ok(_) => RepoError::Internal("the debit and the funds rule disagree".into()).into(),
+        });
+    };
+    let balance_after: i64 = debited.try_get(0)?;
+    let bet_id: i64 = c
+        .one(
+            "INSERT INTO bets (user_id, market_id, outcome, amount, balance_after, idempotency_key, fingerprint, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[&user_id, &market_id, &outcome, &amount, &balance_after, &idempotency_key, &fingerprint, &now],
+        )
+        .await?
+        .try_get(0)?;
+    c.exec(
+        "INSERT INTO ledger (user_id, kind, amount, market_id, created_at) VALUES ($1, 'STAKE', $2, $3, $4)",
+        &[&user_id, &-amount, &market_id, &now],
+    )
+    .await?;
+    c.exec(
+        "INSERT INTO positions (market_id, outcome, user_id, amount, updated_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (market_id, outcome, user_id)
+         DO UPDATE SET amount = positions.amount + excluded.amount, updated_at = excluded.updated_at",
+        &[&market_id, &outcome, &user_id, &amount, &now],
+    )
+    .await?;
+    c.exec(
+        "UPDATE outcomes SET pool = pool + $3 WHERE market_id = $1 AND idx = $2",
+        &[&market_id, &outcome, &amount],
+    )
+    .await?;
+    c.exec(
+        "UPDATE markets SET volume = volume + $2, version = version + 1, updated_at = $3 WHERE id = $1",
+        &[&market_id, &amount, &now],
+    )
+    .await?;
+    Ok(Placed {
+        bet: Bet {
+            id: bet_id,
+            market_id,
+            user_id,
+            outcome: stake.outcome,
+            amount,
+            balance_after,
+            created_at: from_millis(now),
+        },
+        replayed: false,
+    })
+}
+
+/// Settles a market inside the caller's transaction (its row locked first): pays out
+/// (`resolution`: the winner, and the standing of who resolves) or refunds (`None`) every
+/// position, records the settlement and moves the market to its final status. A resolution
+/// must pass [`authority::check_resolution`], decided on the very positions it would pay.
+pub(super) async fn settle_market(
+    c: &Conn<'_>,
+    market_id: i64,
+    resolution: Option<(u32, Standing)>,
+) -> Result<Market, TxError> {
+    let winner = resolution.map(|(w, _)| w);
+    let target = lock_target(c, market_id).await?;
+    if !matches!(target.status, MarketStatus::Active | MarketStatus::Closed) {
+        return Err(refused(Rejection::NotActive {
+            status: target.status,
+        }));
+    }
+    let positions = c
+        .rows(
+            "SELECT user_id, outcome, amount FROM positions WHERE market_id = $1 ORDER BY user_id, outcome",
+            &[&market_id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PositionStake {
+                user_id: r.try_get(0)?,
+                outcome: r.try_get::<_, i64>(1)? as u32,
+                amount: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>, TxError>>()?;
+    if let Some((w, standing)) = resolution {
+        let creator: i64 = c
+            .one("SELECT creator_id FROM markets WHERE id = $1", &[&market_id])
+            .await?
+            .try_get(0)?;
+        let others_staked = authority::others_have_staked(creator, &positions);
+        authority::check_resolution(standing, others_staked).map_err(refused)?;
+        staking::check_outcome(target.outcomes, w).map_err(refused)?;
+    }
+    let settlement = settle(&positions, winner);
+    let now = now_ms();
+    let kind = if settlement.refunded {
+        "REFUND"
+    } else {
+        "PAYOUT"
+    };
+    c.exec(
+        "UPDATE positions SET payout = 0, updated_at = $2 WHERE market_id = $1",
+        &[&market_id, &now],
+    )
+    .await?;
+    // Payouts in user order (the positions' order): two settlements lock accounts in one order.
+    for p in settlement.payouts.iter().filter(|p| p.amount > 0) {
+        c.exec(
+            "UPDATE users SET balance = balance + $2 WHERE id = $1",
+            &[&p.user_id, &p.amount],
+        )
+        .await?;
+        c.exec(
+            "INSERT INTO ledger (user_id, kind, amount, market_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&p.user_id, &kind, &p.amount, &market_id, &now],
+        )
+        .await?;
+        c.exec(
+            "UPDATE positions SET payout = $4 WHERE market_id = $1 AND outcome = $2 AND user_id = $3",
+            &[&market_id, &i64::from(p.outcome), &p.user_id, &p.amount],
+        )
+        .await?;
+    }
+    let paid: i64 = settlement.payouts.iter().map(|p| p.amount).sum();
+    let settled_kind = if settlement.refunded {
+        "refunded"
+    } else {
+        "resolved"
+    };
+    let winner = winner.map(i64::from);
+    c.exec(
+        "INSERT INTO settlements (market_id, kind, winner, pool, paid, leftover, rule, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &market_id,
+            &settled_kind,
+            &winner,
+            &settlement.pool,
+            &paid,
+            &settlement.leftover,
+            &PAYOUT_RULE,
+            &now,
+        ],
+    )
+    .await?;
+    let status = if winner.is_some() {
+        "resolved"
+    } else {
+        "cancelled"
+    };
+    c.exec(
+        "UPDATE markets SET status = $2, resolution = $3, version = version + 1, updated_at = $4 WHERE id = $1",
+        &[&market_id, &status, &winner, &now],
+    )
+    .await?;
+    market_now(c, market_id).await
+}
+
+#[async_trait]
+impl TradingRepository for PgTradingRepository {
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id, user.id = user_id))]
+    async fn stake(
+        &self,
+        user_id: i64,
+        market_id: i64,
+        stake: Stake,
+        key: Option<String>,
+    ) -> Result<Placed, RepoError> {
+        transaction(&self.pg, |c| {
+            let (stake, key) = (stake.clone(), key.clone());
+            async move { place_stake(c, user_id, market_id, &stake, key.as_deref()).await }.boxed()
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
+    async fn close(&self, market_id: i64) -> Result<Market, RepoError> {
+        transaction(&self.pg, |c| {
+            async move {
+                let target = lock_target(c, market_id).await?;
+                if target.status != MarketStatus::Active {
+                    return Err(refused(Rejection::NotActive {
+                        status: target.status,
+                    }));
+                }
+                c.exec(
+                    "UPDATE markets SET status = 'closed', version = version + 1, updated_at = $2 WHERE id = $1",
+                    &[&market_id, &now_ms()],
+                )
+                .await?;
+                market_now(c, market_id).await
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
+    async fn resolve(
+        &self,
+        market_id: i64,
+        winner: u32,
+        standing: Standing,
+    ) -> Result<Market, RepoError> {
+        transaction(&self.pg, |c| {
+            settle_market(c, market_id, Some((winner, standing))).boxed()
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
+    async fn cancel(&self, market_id: i64) -> Result<Market, RepoError> {
+        transaction(&self.pg, |c| settle_market(c, market_id, None).boxed()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn close_due(&self) -> Result<Vec<i64>, RepoError> {
+        transaction(&self.pg, |c| {
+            async move {
+                // SKIP LOCKED: a market being staked on or settled right now is left to the
+                // next sweep rather than waited for.
+                c.rows(
+                    "UPDATE markets SET status = 'closed', version = version + 1, updated_at = $1
+                      WHERE id IN (SELECT id FROM markets
+                                    WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= $1
+                                    FOR NO KEY UPDATE SKIP LOCKED)
+                      RETURNING id",
+                    &[&now_ms()],
+                )
+                .await?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
+    async fn market_positions(
+        &self,
+        market_id: i64,
+        paging: Paging,
+    ) -> Result<Page<MarketPosition>, RepoError> {
+        lists::market_positions(&self.pg, market_id, paging).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = user_id))]
+    async fn user_positions(
+        &self,
+        user_id: i64,
+        paging: Paging,
+    ) -> Result<Page<UserPosition>, RepoError> {
+        lists::user_positions(&self.pg, user_id, paging).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user.id = user_id))]
+    async fn ledger(&self, user_id: i64, paging: Paging) -> Result<Page<LedgerEntry>, RepoError> {
+        lists::ledger(&self.pg, user_id, paging).await
+    }
+}
+
