@@ -4,7 +4,6 @@
 
 mod db;
 mod engine;
-mod invariants;
 
 use std::time::Duration;
 
@@ -15,7 +14,9 @@ use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub use db::{SqlValue, TestDb};
-pub use engine::{database_args, fresh_database, on_postgres, skip_on_postgres, skip_on_sqlite};
+pub use engine::{
+    database_args, database_url, fresh_database, on_postgres, skip_on_postgres, skip_on_sqlite,
+};
 
 /// The signing secret test servers use, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";

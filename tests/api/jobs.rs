@@ -12,32 +12,44 @@ use agora::{
     db::{Db, DbOptions},
     domain::job::{Job, JobKind, JobStatus, NewJob, QueueConfig},
     jobs::{Handler, WorkerConfig, Workers},
-    repo::{sqlite::SqliteJobRepository, JobRepository},
+    repo::{
+        postgres::{self, PgOptions},
+        sqlite::SqliteJobRepository,
+        JobRepository,
+    },
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::helpers::{skip_on_postgres, TestApp, TestDb};
+use crate::helpers::{database_url, TestApp, TestDb};
 
-/// Why the queue tests below run on SQLite alone.
-const SQLITE_QUEUE: &str = "drives SqliteJobRepository directly (on PostgreSQL the queue is \
-     exercised through the server by the jobs API tests)";
-
-/// A queue on a fresh SQLite database; retries start at `backoff`.
-fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<dyn JobRepository>) {
+/// A queue on a fresh database (the directory's, as [`TestDb::open`] finds it); retries start
+/// at `backoff`.
+async fn queue(backoff: Duration, lease: Duration) -> (TempDir, Arc<dyn JobRepository>) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap();
     let config = QueueConfig {
         max_attempts: 5,
         backoff,
         backoff_max: Duration::from_secs(60),
         lease,
     };
-    (
-        dir,
-        Arc::new(SqliteJobRepository::new(Arc::new(db), config)),
-    )
+    let queue: Arc<dyn JobRepository> = match database_url(dir.path()) {
+        Some(url) => {
+            let options = PgOptions {
+                url,
+                pool_size: 8,
+                statement_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+            };
+            postgres::open(&options, config).await.unwrap().jobs
+        }
+        None => {
+            let db = Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap();
+            Arc::new(SqliteJobRepository::new(Arc::new(db), config))
+        }
+    };
+    (dir, queue)
 }
 
 /// A job of a kind agora does not define: the test's handler runs it.
@@ -92,10 +104,7 @@ impl Handler for Flaky {
 
 #[tokio::test]
 async fn a_job_failing_twice_is_retried_with_growing_delays_and_succeeds() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (_dir, queue) = queue(Duration::from_millis(200), Duration::from_secs(5));
+    let (_dir, queue) = queue(Duration::from_millis(200), Duration::from_secs(5)).await;
     let handler = Arc::new(Flaky {
         failures: 2,
         ..Flaky::default()
@@ -123,10 +132,7 @@ async fn a_job_failing_twice_is_retried_with_growing_delays_and_succeeds() {
 
 #[tokio::test]
 async fn a_job_that_always_fails_ends_dead_with_its_last_error() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
+    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5)).await;
     let handler = Arc::new(Flaky {
         failures: u32::MAX,
         ..Flaky::default()
@@ -171,10 +177,7 @@ impl Handler for Exclusive {
 
 #[tokio::test]
 async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
+    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5)).await;
     let handler = Arc::new(Exclusive::default());
     let mut ids = Vec::new();
     for i in 0..120 {
@@ -202,10 +205,7 @@ async fn workers_never_run_the_same_job_at_once_and_run_each_once() {
 
 #[tokio::test]
 async fn a_job_whose_worker_died_runs_again_once_its_lease_runs_out() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_millis(300));
+    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_millis(300)).await;
     let id = queue
         .enqueue(job("orphan", json!({})))
         .await
@@ -259,10 +259,7 @@ impl Handler for Unruly {
 
 #[tokio::test]
 async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
+    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5)).await;
     let workers = workers(
         &queue,
         Arc::new(Unruly {
@@ -283,10 +280,7 @@ async fn a_panicking_or_hanging_handler_is_a_failed_run_and_the_worker_lives_on(
 
 #[tokio::test]
 async fn finished_jobs_are_deleted_after_the_retention_and_nothing_else_is() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
+    let (dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5)).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
@@ -302,8 +296,7 @@ async fn finished_jobs_are_deleted_after_the_retention_and_nothing_else_is() {
         assert!(queue.succeed(&claimed, None).await.unwrap());
     }
     // The first finished job ended long ago; the second just now; the third still waits.
-    TestDb::sqlite(&dir.path().join("agora.db"))
-        .execute("UPDATE jobs SET finished_at = 0 WHERE id = $1", &[&ids[0]]);
+    TestDb::open(dir.path()).execute("UPDATE jobs SET finished_at = 0 WHERE id = $1", &[&ids[0]]);
     assert_eq!(
         queue
             .prune_finished(Duration::from_secs(3600))
@@ -335,10 +328,7 @@ impl Handler for Slow {
 
 #[tokio::test]
 async fn shutdown_lets_running_jobs_finish_and_leaves_the_rest_queued() {
-    if skip_on_postgres(SQLITE_QUEUE) {
-        return;
-    }
-    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5));
+    let (_dir, queue) = queue(Duration::from_millis(20), Duration::from_secs(5)).await;
     let first = queue
         .enqueue(job("slow", json!({})))
         .await

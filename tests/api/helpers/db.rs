@@ -120,6 +120,24 @@ impl TestDb {
     pub fn count(&self, from: &str) -> i64 {
         self.query_one(&format!("SELECT count(*) FROM {from}"), &[])
     }
+
+    /// The money invariants of DESIGN.md section 4 (and the derived counts) that do not hold:
+    /// agora's own portable checks, each a query counting its violations.
+    #[track_caller]
+    pub fn broken_invariants(&self) -> Vec<&'static str> {
+        agora::db::invariants::CHECKS
+            .iter()
+            .filter(|(_, sql)| self.query_one::<i64>(sql, &[]) != 0)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// Checks every invariant.
+    #[track_caller]
+    pub fn assert_invariants(&self) {
+        let broken = self.broken_invariants();
+        assert!(broken.is_empty(), "broken invariants: {broken:?}");
+    }
 }
 
 impl Drop for TestDb {
