@@ -177,14 +177,24 @@ pub struct Config {
     /// PostgreSQL instead of the embedded SQLite database: a `postgres://` URL (the password
     /// may be in it, or in `PGPASSWORD`-style URL parameters). Without it, agora uses
     /// `agora.db` in the data directory.
-    #[arg(long, global = true, env = "AGORA_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<Secret>,
     /// PostgreSQL: most connections in the pool.
     #[arg(long, global = true, env = "AGORA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
     /// PostgreSQL: longest a statement may run before the server cancels it, in milliseconds
     /// (0: no limit).
-    #[arg(long, global = true, env = "AGORA_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
     pub db_statement_timeout_ms: u64,
     /// SQLite `synchronous` pragma: `normal` survives process crashes, `full` also power loss.
     #[arg(long, global = true, env = "AGORA_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]

@@ -331,7 +331,12 @@ fn main() {
     );
     let postgres = database_url().map(|url| {
         let data_dir = tempfile::tempdir().unwrap();
-        let flags = ["--data-dir", data_dir.path().to_str().unwrap(), "--database-url", &url];
+        let flags = [
+            "--data-dir",
+            data_dir.path().to_str().unwrap(),
+            "--database-url",
+            &url,
+        ];
         seed(&bin, &flags, markets, "into PostgreSQL");
         compare::Postgres { url, data_dir }
     });

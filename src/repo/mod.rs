@@ -12,8 +12,8 @@
 
 pub mod cached;
 mod jobs;
-mod seed;
 pub mod postgres;
+mod seed;
 pub mod sqlite;
 mod store;
 
@@ -301,4 +301,3 @@ pub(crate) fn from_millis(ms: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
-

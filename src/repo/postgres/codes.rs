@@ -27,9 +27,9 @@ pub fn classify(e: tokio_postgres::Error) -> RepoError {
     match *state {
         SqlState::UNIQUE_VIOLATION => RepoError::Duplicate(detail),
         SqlState::FOREIGN_KEY_VIOLATION => RepoError::MissingReference,
-        SqlState::CHECK_VIOLATION | SqlState::NOT_NULL_VIOLATION | SqlState::EXCLUSION_VIOLATION => {
-            RepoError::Constraint(detail)
-        }
+        SqlState::CHECK_VIOLATION
+        | SqlState::NOT_NULL_VIOLATION
+        | SqlState::EXCLUSION_VIOLATION => RepoError::Constraint(detail),
         _ if unavailable(state) => RepoError::Unavailable(detail),
         _ => RepoError::Internal(format!("{}: {detail}", state.code())),
     }

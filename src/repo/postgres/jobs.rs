@@ -346,13 +346,11 @@ impl JobRepository for PgJobRepository {
             async move {
                 let status = filter.status.map(JobStatus::as_str);
                 let kind = filter.kind.as_ref().map(JobKind::as_str);
-                let filters = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)";
+                let filters =
+                    "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)";
                 let (after, offset) = match paging.after.as_deref() {
                     Some([KeyPart::Int(id)]) => ("AND id < $4 ORDER BY id DESC LIMIT $3", *id),
-                    _ => (
-                        "ORDER BY id DESC LIMIT $3 OFFSET $4",
-                        paging.offset as i64,
-                    ),
+                    _ => ("ORDER BY id DESC LIMIT $3 OFFSET $4", paging.offset as i64),
                 };
                 let total: i64 = c
                     .one(

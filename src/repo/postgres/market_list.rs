@@ -184,7 +184,9 @@ mod tests {
         q.paging.after = Some(vec![KeyPart::Text("m".into()), KeyPart::Int(3)]);
         let s = sql(&q).unwrap();
         assert!(
-            s.page.contains("(lower(m.name) COLLATE \"C\", m.id) > (lower($3::text) COLLATE \"C\", $4::bigint)"),
+            s.page.contains(
+                "(lower(m.name) COLLATE \"C\", m.id) > (lower($3::text) COLLATE \"C\", $4::bigint)"
+            ),
             "{}",
             s.page
         );

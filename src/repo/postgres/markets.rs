@@ -72,9 +72,7 @@ pub(super) fn market_from_row(row: &Row) -> Result<Market, TxError> {
 
 /// One market by id, in one statement (one snapshot, inside or outside a transaction).
 pub(super) async fn get_market(c: &Conn<'_>, id: i64) -> Result<Option<Market>, TxError> {
-    let sql = const_format(
-        "FROM markets m JOIN users u ON u.id = m.creator_id WHERE m.id = $1",
-    );
+    let sql = const_format("FROM markets m JOIN users u ON u.id = m.creator_id WHERE m.id = $1");
     c.opt(&sql, &[&id])
         .await?
         .map(|row| market_from_row(&row))
@@ -97,14 +95,13 @@ pub(super) async fn market_now(c: &Conn<'_>, id: i64) -> Result<Market, TxError>
 /// `NotFound`: what every change of a market starts with, so changes of one market are
 /// ordered (a stake, an edit and a settlement never interleave).
 pub(super) async fn lock_version(c: &Conn<'_>, id: i64) -> Result<i64, TxError> {
-    Ok(c
-        .opt(
-            "SELECT version FROM markets WHERE id = $1 FOR NO KEY UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or(TxError::Repo(RepoError::NotFound))?
-        .try_get(0)?)
+    Ok(c.opt(
+        "SELECT version FROM markets WHERE id = $1 FOR NO KEY UPDATE",
+        &[&id],
+    )
+    .await?
+    .ok_or(TxError::Repo(RepoError::NotFound))?
+    .try_get(0)?)
 }
 
 /// Inserts `jobs` inside the transaction of `c`.

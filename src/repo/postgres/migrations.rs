@@ -42,10 +42,15 @@ pub(super) async fn apply(pg: &Pg) -> Result<(), PgOpenError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql).await.map_err(db)?;
         let version = i as i64 + 1;
-        tx.execute("DELETE FROM agora_schema", &[]).await.map_err(db)?;
-        tx.execute("INSERT INTO agora_schema (version) VALUES ($1)", &[&version])
+        tx.execute("DELETE FROM agora_schema", &[])
             .await
             .map_err(db)?;
+        tx.execute(
+            "INSERT INTO agora_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(db)?;
         tracing::info!(db.migration = version, "applied migration");
     }
     tx.commit().await.map_err(db)?;

@@ -33,7 +33,11 @@ impl PgSearchRepository {
 fn ts_query(terms: &[String]) -> String {
     terms
         .iter()
-        .map(|t| t.chars().filter(|c| c.is_alphanumeric()).collect::<String>())
+        .map(|t| {
+            t.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
         .filter(|t| !t.is_empty())
         .map(|t| format!("'{t}'"))
         .collect::<Vec<_>>()
@@ -81,10 +85,7 @@ impl SearchRepository for PgSearchRepository {
         }
         read(&self.pg, |client| async move {
             Conn::Client(&client)
-                .rows(
-                    "SELECT id, status FROM markets WHERE id = ANY($1)",
-                    &[&ids],
-                )
+                .rows("SELECT id, status FROM markets WHERE id = ANY($1)", &[&ids])
                 .await?
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, status(r.try_get(1)?)?)))

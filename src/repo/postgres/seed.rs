@@ -131,7 +131,8 @@ async fn seed_market(c: &Conn<'_>, m: &DemoMarket) -> Result<i64, TxError> {
     }
     for (user, stake) in &m.stakes {
         match place_stake(c, *user, id, stake, None).await {
-            Ok(_) | Err(TxError::Repo(RepoError::Refused(Rejection::InsufficientFunds { .. }))) => {}
+            Ok(_) | Err(TxError::Repo(RepoError::Refused(Rejection::InsufficientFunds { .. }))) => {
+            }
             Err(e) => return Err(e),
         }
     }
@@ -143,11 +144,8 @@ async fn seed_market(c: &Conn<'_>, m: &DemoMarket) -> Result<i64, TxError> {
             settle_market(c, id, None).await?;
         }
         DemoEnd::Closed => {
-            c.exec(
-                "UPDATE markets SET status = 'closed' WHERE id = $1",
-                &[&id],
-            )
-            .await?;
+            c.exec("UPDATE markets SET status = 'closed' WHERE id = $1", &[&id])
+                .await?;
         }
         DemoEnd::Active => {}
     }

@@ -51,7 +51,13 @@ impl SessionRepository for PgSessionRepository {
             Conn::Client(&client)
                 .exec(
                     INSERT_TOKEN,
-                    &[&token_hash, &user_id, &family, &to_millis(expires_at), &now_ms()],
+                    &[
+                        &token_hash,
+                        &user_id,
+                        &family,
+                        &to_millis(expires_at),
+                        &now_ms(),
+                    ],
                 )
                 .await?;
             Ok(())

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 
 use super::{
     markets::{market_now, status},
-    now_ms, transaction, trading_lists as lists, Conn, Pg, TxError,
+    now_ms, trading_lists as lists, transaction, Conn, Pg, TxError,
 };
 use crate::{
     domain::{
@@ -201,7 +201,10 @@ pub(super) async fn settle_market(
         .collect::<Result<Vec<_>, TxError>>()?;
     if let Some((w, standing)) = resolution {
         let creator: i64 = c
-            .one("SELECT creator_id FROM markets WHERE id = $1", &[&market_id])
+            .one(
+                "SELECT creator_id FROM markets WHERE id = $1",
+                &[&market_id],
+            )
             .await?
             .try_get(0)?;
         let others_staked = authority::others_have_staked(creator, &positions);
@@ -377,4 +380,3 @@ impl TradingRepository for PgTradingRepository {
         lists::ledger(&self.pg, user_id, paging).await
     }
 }
-
