@@ -311,7 +311,9 @@ impl App {
         let services = api::Services {
             trading,
             search,
-            jobs: Arc::new(JobService::new(queue.clone())),
+            jobs: Arc::new(
+                JobService::new(queue.clone()).refusing_backups(storage.backup.refusal()),
+            ),
             markets: Arc::new(MarketService::new(markets, queue.clone())),
             auth: Arc::new(AuthService::new(
                 users.clone(),

@@ -102,7 +102,8 @@ impl JobsApi {
     /// Queues a job that copies the database while the server keeps serving (a consistent
     /// snapshot via `VACUUM INTO`), checks the copy with `integrity_check`, and keeps the
     /// newest `--backup-keep` copies in `<data-dir>/backups`. The job's `result.path` names the
-    /// copy. Admins only. While one backup is still waiting, returns that one.
+    /// copy. Admins only. While one backup is still waiting, returns that one. On PostgreSQL
+    /// agora takes no backups (use `pg_dump`): 409 `backup_unsupported`.
     #[oai(
         path = "/api/admin/backup",
         method = "post",

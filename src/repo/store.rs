@@ -44,6 +44,11 @@ pub struct StoreError(pub String);
 /// (`agora restore`).
 #[async_trait]
 pub trait Backup: Send + Sync {
+    /// Why this engine does not take backups, when it does not (every method then fails with
+    /// it): the API refuses a backup at once rather than queue a job that cannot succeed.
+    fn refusal(&self) -> Option<String> {
+        None
+    }
     /// Writes a consistent, checked copy of the live database to `dest` (which must not exist)
     /// while the server keeps serving.
     async fn backup_to(&self, dest: PathBuf) -> Result<BackupCopy, StoreError>;

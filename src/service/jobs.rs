@@ -17,12 +17,24 @@ use crate::{
 /// Jobs as the API sees them.
 pub struct JobService {
     jobs: Arc<dyn JobRepository>,
+    backups_refused: Option<String>,
 }
 
 impl JobService {
     /// A service over `jobs`.
     pub fn new(jobs: Arc<dyn JobRepository>) -> Self {
-        JobService { jobs }
+        JobService {
+            jobs,
+            backups_refused: None,
+        }
+    }
+
+    /// Refuses backups, saying `why` (the engine takes none: [`Backup::refusal`]).
+    ///
+    /// [`Backup::refusal`]: crate::repo::Backup::refusal
+    pub fn refusing_backups(mut self, why: Option<String>) -> Self {
+        self.backups_refused = why;
+        self
     }
 
     /// One job, for its owner or an admin (others get `NotFound`, so ids reveal nothing).
@@ -56,6 +68,9 @@ impl JobService {
     /// Enqueues a backup of the database (admins); while one waits, returns that one.
     pub async fn backup(&self, actor: &Actor) -> Result<Job, AppError> {
         require(actor, Permission::Admin)?;
+        if let Some(why) = &self.backups_refused {
+            return Err(AppError::conflict("backup_unsupported", why.clone()));
+        }
         self.enqueue_once(NewJob::backup(actor.user_id)).await
     }
 

@@ -15,7 +15,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 pub use db::{SqlValue, TestDb};
 pub use engine::{
-    database_args, database_url, fresh_database, on_postgres, skip_on_postgres, skip_on_sqlite,
+    database_args, database_url, fresh_database, maintenance_url, on_postgres, skip_on_postgres,
+    skip_on_sqlite,
 };
 
 /// The signing secret test servers use, so tests can forge tokens.

@@ -17,6 +17,7 @@ mod markets;
 mod messages;
 mod metrics;
 mod paging;
+mod postgres;
 mod protocol;
 mod restart;
 mod search;

@@ -63,6 +63,10 @@ const USE_PG_DUMP: &str = "agora does not back up a PostgreSQL database: use pg_
 
 #[async_trait]
 impl Backup for PgBackup {
+    fn refusal(&self) -> Option<String> {
+        Some(USE_PG_DUMP.into())
+    }
+
     async fn backup_to(&self, _dest: PathBuf) -> Result<BackupCopy, StoreError> {
         Err(StoreError(USE_PG_DUMP.into()))
     }

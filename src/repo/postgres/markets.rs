@@ -14,6 +14,7 @@ use crate::{
         authority::{self, Standing},
         job::NewJob,
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome},
+        staking,
         user::UserSummary,
     },
     repo::{from_millis, to_millis, MarketRepository, NewMarketJobs, RepoError},
@@ -132,6 +133,19 @@ impl MarketRepository for PgMarketRepository {
         transaction(&self.pg, |c| {
             let m = m.clone();
             async move {
+                if let Some(stake) = &m.initial_stake {
+                    // The creator's funds first, under the row's lock: a refused creation must
+                    // not use up a market id (a sequence does not roll back; SQLite's does).
+                    let balance: i64 = c
+                        .opt(
+                            "SELECT balance FROM users WHERE id = $1 FOR UPDATE",
+                            &[&m.creator_id],
+                        )
+                        .await?
+                        .ok_or(TxError::Repo(RepoError::MissingReference))?
+                        .try_get(0)?;
+                    staking::check_funds(balance, stake.amount).map_err(RepoError::Refused)?;
+                }
                 let now = now_ms();
                 let close_time = m.close_time.map(to_millis);
                 let id: i64 = c
