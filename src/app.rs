@@ -28,7 +28,8 @@ use crate::{
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
         postgres::{self, PgOptions},
-        sqlite, Backup, JobRepository, MarketRepository, Storage, TradingRepository,
+        sqlite, Backup, Change, ChangeFeed, JobRepository, MarketRepository, Storage,
+        TradingRepository,
     },
     search::{
         embedder::{Embedder, HashEmbedder},
@@ -275,6 +276,16 @@ impl App {
             queue.clone(),
             Duration::from_millis(config.search_timeout_ms.max(1)),
         ));
+        if let Some(changes) = &storage.changes {
+            // Before the index loads: a vector stored meanwhile is announced, or loaded.
+            follow_changes(
+                changes.as_ref(),
+                market_cache.clone(),
+                search.clone(),
+                authenticator.clone(),
+            )
+            .await;
+        }
         match search.load().await {
             Ok((loaded, enqueued)) => {
                 tracing::info!(
@@ -333,6 +344,7 @@ impl App {
             queue: queue.clone(),
             limits: limits.clone(),
             engine: storage.engine.clone(),
+            changes: storage.changes.clone(),
         }));
         let routes = routes(api::apis(services), &config, authenticator, limits, metrics);
         tracing::info!(
@@ -496,6 +508,58 @@ async fn schedule_periodic_jobs(queue: &dyn JobRepository, config: &Config) {
             tracing::error!(job.kind = %kind, error = %e, "scheduling a periodic job failed");
         }
     }
+}
+
+/// Applies other processes' changes (on a database several processes share) to what this one
+/// keeps in memory, one at a time in the order announced: the market cache forgets a changed
+/// market (and every list page), the vector index takes a stored vector or drops a deleted
+/// market, the session cache forgets a revoked session or a user whose role changed. After a
+/// gap in the announcements everything is dropped and loaded again.
+async fn follow_changes(
+    feed: &dyn ChangeFeed,
+    cache: Option<Arc<MarketCache>>,
+    search: Arc<SearchService>,
+    authenticator: Arc<Authenticator>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Change>();
+    tokio::spawn(async move {
+        while let Some(change) = rx.recv().await {
+            match change {
+                Change::Market(id) => {
+                    if let Some(cache) = &cache {
+                        cache.written(id);
+                    }
+                }
+                Change::MarketDeleted(id) => {
+                    if let Some(cache) = &cache {
+                        cache.written(id);
+                    }
+                    search.forget(id);
+                }
+                Change::Vector(id) => {
+                    if let Err(e) = search.follow_vector(id).await {
+                        tracing::warn!(market.id = id, error = %e, "taking another process's vector into the index failed");
+                    }
+                }
+                Change::Session(family) => authenticator.forget_session(&family).await,
+                Change::User(id) => authenticator.forget_user(id),
+                Change::Resync => {
+                    if let Some(cache) = &cache {
+                        cache.clear();
+                    }
+                    authenticator.forget_all();
+                    match search.reload().await {
+                        Ok(n) => tracing::info!(loaded = n, "search index reloaded"),
+                        Err(e) => tracing::error!(error = %e, "reloading the search index failed"),
+                    }
+                }
+            }
+        }
+    });
+    feed.follow(Arc::new(move |change| {
+        let _ = tx.send(change);
+    }))
+    .await;
 }
 
 /// Forgets the rate-limit state of clients whose buckets are full again, every `every`, so

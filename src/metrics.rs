@@ -16,7 +16,8 @@
 //! | `agora_jobs` | gauge | `status` | Background job queue depth: a growing `queued` means workers cannot keep up; any `dead` needs a look (`GET /api/jobs?status=dead`). |
 //! | `agora_rate_limited_total` | counter | `policy` | 429s per quota: a quota refusing real users is set too low. |
 //! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory). |
-//! | `agora_db_pool_waits_total` | counter | | Reads that found every pooled SQLite connection busy and waited: rising fast means `--db-readers` is too small for the load. |
+//! | `agora_db_pool_waits_total` | counter | | Reads that found every pooled SQLite connection busy and waited: rising fast means `--db-readers` is too small for the load. On PostgreSQL: requests that found no idle pooled connection (`--db-pool-size`). |
+//! | `agora_change_feed_connected` | gauge | | PostgreSQL only: 1 while this process follows the changes other agora processes announce; 0 means their writes reach this process's caches only by the TTL (`--cache-ttl-secs`). |
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ use prometheus_client::{
 
 use crate::{
     middleware::rate_limit::RateLimits,
-    repo::{cached::MarketCache, Engine, JobRepository},
+    repo::{cached::MarketCache, ChangeFeed, Engine, JobRepository},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -64,6 +65,8 @@ pub struct Sources {
     pub limits: Arc<RateLimits>,
     /// The storage engine.
     pub engine: Arc<dyn Engine>,
+    /// Other processes' changes, on an engine several processes share.
+    pub changes: Option<Arc<dyn ChangeFeed>>,
 }
 
 /// The registry and its metrics.
@@ -77,6 +80,7 @@ pub struct Metrics {
     rate_limited: Family<PolicyLabels, Counter>,
     rate_limit_keys: Gauge,
     pool_waits: Counter,
+    change_feed: Gauge,
     sources: Sources,
 }
 
@@ -131,6 +135,14 @@ impl Metrics {
             "Reads that found no idle database connection and waited for one",
             pool_waits.clone(),
         );
+        let change_feed = Gauge::default();
+        if sources.changes.is_some() {
+            registry.register(
+                "change_feed_connected",
+                "1 while other processes' changes are followed (PostgreSQL); 0: caches fall back to their TTL",
+                change_feed.clone(),
+            );
+        }
         Metrics {
             registry,
             requests,
@@ -141,6 +153,7 @@ impl Metrics {
             rate_limited,
             rate_limit_keys,
             pool_waits,
+            change_feed,
             sources,
         }
     }
@@ -184,6 +197,9 @@ impl Metrics {
         }
         self.rate_limit_keys.set(s.limits.tracked_keys() as i64);
         catch_up(&self.pool_waits, s.engine.pool_waits());
+        if let Some(changes) = &s.changes {
+            self.change_feed.set(i64::from(changes.connected()));
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

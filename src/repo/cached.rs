@@ -180,6 +180,13 @@ impl MarketCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.by_id.remove(&id);
     }
+
+    /// Forgets every market and page (writes may have been missed: another process's, while
+    /// their announcements could not be followed).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.by_id.entries.clear();
+    }
 }
 
 /// [`MarketRepository`] with reads served from a [`MarketCache`].

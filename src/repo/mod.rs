@@ -11,6 +11,7 @@
 //! [`crate::domain`].
 
 pub mod cached;
+mod changes;
 mod jobs;
 pub mod postgres;
 mod seed;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use changes::{Change, ChangeFeed, ChangeHandler};
 pub use jobs::JobRepository;
 pub use seed::{DemoEnd, DemoMarket, SeedRepository};
 pub use store::{Backup, BackupCopy, Engine, Storage, StoreError, SCHEMA_VERSION};

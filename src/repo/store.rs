@@ -7,8 +7,8 @@ use std::{path::PathBuf, sync::Arc};
 use async_trait::async_trait;
 
 use super::{
-    JobRepository, MarketRepository, SearchRepository, SeedRepository, SessionRepository,
-    TradingRepository, UserRepository,
+    ChangeFeed, JobRepository, MarketRepository, SearchRepository, SeedRepository,
+    SessionRepository, TradingRepository, UserRepository,
 };
 
 /// The schema version this build serves (`/readyz` reports it).
@@ -85,4 +85,7 @@ pub struct Storage {
     pub jobs: Arc<dyn JobRepository>,
     /// Bulk demo data (`agora seed`).
     pub seed: Arc<dyn SeedRepository>,
+    /// Changes other processes make, for an engine several processes can share (PostgreSQL);
+    /// `None` where only one process can write (SQLite).
+    pub changes: Option<Arc<dyn ChangeFeed>>,
 }

@@ -115,6 +115,12 @@ impl Authenticator {
         self.cache.invalidate(session).await;
     }
 
+    /// Forgets every session (another process's logouts or role changes may have been missed).
+    pub fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
+    }
+
     /// Forgets every session of `user_id`, after its role changed.
     pub fn forget_user(&self, user_id: i64) {
         self.epoch.fetch_add(1, Ordering::AcqRel);

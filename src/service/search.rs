@@ -145,6 +145,44 @@ impl SearchService {
         Ok((loaded, enqueued))
     }
 
+    /// Takes market `id`'s stored vector into the index (another process stored it), or drops
+    /// the market from the index when it has none.
+    pub async fn follow_vector(&self, id: i64) -> Result<(), AppError> {
+        match self.repo.vector(id, self.model().to_owned()).await? {
+            Some(vector) => self.with_index(|index| put(index, id, &vector)),
+            None => self.with_index(|index| index.remove(id)),
+        };
+        Ok(())
+    }
+
+    /// Drops market `id` from the index (it was deleted).
+    pub fn forget(&self, id: i64) {
+        self.with_index(|index| index.remove(id));
+    }
+
+    /// Loads the index again from the stored vectors (announcements of other processes' vectors
+    /// may have been missed); returns how many.
+    pub async fn reload(&self) -> Result<u64, AppError> {
+        let index = self.index.clone();
+        let dimensions = self.embedder.dimensions();
+        Ok(self
+            .repo
+            .each_vector(
+                self.model().to_owned(),
+                Box::new(move |id, vector| {
+                    if let Ok(mut index) = index.write() {
+                        match vector {
+                            Some(vector) => {
+                                put(&mut index, id, vector);
+                            }
+                            None => *index = VectorIndex::new(dimensions),
+                        }
+                    }
+                }),
+            )
+            .await?)
+    }
+
     /// Enqueues indexing of every market (`missing_only`: of those without a current vector),
     /// readable by `owner`; returns how many jobs were enqueued (a market whose indexing
     /// already waits gets no second job).

@@ -4,7 +4,6 @@
 //! holds.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -13,53 +12,10 @@ use rand::Rng;
 use reqwest::Client;
 use serde_json::{json, Value};
 
-use crate::helpers::{database_args, TestDb, JWT_SECRET, PASSWORD};
+use crate::helpers::{Process, TestDb, PASSWORD};
 
 const CLIENTS: usize = 8;
 const ROUNDS: usize = 20;
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(dir: &std::path::Path, client: &Client) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
-            .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .args(["--jwt-secret", JWT_SECRET, "--log", "error"])
-            .args(["--signup-grant", "1000000", "--rate-limit", "off"])
-            .args(database_args(dir))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agora starts");
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..400 {
-            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-                if r.status().is_success() {
-                    return Server { child, base };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("agora did not come up");
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no shutdown, no checkpoint, no flush beyond what each commit did.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reaped");
-    }
-}
 
 /// One client's session: its user id and access token.
 struct Session {
@@ -102,7 +58,7 @@ async fn acknowledged_stakes_survive_twenty_kills_exactly_once() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut server = Server::start(dir.path(), &client).await;
+    let mut server = Process::start(dir.path(), &["--signup-grant", "1000000"], &client).await;
     let sessions = Arc::new(sessions(&client, &server.base).await);
     let mut markets = Vec::new();
     for i in 0..3 {
@@ -154,7 +110,7 @@ async fn acknowledged_stakes_survive_twenty_kills_exactly_once() {
         for task in tasks {
             sent += task.await.unwrap();
         }
-        server = Server::start(dir.path(), &client).await;
+        server = Process::start(dir.path(), &["--signup-grant", "1000000"], &client).await;
 
         let db = TestDb::open(dir.path());
         let acked = acked.lock().unwrap().clone();

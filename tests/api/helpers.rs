@@ -4,6 +4,8 @@
 
 mod db;
 mod engine;
+mod process;
+mod provider;
 
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ pub use engine::{
     database_args, database_url, fresh_database, maintenance_url, on_postgres, skip_on_postgres,
     skip_on_sqlite,
 };
+pub use process::Process;
+pub use provider::{start_provider, Provider};
 
 /// The signing secret test servers use, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";

@@ -5,6 +5,7 @@ mod access;
 mod auth;
 mod backup;
 mod cache;
+mod cluster;
 mod crash;
 mod errors;
 mod etags;

@@ -15,7 +15,7 @@ use std::{
 use reqwest::Client;
 use serde_json::{json, Value};
 
-use crate::helpers::{maintenance_url, skip_on_sqlite, JWT_SECRET, PASSWORD};
+use crate::helpers::{maintenance_url, skip_on_sqlite, Process, PASSWORD};
 
 const CLIENTS: usize = 8;
 
@@ -68,35 +68,23 @@ async fn stopping_postgres_under_load_gives_503s_and_agora_serves_again_within_5
     sql(&maintenance, "CREATE DATABASE agora").await;
     let db_url = format!("{}/agora", maintenance.rsplit_once('/').unwrap().0);
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args(["--data-dir", data.path().to_str().unwrap()])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--jwt-secret", JWT_SECRET, "--log", "error"])
-        .args(["--signup-grant", "1000000", "--rate-limit", "off"])
-        .args(["--database-url", &db_url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agora starts");
-    let base = format!("http://127.0.0.1:{port}");
     let client = Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let mut up = false;
-    for _ in 0..400 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "agora did not come up");
+    let args: Vec<String> = [
+        "--signup-grant",
+        "1000000",
+        "--rate-limit",
+        "off",
+        "--database-url",
+        &db_url,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let server = Process::start_with(data.path(), &args, &client).await;
+    let base = server.base.clone();
 
     let mut tokens = Vec::new();
     for i in 0..CLIENTS {
@@ -221,8 +209,7 @@ async fn stopping_postgres_under_load_gives_503s_and_agora_serves_again_within_5
         let n: i64 = sql(&db_url, check).await[0].get(0);
         assert_eq!(n, 0, "broken: {name}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
     cluster("stop", pg_dir.path());
 }
 

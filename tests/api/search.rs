@@ -3,28 +3,16 @@
 //! search quality on the corpus in `data/search/corpus.json`.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
-use agora::search::{
-    embedder::HashEmbedder,
-    rank::{recall_at, reciprocal_rank},
-};
-use poem::{
-    handler,
-    listener::{Acceptor, Listener, TcpListener},
-    web::{Data, Json},
-    EndpointExt, IntoResponse, Response, Route, Server,
-};
+use agora::search::rank::{recall_at, reciprocal_rank};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::{
-    helpers::{Caller, TestApp},
+    helpers::{start_provider, Caller, Provider, TestApp},
     jobs::indexed,
 };
 
@@ -244,50 +232,6 @@ async fn bad_search_parameters_are_refused_with_the_field_named() {
     app.get("/api/markets/0/related")
         .await
         .assert_field_error(400, "invalid_parameter", "id");
-}
-
-/// A stand-in for an OpenAI-compatible embedding provider: fails the first `fail_first`
-/// calls with 503, answers with the built-in embedder's vectors after that, and is down
-/// (503) while `down` is set. Records when each call came.
-#[derive(Default)]
-struct Provider {
-    fail_first: usize,
-    calls: AtomicUsize,
-    down: AtomicBool,
-    times: Mutex<Vec<Instant>>,
-}
-
-#[handler]
-async fn embeddings(provider: Data<&Arc<Provider>>, body: Json<Value>) -> Response {
-    let n = provider.calls.fetch_add(1, Ordering::SeqCst) + 1;
-    provider.times.lock().unwrap().push(Instant::now());
-    if n <= provider.fail_first || provider.down.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    let embedder = HashEmbedder::default();
-    let data: Vec<Value> = body["input"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            json!({"index": i, "embedding": embedder.embed_text(text.as_str().unwrap())})
-        })
-        .collect();
-    poem::web::Json(json!({ "data": data })).into_response()
-}
-
-async fn start_provider(provider: Arc<Provider>) -> String {
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-    let app = Route::new()
-        .at("/v1/embeddings", poem::post(embeddings))
-        .data(provider);
-    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-    format!("http://{addr}")
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_postgres::Row;
 
-use super::{now_ms, trading::place_stake, transaction, Conn, Pg, TxError};
+use super::{announce, now_ms, trading::place_stake, transaction, Conn, Pg, TxError};
 use crate::{
     domain::{
         authority::{self, Standing},
@@ -17,7 +17,7 @@ use crate::{
         staking,
         user::UserSummary,
     },
-    repo::{from_millis, to_millis, MarketRepository, NewMarketJobs, RepoError},
+    repo::{from_millis, to_millis, Change, MarketRepository, NewMarketJobs, RepoError},
 };
 
 /// Markets stored in PostgreSQL.
@@ -168,6 +168,7 @@ impl MarketRepository for PgMarketRepository {
                 }
                 let market = market_now(c, id).await?;
                 insert_jobs(c, &jobs(&market)).await?;
+                announce(c, Change::Market(id)).await?;
                 Ok(market)
             }
             .boxed()
@@ -229,6 +230,7 @@ impl MarketRepository for PgMarketRepository {
                 )
                 .await?;
                 insert_jobs(c, &jobs).await?;
+                announce(c, Change::Market(id)).await?;
                 market_now(c, id).await
             }
             .boxed()
@@ -253,7 +255,7 @@ impl MarketRepository for PgMarketRepository {
                 )
                 .await?;
                 c.exec("DELETE FROM markets WHERE id = $1", &[&id]).await?;
-                Ok(())
+                announce(c, Change::MarketDeleted(id)).await
             }
             .boxed()
         })

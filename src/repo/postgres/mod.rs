@@ -20,6 +20,7 @@
 //! - **Jobs**: claimed with `FOR UPDATE SKIP LOCKED` under a lease; completion is fenced on
 //!   the claim's lease token.
 
+mod changes;
 mod codes;
 mod engine;
 mod jobs;
@@ -45,6 +46,8 @@ use crate::{
     domain::{job::QueueConfig, paging::KeyPart},
     repo::{RepoError, Storage},
 };
+
+use changes::announce;
 
 /// How to reach and use the database.
 #[derive(Debug, Clone)]
@@ -269,7 +272,8 @@ where
 /// a newer agora) and returns every repository over it; `queue` sets the job queue's retries
 /// and leases.
 pub async fn open(options: &PgOptions, queue: QueueConfig) -> Result<Storage, PgOpenError> {
-    let pg = Arc::new(connect(options)?);
+    let (pg, config) = connect(options)?;
+    let pg = Arc::new(pg);
     migrations::apply(&pg).await?;
     Ok(Storage {
         engine: Arc::new(engine::PgEngine::new(pg.clone())),
@@ -281,6 +285,7 @@ pub async fn open(options: &PgOptions, queue: QueueConfig) -> Result<Storage, Pg
         search: Arc::new(search::PgSearchRepository::new(pg.clone())),
         jobs: Arc::new(jobs::PgJobRepository::new(pg.clone(), queue)),
         seed: Arc::new(seed::PgSeedRepository::new(pg)),
+        changes: Some(Arc::new(changes::PgChangeFeed::new(config))),
     })
 }
 
@@ -289,8 +294,9 @@ pub fn backups() -> Arc<dyn crate::repo::Backup> {
     Arc::new(engine::PgBackup)
 }
 
-/// The pool for `options` (no connection is made until one is needed).
-fn connect(options: &PgOptions) -> Result<Pg, PgOpenError> {
+/// The pool for `options` (no connection is made until one is needed), and the connection
+/// settings it uses.
+fn connect(options: &PgOptions) -> Result<(Pg, tokio_postgres::Config), PgOpenError> {
     let mut config: tokio_postgres::Config = options
         .url
         .parse()
@@ -306,8 +312,10 @@ fn connect(options: &PgOptions) -> Result<Pg, PgOpenError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.connect_timeout);
     }
+    // A dead peer (the network, not the server, went away) is noticed within a minute.
+    config.keepalives_idle(Duration::from_secs(30));
     let manager = Manager::from_config(
-        config,
+        config.clone(),
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -321,10 +329,11 @@ fn connect(options: &PgOptions) -> Result<Pg, PgOpenError> {
         .recycle_timeout(Some(options.connect_timeout))
         .build()
         .map_err(|e| PgOpenError::Pool(e.to_string()))?;
-    Ok(Pg {
+    let pg = Pg {
         pool,
         waits: std::sync::atomic::AtomicU64::new(0),
-    })
+    };
+    Ok((pg, config))
 }
 
 /// A cursor's key part as a statement parameter.

@@ -8,12 +8,12 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::{pin_mut, TryStreamExt};
 
-use super::{markets::status, now_ms, read, Conn, Pg, TxError};
+use super::{changes, markets::status, now_ms, read, Conn, Pg, TxError};
 use crate::{
     domain::market::MarketStatus,
     repo::{
         sqlite::search::{decode, encode},
-        MarketText, RepoError, SearchRepository, VectorSink,
+        Change, MarketText, RepoError, SearchRepository, VectorSink,
     },
 };
 
@@ -135,12 +135,16 @@ impl SearchRepository for PgSearchRepository {
         read(&self.pg, |client| async move {
             let stored = Conn::Client(&client)
                 .exec(
-                    "INSERT INTO market_vectors (market_id, model, content_hash, vector, updated_at)
-                     SELECT id, $2, $3, $4, $5 FROM markets
-                      WHERE id = $1 AND name = $6 AND description IS NOT DISTINCT FROM $7
-                     ON CONFLICT (market_id) DO UPDATE SET
-                        model = excluded.model, content_hash = excluded.content_hash,
-                        vector = excluded.vector, updated_at = excluded.updated_at",
+                    // One statement: the vector, and its announcement when it was stored.
+                    "WITH stored AS (
+                         INSERT INTO market_vectors (market_id, model, content_hash, vector, updated_at)
+                         SELECT id, $2, $3, $4, $5 FROM markets
+                          WHERE id = $1 AND name = $6 AND description IS NOT DISTINCT FROM $7
+                         ON CONFLICT (market_id) DO UPDATE SET
+                            model = excluded.model, content_hash = excluded.content_hash,
+                            vector = excluded.vector, updated_at = excluded.updated_at
+                         RETURNING market_id)
+                     SELECT pg_notify('agora_changes', $8) FROM stored",
                     &[
                         &id,
                         &model,
@@ -149,6 +153,7 @@ impl SearchRepository for PgSearchRepository {
                         &now_ms(),
                         &text.name,
                         &text.description,
+                        &changes::payload(&Change::Vector(id)),
                     ],
                 )
                 .await?;

@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 use time::OffsetDateTime;
 
 use super::{
+    announce,
     trading::{place_stake, settle_market},
     transaction,
     users::insert_user,
@@ -16,7 +17,7 @@ use super::{
 use crate::{
     domain::{authority::Standing, user::Role, Rejection},
     repo::{
-        sqlite::search::encode, to_millis, DemoEnd, DemoMarket, MarketText, RepoError,
+        sqlite::search::encode, to_millis, Change, DemoEnd, DemoMarket, MarketText, RepoError,
         SeedRepository,
     },
 };
@@ -107,7 +108,8 @@ async fn store_vector(c: &Conn<'_>, id: i64, m: &DemoMarket, model: &str) -> Res
         ],
     )
     .await?;
-    Ok(())
+    // A server running on the database while it is seeded searches the market at once.
+    announce(c, Change::Vector(id)).await
 }
 
 /// Creates one demo market the way the API would: open, with its stakes (a stake the user

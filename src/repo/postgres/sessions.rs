@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use time::OffsetDateTime;
 
-use super::{now_ms, read, transaction, users::get_user, Conn, Pg, TxError};
+use super::{announce, now_ms, read, transaction, users::get_user, Conn, Pg, TxError};
 use crate::{
     domain::user::Role,
-    repo::{to_millis, RepoError, Rotation, SessionRepository},
+    repo::{to_millis, Change, RepoError, Rotation, SessionRepository},
 };
 
 /// Refresh tokens stored in PostgreSQL.
@@ -98,6 +98,7 @@ impl SessionRepository for PgSessionRepository {
                 }
                 if used {
                     revoke(c, &family, now).await?;
+                    announce(c, Change::Session(family.clone())).await?;
                     return Ok(Rotation::Reused { family });
                 }
                 let Some(user) = get_user(c, user_id).await? else {
@@ -135,6 +136,7 @@ impl SessionRepository for PgSessionRepository {
                     .transpose()?;
                 if let Some(family) = &family {
                     revoke(c, family, now_ms()).await?;
+                    announce(c, Change::Session(family.clone())).await?;
                 }
                 Ok(family)
             }

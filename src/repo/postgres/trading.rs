@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 
 use super::{
+    announce,
     markets::{market_now, status},
     now_ms, trading_lists as lists, transaction, Conn, Pg, TxError,
 };
@@ -25,7 +26,7 @@ use crate::{
         },
         Page, Paging, Rejection,
     },
-    repo::{from_millis, RepoError, TradingRepository},
+    repo::{from_millis, Change, RepoError, TradingRepository},
 };
 
 /// Trading on PostgreSQL.
@@ -154,6 +155,7 @@ pub(super) async fn place_stake(
         &[&market_id, &amount, &now],
     )
     .await?;
+    announce(c, Change::Market(market_id)).await?;
     Ok(Placed {
         bet: Bet {
             id: bet_id,
@@ -273,6 +275,7 @@ pub(super) async fn settle_market(
         &[&market_id, &status, &winner, &now],
     )
     .await?;
+    announce(c, Change::Market(market_id)).await?;
     market_now(c, market_id).await
 }
 
@@ -308,6 +311,7 @@ impl TradingRepository for PgTradingRepository {
                     &[&market_id, &now_ms()],
                 )
                 .await?;
+                announce(c, Change::Market(market_id)).await?;
                 market_now(c, market_id).await
             }
             .boxed()
@@ -339,18 +343,23 @@ impl TradingRepository for PgTradingRepository {
             async move {
                 // SKIP LOCKED: a market being staked on or settled right now is left to the
                 // next sweep rather than waited for.
-                c.rows(
-                    "UPDATE markets SET status = 'closed', version = version + 1, updated_at = $1
-                      WHERE id IN (SELECT id FROM markets
-                                    WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= $1
-                                    FOR NO KEY UPDATE SKIP LOCKED)
-                      RETURNING id",
-                    &[&now_ms()],
-                )
-                .await?
-                .iter()
-                .map(|r| Ok(r.try_get(0)?))
-                .collect()
+                let closed = c
+                    .rows(
+                        "UPDATE markets SET status = 'closed', version = version + 1, updated_at = $1
+                          WHERE id IN (SELECT id FROM markets
+                                        WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= $1
+                                        FOR NO KEY UPDATE SKIP LOCKED)
+                          RETURNING id",
+                        &[&now_ms()],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<Vec<i64>, _>>()?;
+                for id in &closed {
+                    announce(c, Change::Market(*id)).await?;
+                }
+                Ok(closed)
             }
             .boxed()
         })

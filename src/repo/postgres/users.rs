@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_postgres::Row;
 
-use super::{now_ms, read, transaction, Conn, Pg, TxError};
+use super::{announce, now_ms, read, transaction, Conn, Pg, TxError};
 use crate::{
     domain::{
         user::{Role, User},
         Rejection,
     },
-    repo::{from_millis, RepoError, UserRepository},
+    repo::{from_millis, Change, RepoError, UserRepository},
 };
 
 /// Users stored in PostgreSQL.
@@ -147,6 +147,7 @@ impl UserRepository for PgUserRepository {
                     &[&id, &role.as_str()],
                 )
                 .await?;
+                announce(c, Change::User(id)).await?;
                 get_user(c, id).await
             }
             .boxed()

@@ -55,6 +55,7 @@ pub fn open(
         search: Arc::new(SqliteSearchRepository::new(db.clone())),
         jobs: Arc::new(SqliteJobRepository::new(db.clone(), queue)),
         seed: Arc::new(SqliteSeedRepository::new(db)),
+        changes: None,
     })
 }
 

@@ -1,0 +1,388 @@
+//! Several agora processes on one PostgreSQL (PostgreSQL only): three real `agora` processes
+//! share one database and are driven round-robin. Concurrent stakes keep every money
+//! invariant; a write through one process is read through another within 1 s; a market
+//! created through one is found by vector search through another; a session revoked or a
+//! refresh token replayed through one is refused by the others at once; and one process killed
+//! with SIGKILL mid-load loses no acknowledged stake while the job it had claimed is finished
+//! by another after its lease.
+
+use std::{
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    request, skip_on_sqlite, start_provider, Process, Provider, Reply, TestDb, PASSWORD,
+};
+
+const USERS: usize = 9;
+
+/// Three processes' bases, and the requests spread over them.
+struct Cluster {
+    client: Client,
+    bases: Vec<String>,
+}
+
+impl Cluster {
+    async fn send(
+        &self,
+        i: usize,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let base = &self.bases[i % self.bases.len()];
+        request(&self.client, base, token, method, path, body, &[]).await
+    }
+
+    async fn post(&self, i: usize, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(i, Method::POST, path, token, Some(body)).await
+    }
+
+    async fn get(&self, i: usize, path: &str, token: Option<&str>) -> Reply {
+        self.send(i, Method::GET, path, token, None).await
+    }
+}
+
+/// Registers and logs in `username` through process `i`; returns (id, access, refresh).
+async fn account(c: &Cluster, i: usize, username: &str) -> (i64, String, String) {
+    let creds = json!({"username": username, "password": PASSWORD});
+    let reg = c.post(i, "/api/auth/register", None, creds.clone()).await;
+    assert_eq!(reg.status, 201, "{}", reg.text);
+    let login = c.post(i + 1, "/api/auth/login", None, creds).await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    (
+        reg.body["data"]["id"].as_i64().unwrap(),
+        login.body["data"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        login.body["data"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+/// Polls `check` until it holds; returns how long that took, failing past `limit`.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_processes_on_one_postgresql_act_as_one_server() {
+    if skip_on_sqlite("several processes share only a PostgreSQL database") {
+        return;
+    }
+    // Every process embeds through the same stand-in provider (one model); the second one's
+    // provider hangs, so a job it claims stays claimed until it is killed.
+    let working = start_provider(Arc::new(Provider::default())).await;
+    let hanging = Arc::new(Provider {
+        hang: true,
+        ..Provider::default()
+    });
+    let hanging_url = start_provider(hanging.clone()).await;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // One database: the first data dir names it, the others are pointed at the same one.
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let url = crate::helpers::database_url(dirs[0].path()).expect("a database on PostgreSQL");
+    let flags = |embedder: &str, poll: &str| -> Vec<String> {
+        [
+            "--database-url",
+            &url,
+            "--signup-grant",
+            "100000",
+            "--rate-limit",
+            "off",
+            "--embedder",
+            "http",
+            "--embedder-url",
+            embedder,
+            "--embedder-model",
+            "stand-in",
+            "--embedder-timeout-ms",
+            "600000",
+            "--job-timeout-secs",
+            "1",
+            "--job-poll-ms",
+            poll,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut processes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        // The others poll for jobs rarely: the one that creates a market wakes its own
+        // workers at once, so the second process claims what it enqueues.
+        let (embedder, poll) = if i == 1 {
+            (&hanging_url, "50")
+        } else {
+            (&working, "2000")
+        };
+        processes.push(Some(
+            Process::start_with(dir.path(), &flags(embedder, poll), &client).await,
+        ));
+    }
+    let c = Cluster {
+        client: client.clone(),
+        bases: processes
+            .iter()
+            .map(|p| p.as_ref().unwrap().base.clone())
+            .collect(),
+    };
+    let db = TestDb::postgres(&url);
+
+    // Concurrent stakes from many users on shared markets, round-robin over the three.
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(account(&c, i, &format!("multi{i}")).await);
+    }
+    let mut markets = Vec::new();
+    for (i, (_, token, _)) in users.iter().take(3).enumerate() {
+        let m = c
+            .post(
+                i,
+                "/api/markets",
+                Some(token),
+                json!({"name": format!("Shared market {i}"), "outcomes": ["YES", "NO", "MAYBE"]}),
+            )
+            .await;
+        assert_eq!(m.status, 201, "{}", m.text);
+        markets.push(m.body["data"]["id"].as_i64().unwrap());
+    }
+    let c = Arc::new(c);
+    let mut tasks = Vec::new();
+    for (u, (_, token, _)) in users.iter().enumerate() {
+        let (c, token, markets) = (c.clone(), token.clone(), markets.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for n in 0..20 {
+                let market = markets[(u + n) % markets.len()];
+                let reply = c
+                    .post(
+                        u + n,
+                        &format!("/api/markets/{market}/positions"),
+                        Some(&token),
+                        json!({"outcome": n % 3, "amount": 1 + n as i64}),
+                    )
+                    .await;
+                assert_eq!(reply.status, 201, "{}", reply.text);
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut placed = 0;
+    for t in tasks {
+        placed += t.await.unwrap();
+    }
+    assert_eq!(placed, USERS * 20);
+    assert_eq!(db.count("bets"), (USERS * 20) as i64);
+    db.assert_invariants();
+
+    // A write through the first process is read through the third within 1 s (the third
+    // cached the market before the write).
+    let market = markets[0];
+    let before = c.get(2, &format!("/api/markets/{market}"), None).await;
+    let version = before.body["data"]["version"].as_i64().unwrap();
+    let staked = c
+        .post(
+            0,
+            &format!("/api/markets/{market}/positions"),
+            Some(&users[0].1),
+            json!({"outcome": 1, "amount": 5}),
+        )
+        .await;
+    assert_eq!(staked.status, 201);
+    let took = within(
+        Duration::from_secs(1),
+        "a stake through A read through C",
+        || {
+            let c = c.clone();
+            async move {
+                let now = c.get(2, &format!("/api/markets/{market}"), None).await;
+                now.body["data"]["version"].as_i64() == Some(version + 1)
+            }
+        },
+    )
+    .await;
+    eprintln!("a stake through process A was read through process C after {took:?}");
+
+    // A session ended through one process is refused by the others (their session caches
+    // forget it); a refresh token replayed through another process revokes its family.
+    let (_, access, refresh) = account(&c, 0, "multi-session").await;
+    assert_eq!(
+        c.get(2, "/api/me", Some(&access)).await.status,
+        200,
+        "C caches the session"
+    );
+    let rotated = c
+        .post(
+            1,
+            "/api/auth/refresh",
+            None,
+            json!({"refresh_token": refresh}),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    let replayed = c
+        .post(
+            2,
+            "/api/auth/refresh",
+            None,
+            json!({"refresh_token": refresh}),
+        )
+        .await;
+    replayed.assert_error(401, "unauthorized");
+    let newer = rotated.body["data"]["refresh_token"].as_str().unwrap();
+    c.post(
+        0,
+        "/api/auth/refresh",
+        None,
+        json!({"refresh_token": newer}),
+    )
+    .await
+    .assert_error(401, "unauthorized");
+    within(
+        Duration::from_secs(1),
+        "the revoked family's access token on C",
+        || {
+            let (c, access) = (c.clone(), access.clone());
+            async move { c.get(2, "/api/me", Some(&access)).await.status == 401 }
+        },
+    )
+    .await;
+
+    // Kill the second process mid-load, holding the indexing job of a market it created.
+    let created = c
+        .post(
+            1,
+            "/api/markets",
+            Some(&users[1].1),
+            json!({"name": "Will the harbour bridge reopen by spring?", "outcomes": ["YES", "NO"]}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let indexed = created.body["data"]["id"].as_i64().unwrap();
+    within(
+        Duration::from_secs(5),
+        "process B claims the indexing job",
+        || {
+            let hanging = hanging.clone();
+            async move { hanging.calls.load(Ordering::SeqCst) > 0 }
+        },
+    )
+    .await;
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (u, (_, token, _)) in users.iter().enumerate() {
+        let (c, token, acked, stop, market) = (
+            c.clone(),
+            token.clone(),
+            acked.clone(),
+            stop.clone(),
+            markets[u % 3],
+        );
+        load.push(tokio::spawn(async move {
+            let mut n = u;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let path = format!("/api/markets/{market}/positions");
+                let body = json!({"outcome": 0, "amount": 1});
+                let base = &c.bases[n % 3];
+                // The killed process refuses connections: not acknowledged, so not counted.
+                let sent = c
+                    .client
+                    .post(format!("{base}{path}"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(r) = sent {
+                    if r.status() == 201 {
+                        let v: Value = r.json().await.unwrap();
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(v["data"]["id"].as_i64().unwrap());
+                    } else {
+                        assert!(r.status() != 500, "a 500 during the kill");
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    processes[1].take().unwrap().kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let stored: Vec<i64> = db.query_rows("SELECT id FROM bets", &[]);
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged stakes lost: {lost:?}");
+    db.assert_invariants();
+
+    // After the killed process's lease (its --job-timeout + 10 s) another claims the job,
+    // embeds through the working provider, and the market is found by meaning on the third.
+    let job: i64 = db.query_one(
+        "SELECT id FROM jobs WHERE kind = 'index_market' AND CAST(payload ->> 'market_id' AS BIGINT) = $1",
+        &[&indexed],
+    );
+    within(
+        Duration::from_secs(30),
+        "another process finishes the killed one's job",
+        || {
+            let db = TestDb::postgres(&url);
+            async move {
+                let (status, attempts): (String, i64) =
+                    db.query_one("SELECT status, attempts FROM jobs WHERE id = $1", &[&job]);
+                status == "succeeded" && attempts >= 2
+            }
+        },
+    )
+    .await;
+    let found = within(
+        Duration::from_secs(2),
+        "vector search through C finds the market",
+        || {
+            let c = c.clone();
+            async move {
+                let hits = c
+                    .get(
+                        2,
+                        "/api/markets/search?q=bridge+reopening&mode=vector",
+                        None,
+                    )
+                    .await;
+                hits.body["data"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["market"]["id"] == json!(indexed)))
+            }
+        },
+    )
+    .await;
+    eprintln!("the market indexed by another process was found through C after {found:?}");
+}
