@@ -186,9 +186,42 @@ pub fn run(
         })
     });
 
+    // Two processes on the one PostgreSQL database, the connections divided between them (as
+    // a round-robin load balancer would), beside the one process above.
+    let two_processes = postgres.map(|pg| {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let servers: Vec<Server> = dirs
+            .iter()
+            .map(|d| Server::agora(agora, d.path(), &["--database-url", &pg.url]))
+            .collect();
+        let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+        let tokens = gen
+            .runtime
+            .block_on(login_all(&gen.client, &bases[0], TOKENS));
+        let active = gen
+            .runtime
+            .block_on(active_markets(&gen.client, &bases[0], ACTIVE));
+        let loads = [
+            get_path("/healthz"),
+            by_id.clone(),
+            list_request(),
+            agora_stake(tokens, active),
+        ];
+        let rows: Vec<Figures> = (0..loads.len())
+            .map(|i| gen.measure_spread(&bases, &loads[i], lines_for(i)))
+            .collect();
+        for s in servers {
+            s.stop();
+        }
+        rows
+    });
+
     print(&reference, &ours, theirs.as_ref());
     if let Some(pg) = &on_postgres {
         print_postgres(&ours, pg);
+        if let Some(two) = &two_processes {
+            print_two_processes(pg, two);
+        }
     }
     let side = |s: &Side, names: &[&str]| {
         json!({
@@ -204,7 +237,32 @@ pub fn run(
         "agora": side(&ours, &NAMES),
         "fastify": theirs.as_ref().map(|t| side(t, &NAMES)),
         "agora_postgres": on_postgres.as_ref().map(|p| side(p, &NAMES)),
+        "agora_postgres_two_processes": two_processes.as_ref().map(|rows| rows.iter().zip(&NAMES).map(|(f, name)| json!({
+            "workload": name, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms,
+            "errors": f.errors, "requests": f.requests,
+        })).collect::<Vec<_>>()),
     })
+}
+
+/// One agora process on PostgreSQL beside two on the same database (the generator's connections
+/// divided between them; the worse process's latencies).
+fn print_two_processes(one: &Side, two: &[Figures]) {
+    println!("### Two agora processes on the one PostgreSQL beside one\n");
+    println!("| workload | one process req/s | p99 ms | two processes req/s | p99 ms | errors | two / one |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, name) in NAMES.iter().enumerate() {
+        let (a, b) = (&one.rows[i], &two[i]);
+        println!(
+            "| {name:<44} | {:>8.0} | {:>7.2} | {:>8.0} | {:>7.2} | {:>6} | {:>5.2} |",
+            a.rps,
+            a.p99_ms,
+            b.rps,
+            b.p99_ms,
+            b.errors,
+            b.rps / a.rps
+        );
+    }
+    println!();
 }
 
 /// agora on PostgreSQL (`--database-url`): a database the bench seeded like the SQLite one,

@@ -173,6 +173,38 @@ impl Generator {
         }
     }
 
+    /// The workload spread over several servers of one deployment (processes behind a load
+    /// balancer): the connections are divided among `bases`, each share driven by its own
+    /// generator at the same time. Requests per second add up; the latencies are the worst
+    /// server's (p50 and p99 each the largest).
+    pub fn measure_spread(&self, bases: &[String], make: &Make, lines: usize) -> Figures {
+        let share = (self.connections / bases.len()).max(1);
+        // A generator per server: each has its own request file.
+        let parts: Vec<Generator> = bases
+            .iter()
+            .map(|_| Generator::new(share, self.warmup, self.secs))
+            .collect();
+        let figures: Vec<Figures> = std::thread::scope(|scope| {
+            let runs: Vec<_> = bases
+                .iter()
+                .zip(&parts)
+                .map(|(base, part)| {
+                    let make = make.clone();
+                    scope.spawn(move || part.measure_lines(base, &make, lines))
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let requests: u64 = figures.iter().map(|f| f.requests).sum();
+        Figures {
+            rps: figures.iter().map(|f| f.rps).sum(),
+            p50_ms: figures.iter().map(|f| f.p50_ms).fold(0.0, f64::max),
+            p99_ms: figures.iter().map(|f| f.p99_ms).fold(0.0, f64::max),
+            errors: figures.iter().map(|f| f.errors).sum(),
+            requests,
+        }
+    }
+
     /// The workload's first `lines` requests, as the in-process generator would make them
     /// over all its connections, one per line.
     fn request_lines(&self, make: &Make, lines: usize) -> String {

@@ -25,8 +25,9 @@
 //!
 //! With `-- --database-url postgres://...` (`cargo bench --bench load -- --database-url URL`;
 //! the database should be empty: the bench seeds it like the SQLite one), the comparison adds
-//! agora on PostgreSQL: the same workloads, beside agora on SQLite, and the invariants are
-//! checked over that database too.
+//! agora on PostgreSQL: the same workloads, beside agora on SQLite; then two agora processes
+//! on that one database, the connections divided between them (a round-robin load balancer),
+//! beside one; and the invariants are checked over that database too.
 //!
 //! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
