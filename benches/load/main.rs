@@ -24,14 +24,15 @@
 //! the bare handler, to Fastify) are the figures to compare, not the absolute rates.
 //!
 //! With `-- --database-url postgres://...` (`cargo bench --bench load -- --database-url URL`;
-//! the database should be empty: the bench seeds it like the SQLite one), the comparison adds
-//! agora on PostgreSQL: the same workloads, beside agora on SQLite; then two agora processes
+//! the bench seeds the database like the SQLite one, or reuses what an earlier run seeded),
+//! the comparison adds agora on PostgreSQL: the same workloads, beside agora on SQLite; then two agora processes
 //! on that one database, the connections divided between them (a round-robin load balancer),
 //! beside one; and the invariants are checked over that database too.
 //!
 //! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
-//! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
+//! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_ONLY=comparison` (the comparison
+//! tables alone, not the table of every workload), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
 //! generator even when wrk is on PATH). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
 //! instead: the mixed workload for that long, a row per minute with req/s, p50, p99 and the
 //! server's RSS, then the invariants.
@@ -290,6 +291,25 @@ fn seed(bin: &Path, extra: &[&str], markets: u64, what: &str) {
     );
 }
 
+/// Markets already in the PostgreSQL database at `url` (an earlier run's seed is reused: seeding
+/// 100,000 markets there takes minutes); 0 when it has no schema yet.
+fn seeded_markets(url: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        match client.query_one("SELECT count(*) FROM markets", &[]).await {
+            Ok(row) => row.get::<_, i64>(0) as u64,
+            Err(_) => 0,
+        }
+    })
+}
+
 /// Checks the money invariants over the PostgreSQL database at `url`.
 fn check_postgres_invariants(gen: &Generator, url: &str) -> Vec<&'static str> {
     let broken = gen.runtime.block_on(async {
@@ -338,7 +358,12 @@ fn main() {
             "--database-url",
             &url,
         ];
-        seed(&bin, &flags, markets, "into PostgreSQL");
+        let seeded = seeded_markets(&url);
+        if seeded >= markets {
+            println!("reusing the {seeded} markets already in the PostgreSQL database");
+        } else {
+            seed(&bin, &flags, markets - seeded, "into PostgreSQL");
+        }
         compare::Postgres { url, data_dir }
     });
     let gen = Generator::new(connections, warmup, secs);
@@ -366,13 +391,17 @@ fn main() {
         postgres.as_ref(),
     );
 
+    // `AGORA_BENCH_ONLY=comparison`: the comparison tables alone (a quicker run).
+    let only_comparison = std::env::var("AGORA_BENCH_ONLY").is_ok_and(|v| v == "comparison");
     println!("\n### agora's workloads (RSS and peak RSS of the server in MiB)\n");
     let mut table = Table {
         healthz: 1.0,
         rows: Vec::new(),
     };
-    run_first_server(&gen, &mut table, &bin, dir.path(), hot);
-    run_other_servers(&gen, &mut table, &bin, dir.path(), hot);
+    if !only_comparison {
+        run_first_server(&gen, &mut table, &bin, dir.path(), hot);
+        run_other_servers(&gen, &mut table, &bin, dir.path(), hot);
+    }
 
     let mut broken = check_invariants(dir.path(), "the run");
     if let Some(pg) = &postgres {

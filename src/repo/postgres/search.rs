@@ -186,6 +186,8 @@ impl SearchRepository for PgSearchRepository {
                 .read_only(true)
                 .start()
                 .await?;
+            // Loading every vector takes as long as it takes, not a request's bound.
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
             let count: i64 = tx
                 .query_one(
                     "SELECT count(*) FROM market_vectors WHERE model = $1",
