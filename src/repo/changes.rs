@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 /// One change another process committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
     /// A market (its row, outcomes, status or volume) changed or was created.
     Market(i64),

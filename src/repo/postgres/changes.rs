@@ -1,8 +1,8 @@
 //! Changes announced between agora processes on one PostgreSQL: each write that changes what a
-//! process keeps in memory calls [`announce`] in its transaction (`pg_notify`, delivered to
-//! every listener when the transaction commits, never when it rolls back), and each process
-//! follows the channel with a connection of its own ([`PgChangeFeed`]), ignoring its own
-//! announcements (it applied them already).
+//! process keeps in memory notes it in its transaction ([`Conn::announce`](super::Conn::announce)); once the
+//! transaction commits, the [`Announcer`] sends it (`pg_notify`, gathered over a few
+//! milliseconds), and each process follows the channel with a connection of its own
+//! ([`PgChangeFeed`]), ignoring its own announcements (it applied them already).
 //!
 //! The listening connection is checked every few seconds; when it fails, the feed says so (a
 //! warning, and `agora_change_feed_connected 0` in `/metrics`), caches fall back to their
@@ -23,7 +23,6 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Conn, TxError};
 use crate::repo::{Change, ChangeFeed, ChangeHandler};
 
 /// The channel every agora on the database listens on.
@@ -35,19 +34,92 @@ static ORIGIN: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple()
 /// How often the listening connection is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(3);
 
-/// Announces `change` inside the transaction of `c` (at its commit).
-pub(super) async fn announce(c: &Conn<'_>, change: Change) -> Result<(), TxError> {
-    c.exec(
-        "SELECT pg_notify('agora_changes', $1)",
-        &[&payload(&change)],
-    )
-    .await?;
-    Ok(())
+/// Sends committed changes to the other processes: a task that gathers what transactions
+/// committed over a few milliseconds and announces it in one `NOTIFY` on a pooled connection.
+///
+/// Not inside the writing transaction: a transaction that notifies takes a database-wide lock
+/// at commit and holds it through the WAL flush, so every notifying commit waits for the
+/// previous one's flush (stakes measured 708/s that way, against 1,072/s without). After the
+/// commit, announcements cost nothing to the writer; the price is that a process killed
+/// between a commit and its announcement (a few milliseconds) leaves the others on the TTL for
+/// that change.
+pub(crate) struct Announcer {
+    tx: Option<mpsc::UnboundedSender<Vec<Change>>>,
 }
 
-/// The text announcing `change`: this process's origin, then the change.
-pub(super) fn payload(change: &Change) -> String {
-    format!("{} {}", *ORIGIN, change.encode())
+/// How long the announcer gathers changes before it sends them.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// The most bytes of one announcement (`NOTIFY` takes up to 8000).
+const PAYLOAD_MAX: usize = 7900;
+
+impl Announcer {
+    /// An announcer that announces nothing (before the runtime is there, and for tools).
+    pub(crate) fn none() -> Self {
+        Announcer { tx: None }
+    }
+
+    /// The announcer task, on connections from `pool`.
+    pub(crate) fn start(pool: deadpool_postgres::Pool) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Change>>();
+        tokio::spawn(async move {
+            let mut failing_since: Option<std::time::Instant> = None;
+            while let Some(first) = rx.recv().await {
+                tokio::time::sleep(GATHER).await;
+                let mut changes = first;
+                while let Ok(more) = rx.try_recv() {
+                    changes.extend(more);
+                }
+                let mut seen = std::collections::HashSet::new();
+                changes.retain(|c| seen.insert(c.clone()));
+                match send(&pool, &changes).await {
+                    Ok(()) => failing_since = None,
+                    Err(e) => {
+                        // One warning per outage, not one per batch.
+                        if failing_since.is_none() {
+                            tracing::warn!(error = %e, "announcing changes to other processes failed: their caches fall back to the TTL");
+                            failing_since = Some(std::time::Instant::now());
+                        }
+                    }
+                }
+            }
+        });
+        Announcer { tx: Some(tx) }
+    }
+
+    /// Queues `changes` (committed) for announcement.
+    pub(crate) fn send(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(changes);
+        }
+    }
+}
+
+/// Announces `changes` in as few `NOTIFY`s as fit.
+async fn send(pool: &deadpool_postgres::Pool, changes: &[Change]) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let mut payload = ORIGIN.clone();
+    for change in changes {
+        let text = change.encode();
+        if payload.len() + 1 + text.len() > PAYLOAD_MAX {
+            notify(&client, &payload).await?;
+            payload = ORIGIN.clone();
+        }
+        payload.push(' ');
+        payload.push_str(&text);
+    }
+    notify(&client, &payload).await
+}
+
+async fn notify(client: &deadpool_postgres::Object, payload: &str) -> Result<(), String> {
+    client
+        .execute("SELECT pg_notify('agora_changes', $1)", &[&payload])
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Follows the changes other processes announce.
@@ -141,7 +213,7 @@ async fn listen(
             tokio::select! {
                 message = rx.recv() => match message {
                     Some(Ok(payload)) => {
-                        if let Some(change) = decode(&payload) {
+                        for change in decode(&payload) {
                             handler(change);
                         }
                     }
@@ -164,13 +236,13 @@ async fn listen(
     result
 }
 
-/// Another process's change in `payload`; `None` for this process's own, or one it cannot read.
-fn decode(payload: &str) -> Option<Change> {
-    let (origin, change) = payload.split_once(' ')?;
-    if origin == ORIGIN.as_str() {
-        return None;
+/// Another process's changes in `payload`; none for this process's own, or ones it cannot read.
+fn decode(payload: &str) -> Vec<Change> {
+    let mut words = payload.split(' ');
+    match words.next() {
+        Some(origin) if origin != ORIGIN.as_str() => words.filter_map(Change::decode).collect(),
+        _ => Vec::new(),
     }
-    Change::decode(change)
 }
 
 #[cfg(test)]
@@ -179,9 +251,15 @@ mod tests {
 
     #[test]
     fn a_process_skips_its_own_announcements_and_reads_others() {
-        assert_eq!(decode(&format!("{} m:5", *ORIGIN)), None);
-        assert_eq!(decode("someone-else m:5"), Some(Change::Market(5)));
-        assert_eq!(decode("someone-else z:5"), None);
-        assert_eq!(decode("no-space"), None);
+        assert_eq!(decode(&format!("{} m:5", *ORIGIN)), vec![]);
+        assert_eq!(
+            decode("someone-else m:5 z:1 v:6 s:fam-ily"),
+            vec![
+                Change::Market(5),
+                Change::Vector(6),
+                Change::Session("fam-ily".into())
+            ]
+        );
+        assert_eq!(decode("no-space"), vec![]);
     }
 }

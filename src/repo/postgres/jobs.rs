@@ -103,7 +103,7 @@ impl PgJobRepository {
 impl JobRepository for PgJobRepository {
     async fn enqueue(&self, job: NewJob) -> Result<Option<i64>, RepoError> {
         let id = read(&self.pg, |client| async move {
-            insert(&Conn::Client(&client), &job).await
+            insert(&Conn::client(&client), &job).await
         })
         .await?;
         self.wake();
@@ -164,7 +164,7 @@ impl JobRepository for PgJobRepository {
     async fn cancel_periodic(&self, kind: JobKind) -> Result<(), RepoError> {
         let key = periodic_key(&kind);
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .exec(
                     "DELETE FROM jobs WHERE dedupe_key = $1 AND status = 'queued'",
                     &[&key],
@@ -178,7 +178,7 @@ impl JobRepository for PgJobRepository {
     async fn prune_finished(&self, age: Duration) -> Result<u64, RepoError> {
         let cutoff = now_ms() - age.as_millis() as i64;
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .exec(
                     "DELETE FROM jobs WHERE status IN ('succeeded', 'dead')
                         AND finished_at < $1 AND every_ms IS NULL",
@@ -197,7 +197,7 @@ impl JobRepository for PgJobRepository {
             let now = now_ms();
             let token = uuid::Uuid::new_v4().to_string();
             let lease_until = now + lease.as_millis() as i64;
-            let job = Conn::Client(&client)
+            let job = Conn::client(&client)
                 .opt(
                     &format!(
                         "WITH queued AS (
@@ -229,7 +229,7 @@ impl JobRepository for PgJobRepository {
         let every = claimed.job.every.map(|e| e.as_millis() as i64);
         read(&self.pg, |client| async move {
             let now = now_ms();
-            let c = Conn::Client(&client);
+            let c = Conn::client(&client);
             let changed = match every {
                 Some(every) => {
                     c.exec(
@@ -314,7 +314,7 @@ impl JobRepository for PgJobRepository {
 
     async fn next_due(&self) -> Result<Option<OffsetDateTime>, RepoError> {
         read(&self.pg, |client| async move {
-            let due: Option<i64> = Conn::Client(&client)
+            let due: Option<i64> = Conn::client(&client)
                 .one(
                     "SELECT least((SELECT min(run_at) FROM jobs WHERE status = 'queued'),
                                   (SELECT min(lease_until) FROM jobs WHERE status = 'running'))",
@@ -330,7 +330,7 @@ impl JobRepository for PgJobRepository {
     async fn get(&self, id: i64) -> Result<Option<Job>, RepoError> {
         let default_attempts = self.config.max_attempts;
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .opt(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"), &[&id])
                 .await?
                 .map(|r| job_from_row(&r, default_attempts))
@@ -381,7 +381,7 @@ impl JobRepository for PgJobRepository {
         read(&self.pg, |client| async move {
             let mut counts: Vec<(JobStatus, u64)> =
                 JobStatus::ALL.iter().map(|s| (*s, 0)).collect();
-            for row in Conn::Client(&client)
+            for row in Conn::client(&client)
                 .rows("SELECT status, count(*) FROM jobs GROUP BY status", &[])
                 .await?
             {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_postgres::Row;
 
-use super::{announce, now_ms, trading::place_stake, transaction, Conn, Pg, TxError};
+use super::{now_ms, trading::place_stake, transaction, Conn, Pg, TxError};
 use crate::{
     domain::{
         authority::{self, Standing},
@@ -123,7 +123,7 @@ impl MarketRepository for PgMarketRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(market.id = id))]
     async fn get(&self, id: i64) -> Result<Option<Arc<Market>>, RepoError> {
         super::read(&self.pg, |client| async move {
-            Ok(get_market(&Conn::Client(&client), id).await?.map(Arc::new))
+            Ok(get_market(&Conn::client(&client), id).await?.map(Arc::new))
         })
         .await
     }
@@ -168,7 +168,7 @@ impl MarketRepository for PgMarketRepository {
                 }
                 let market = market_now(c, id).await?;
                 insert_jobs(c, &jobs(&market)).await?;
-                announce(c, Change::Market(id)).await?;
+                c.announce(Change::Market(id));
                 Ok(market)
             }
             .boxed()
@@ -230,7 +230,7 @@ impl MarketRepository for PgMarketRepository {
                 )
                 .await?;
                 insert_jobs(c, &jobs).await?;
-                announce(c, Change::Market(id)).await?;
+                c.announce(Change::Market(id));
                 market_now(c, id).await
             }
             .boxed()
@@ -255,7 +255,8 @@ impl MarketRepository for PgMarketRepository {
                 )
                 .await?;
                 c.exec("DELETE FROM markets WHERE id = $1", &[&id]).await?;
-                announce(c, Change::MarketDeleted(id)).await
+                c.announce(Change::MarketDeleted(id));
+                Ok(())
             }
             .boxed()
         })

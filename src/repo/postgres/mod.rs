@@ -19,6 +19,9 @@
 //!   connections by itself, so agora serves again as soon as the database does.
 //! - **Jobs**: claimed with `FOR UPDATE SKIP LOCKED` under a lease; completion is fenced on
 //!   the claim's lease token.
+//! - **Several processes**: a write notes what it changed (a market, a vector, a session, a
+//!   role); after its commit the change is announced with `NOTIFY` (`changes.rs`), and every
+//!   other process, listening, drops what it cached of it ([`crate::repo::ChangeFeed`]).
 
 mod changes;
 mod codes;
@@ -46,8 +49,6 @@ use crate::{
     domain::{job::QueueConfig, paging::KeyPart},
     repo::{RepoError, Storage},
 };
-
-use changes::announce;
 
 /// How to reach and use the database.
 #[derive(Debug, Clone)]
@@ -88,6 +89,8 @@ pub enum PgOpenError {
 pub(crate) struct Pg {
     pool: Pool,
     waits: std::sync::atomic::AtomicU64,
+    /// Sends committed changes to the other processes.
+    pub(crate) announcer: changes::Announcer,
 }
 
 /// A pooled connection.
@@ -109,58 +112,89 @@ impl Pg {
 }
 
 /// One statement run on a pooled connection or inside a transaction, prepared once per
-/// connection (`prepare_cached`): a query costs one round trip, not a parse each time.
-pub(crate) enum Conn<'a> {
-    /// Outside a transaction.
+/// connection (`prepare_cached`): a query costs one round trip, not a parse each time. Inside a
+/// transaction it also collects the changes the transaction announces
+/// ([`Conn::announce`]), sent to the other processes once it commits.
+pub(crate) struct Conn<'a> {
+    on: On<'a>,
+    announced: std::sync::Mutex<Vec<crate::repo::Change>>,
+}
+
+enum On<'a> {
     Client(&'a Client),
-    /// Inside one.
     Tx(&'a deadpool_postgres::Transaction<'a>),
 }
 
 /// Parameters of a statement.
 pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
+    /// Statements outside a transaction.
+    pub(crate) fn client(client: &'a Client) -> Self {
+        Conn {
+            on: On::Client(client),
+            announced: Default::default(),
+        }
+    }
+
+    fn tx(tx: &'a deadpool_postgres::Transaction<'a>) -> Self {
+        Conn {
+            on: On::Tx(tx),
+            announced: Default::default(),
+        }
+    }
+
+    /// Notes a change to announce when the transaction commits.
+    pub(crate) fn announce(&self, change: crate::repo::Change) {
+        if let Ok(mut announced) = self.announced.lock() {
+            announced.push(change);
+        }
+    }
+
+    fn announced(self) -> Vec<crate::repo::Change> {
+        self.announced.into_inner().unwrap_or_default()
+    }
+
     async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        match self {
-            Conn::Client(c) => c.prepare_cached(sql).await,
-            Conn::Tx(t) => t.prepare_cached(sql).await,
+        match self.on {
+            On::Client(c) => c.prepare_cached(sql).await,
+            On::Tx(t) => t.prepare_cached(sql).await,
         }
     }
 
     /// Every row.
     pub(crate) async fn rows(&self, sql: &str, p: &Params<'_>) -> Result<Vec<Row>, TxError> {
         let st = self.statement(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.query(&st, p).await?,
-            Conn::Tx(t) => t.query(&st, p).await?,
+        Ok(match self.on {
+            On::Client(c) => c.query(&st, p).await?,
+            On::Tx(t) => t.query(&st, p).await?,
         })
     }
 
     /// The row, if any (more than one is an error).
     pub(crate) async fn opt(&self, sql: &str, p: &Params<'_>) -> Result<Option<Row>, TxError> {
         let st = self.statement(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.query_opt(&st, p).await?,
-            Conn::Tx(t) => t.query_opt(&st, p).await?,
+        Ok(match self.on {
+            On::Client(c) => c.query_opt(&st, p).await?,
+            On::Tx(t) => t.query_opt(&st, p).await?,
         })
     }
 
     /// Exactly one row.
     pub(crate) async fn one(&self, sql: &str, p: &Params<'_>) -> Result<Row, TxError> {
         let st = self.statement(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.query_one(&st, p).await?,
-            Conn::Tx(t) => t.query_one(&st, p).await?,
+        Ok(match self.on {
+            On::Client(c) => c.query_one(&st, p).await?,
+            On::Tx(t) => t.query_one(&st, p).await?,
         })
     }
 
     /// Rows changed.
     pub(crate) async fn exec(&self, sql: &str, p: &Params<'_>) -> Result<u64, TxError> {
         let st = self.statement(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.execute(&st, p).await?,
-            Conn::Tx(t) => t.execute(&st, p).await?,
+        Ok(match self.on {
+            On::Client(c) => c.execute(&st, p).await?,
+            On::Tx(t) => t.execute(&st, p).await?,
         })
     }
 }
@@ -213,11 +247,13 @@ where
         let mut client = pg.client().await?;
         let result = async {
             let tx = client.transaction().await?;
-            let value = {
-                let conn = Conn::Tx(&tx);
-                body(&conn).await?
+            let (value, announced) = {
+                let conn = Conn::tx(&tx);
+                let value = body(&conn).await?;
+                (value, conn.announced())
             };
             tx.commit().await?;
+            pg.announcer.send(announced);
             Ok::<_, TxError>(value)
         }
         .await;
@@ -258,7 +294,7 @@ where
             .start()
             .await?;
         let value = {
-            let conn = Conn::Tx(&tx);
+            let conn = Conn::tx(&tx);
             body(&conn).await?
         };
         tx.commit().await?;
@@ -272,7 +308,9 @@ where
 /// a newer agora) and returns every repository over it; `queue` sets the job queue's retries
 /// and leases.
 pub async fn open(options: &PgOptions, queue: QueueConfig) -> Result<Storage, PgOpenError> {
-    let (pg, config) = connect(options)?;
+    let (mut pg, config) = connect(options)?;
+    let pool = pg.pool.clone();
+    pg.announcer = changes::Announcer::start(pool);
     let pg = Arc::new(pg);
     migrations::apply(&pg).await?;
     Ok(Storage {
@@ -332,6 +370,7 @@ fn connect(options: &PgOptions) -> Result<(Pg, tokio_postgres::Config), PgOpenEr
     let pg = Pg {
         pool,
         waits: std::sync::atomic::AtomicU64::new(0),
+        announcer: changes::Announcer::none(),
     };
     Ok((pg, config))
 }

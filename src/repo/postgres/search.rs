@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use futures_util::{pin_mut, TryStreamExt};
 
-use super::{changes, markets::status, now_ms, read, Conn, Pg, TxError};
+use super::{markets::status, now_ms, read, Conn, Pg, TxError};
 use crate::{
     domain::market::MarketStatus,
     repo::{
@@ -63,7 +63,7 @@ impl SearchRepository for PgSearchRepository {
         }
         read(&self.pg, |client| async move {
             let status = status.map(MarketStatus::as_str);
-            Conn::Client(&client)
+            Conn::client(&client)
                 .rows(
                     &format!(
                         "SELECT m.id FROM markets m, to_tsquery('english', $1) q
@@ -85,7 +85,7 @@ impl SearchRepository for PgSearchRepository {
             return Ok(HashMap::new());
         }
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .rows("SELECT id, status FROM markets WHERE id = ANY($1)", &[&ids])
                 .await?
                 .iter()
@@ -101,7 +101,7 @@ impl SearchRepository for PgSearchRepository {
         model: String,
     ) -> Result<Option<(MarketText, Option<String>)>, RepoError> {
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .opt(
                     "SELECT m.name, m.description, v.content_hash
                        FROM markets m
@@ -132,19 +132,15 @@ impl SearchRepository for PgSearchRepository {
         vector: Vec<f32>,
     ) -> Result<bool, RepoError> {
         let hash = text.content_hash(&model);
-        read(&self.pg, |client| async move {
-            let stored = Conn::Client(&client)
+        let stored = read(&self.pg, |client| async move {
+            let stored = Conn::client(&client)
                 .exec(
-                    // One statement: the vector, and its announcement when it was stored.
-                    "WITH stored AS (
-                         INSERT INTO market_vectors (market_id, model, content_hash, vector, updated_at)
-                         SELECT id, $2, $3, $4, $5 FROM markets
-                          WHERE id = $1 AND name = $6 AND description IS NOT DISTINCT FROM $7
-                         ON CONFLICT (market_id) DO UPDATE SET
-                            model = excluded.model, content_hash = excluded.content_hash,
-                            vector = excluded.vector, updated_at = excluded.updated_at
-                         RETURNING market_id)
-                     SELECT pg_notify('agora_changes', $8) FROM stored",
+                    "INSERT INTO market_vectors (market_id, model, content_hash, vector, updated_at)
+                     SELECT id, $2, $3, $4, $5 FROM markets
+                      WHERE id = $1 AND name = $6 AND description IS NOT DISTINCT FROM $7
+                     ON CONFLICT (market_id) DO UPDATE SET
+                        model = excluded.model, content_hash = excluded.content_hash,
+                        vector = excluded.vector, updated_at = excluded.updated_at",
                     &[
                         &id,
                         &model,
@@ -153,18 +149,21 @@ impl SearchRepository for PgSearchRepository {
                         &now_ms(),
                         &text.name,
                         &text.description,
-                        &changes::payload(&Change::Vector(id)),
                     ],
                 )
                 .await?;
             Ok(stored == 1)
         })
-        .await
+        .await?;
+        if stored {
+            self.pg.announcer.send(vec![Change::Vector(id)]);
+        }
+        Ok(stored)
     }
 
     async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError> {
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .opt(
                     "SELECT vector FROM market_vectors WHERE market_id = $1 AND model = $2",
                     &[&id, &model],
@@ -228,7 +227,7 @@ impl SearchRepository for PgSearchRepository {
         missing_only: bool,
     ) -> Result<Vec<i64>, RepoError> {
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .rows(
                     "SELECT m.id FROM markets m
                       WHERE NOT $2 OR NOT EXISTS (

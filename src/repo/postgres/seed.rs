@@ -8,7 +8,6 @@ use futures_util::FutureExt;
 use time::OffsetDateTime;
 
 use super::{
-    announce,
     trading::{place_stake, settle_market},
     transaction,
     users::insert_user,
@@ -109,7 +108,8 @@ async fn store_vector(c: &Conn<'_>, id: i64, m: &DemoMarket, model: &str) -> Res
     )
     .await?;
     // A server running on the database while it is seeded searches the market at once.
-    announce(c, Change::Vector(id)).await
+    c.announce(Change::Vector(id));
+    Ok(())
 }
 
 /// Creates one demo market the way the API would: open, with its stakes (a stake the user

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use time::OffsetDateTime;
 
-use super::{announce, now_ms, read, transaction, users::get_user, Conn, Pg, TxError};
+use super::{now_ms, read, transaction, users::get_user, Conn, Pg, TxError};
 use crate::{
     domain::user::Role,
     repo::{to_millis, Change, RepoError, Rotation, SessionRepository},
@@ -48,7 +48,7 @@ impl SessionRepository for PgSessionRepository {
         expires_at: OffsetDateTime,
     ) -> Result<(), RepoError> {
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .exec(
                     INSERT_TOKEN,
                     &[
@@ -98,7 +98,7 @@ impl SessionRepository for PgSessionRepository {
                 }
                 if used {
                     revoke(c, &family, now).await?;
-                    announce(c, Change::Session(family.clone())).await?;
+                    c.announce(Change::Session(family.clone()));
                     return Ok(Rotation::Reused { family });
                 }
                 let Some(user) = get_user(c, user_id).await? else {
@@ -136,7 +136,7 @@ impl SessionRepository for PgSessionRepository {
                     .transpose()?;
                 if let Some(family) = &family {
                     revoke(c, family, now_ms()).await?;
-                    announce(c, Change::Session(family.clone())).await?;
+                    c.announce(Change::Session(family.clone()));
                 }
                 Ok(family)
             }
@@ -147,7 +147,7 @@ impl SessionRepository for PgSessionRepository {
 
     async fn session_role(&self, family: String) -> Result<Option<(i64, Role)>, RepoError> {
         read(&self.pg, |client| async move {
-            let found = Conn::Client(&client)
+            let found = Conn::client(&client)
                 .opt(
                     "SELECT u.id, u.role FROM refresh_tokens t JOIN users u ON u.id = t.user_id
                       WHERE t.family = $1 AND t.revoked_at IS NULL LIMIT 1",

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 
 use super::{
-    announce,
     markets::{market_now, status},
     now_ms, trading_lists as lists, transaction, Conn, Params, Pg, TxError,
 };
@@ -167,8 +166,8 @@ pub(super) async fn place_stake(
             "UPDATE markets SET volume = volume + $2, version = version + 1, updated_at = $3 WHERE id = $1",
             market_params,
         ),
-        announce(c, Change::Market(market_id)),
     )?;
+    c.announce(Change::Market(market_id));
     let bet_id: i64 = bet.try_get(0)?;
     Ok(Placed {
         bet: Bet {
@@ -289,7 +288,7 @@ pub(super) async fn settle_market(
         &[&market_id, &status, &winner, &now],
     )
     .await?;
-    announce(c, Change::Market(market_id)).await?;
+    c.announce(Change::Market(market_id));
     market_now(c, market_id).await
 }
 
@@ -325,7 +324,7 @@ impl TradingRepository for PgTradingRepository {
                     &[&market_id, &now_ms()],
                 )
                 .await?;
-                announce(c, Change::Market(market_id)).await?;
+                c.announce(Change::Market(market_id));
                 market_now(c, market_id).await
             }
             .boxed()
@@ -371,7 +370,7 @@ impl TradingRepository for PgTradingRepository {
                     .map(|r| r.try_get(0))
                     .collect::<Result<Vec<i64>, _>>()?;
                 for id in &closed {
-                    announce(c, Change::Market(*id)).await?;
+                    c.announce(Change::Market(*id));
                 }
                 Ok(closed)
             }

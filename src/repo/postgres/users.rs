@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_postgres::Row;
 
-use super::{announce, now_ms, read, transaction, Conn, Pg, TxError};
+use super::{now_ms, read, transaction, Conn, Pg, TxError};
 use crate::{
     domain::{
         user::{Role, User},
@@ -103,7 +103,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(user.id = id))]
     async fn get(&self, id: i64) -> Result<Option<User>, RepoError> {
         read(&self.pg, |client| async move {
-            get_user(&Conn::Client(&client), id).await
+            get_user(&Conn::client(&client), id).await
         })
         .await
     }
@@ -111,7 +111,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn find_login(&self, username: String) -> Result<Option<(User, String)>, RepoError> {
         read(&self.pg, |client| async move {
-            Conn::Client(&client)
+            Conn::client(&client)
                 .opt(
                     &format!("{SELECT_USER} WHERE lower(username) = lower($1)"),
                     &[&username],
@@ -147,7 +147,7 @@ impl UserRepository for PgUserRepository {
                     &[&id, &role.as_str()],
                 )
                 .await?;
-                announce(c, Change::User(id)).await?;
+                c.announce(Change::User(id));
                 get_user(c, id).await
             }
             .boxed()
