@@ -35,7 +35,8 @@ static ORIGIN: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple()
 const CHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// Sends committed changes to the other processes: a task that gathers what transactions
-/// committed over a few milliseconds and announces it in one `NOTIFY` on a pooled connection.
+/// committed over a few milliseconds and announces it in one `NOTIFY`, on a connection of its
+/// own.
 ///
 /// Not inside the writing transaction: a transaction that notifies takes a database-wide lock
 /// at commit and holds it through the WAL flush, so every notifying commit waits for the
@@ -59,10 +60,12 @@ impl Announcer {
         Announcer { tx: None }
     }
 
-    /// The announcer task, on connections from `pool`.
-    pub(crate) fn start(pool: deadpool_postgres::Pool) -> Self {
+    /// The announcer task, on a connection of its own made with `config` (a busy pool must not
+    /// delay announcements), made again when it fails.
+    pub(crate) fn start(config: tokio_postgres::Config) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Change>>();
         tokio::spawn(async move {
+            let mut client: Option<tokio_postgres::Client> = None;
             let mut failing_since: Option<std::time::Instant> = None;
             while let Some(first) = rx.recv().await {
                 tokio::time::sleep(GATHER).await;
@@ -72,9 +75,10 @@ impl Announcer {
                 }
                 let mut seen = std::collections::HashSet::new();
                 changes.retain(|c| seen.insert(c.clone()));
-                match send(&pool, &changes).await {
+                match send(&config, &mut client, &changes).await {
                     Ok(()) => failing_since = None,
                     Err(e) => {
+                        client = None;
                         // One warning per outage, not one per batch.
                         if failing_since.is_none() {
                             tracing::warn!(error = %e, "announcing changes to other processes failed: their caches fall back to the TTL");
@@ -98,9 +102,18 @@ impl Announcer {
     }
 }
 
-/// Announces `changes` in as few `NOTIFY`s as fit.
-async fn send(pool: &deadpool_postgres::Pool, changes: &[Change]) -> Result<(), String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+/// Announces `changes` in as few `NOTIFY`s as fit, on `client` (connected first if need be).
+async fn send(
+    config: &tokio_postgres::Config,
+    client: &mut Option<tokio_postgres::Client>,
+    changes: &[Change],
+) -> Result<(), String> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        let (c, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        *client = Some(c);
+    }
+    let client = client.as_ref().expect("connected above");
     let mut payload = ORIGIN.clone();
     for change in changes {
         let text = change.encode();
@@ -114,7 +127,7 @@ async fn send(pool: &deadpool_postgres::Pool, changes: &[Change]) -> Result<(), 
     notify(&client, &payload).await
 }
 
-async fn notify(client: &deadpool_postgres::Object, payload: &str) -> Result<(), String> {
+async fn notify(client: &tokio_postgres::Client, payload: &str) -> Result<(), String> {
     client
         .execute("SELECT pg_notify('agora_changes', $1)", &[&payload])
         .await

@@ -309,8 +309,7 @@ where
 /// and leases.
 pub async fn open(options: &PgOptions, queue: QueueConfig) -> Result<Storage, PgOpenError> {
     let (mut pg, config) = connect(options)?;
-    let pool = pg.pool.clone();
-    pg.announcer = changes::Announcer::start(pool);
+    pg.announcer = changes::Announcer::start(config.clone());
     let pg = Arc::new(pg);
     migrations::apply(&pg).await?;
     Ok(Storage {
