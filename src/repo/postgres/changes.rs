@@ -118,13 +118,13 @@ async fn send(
     for change in changes {
         let text = change.encode();
         if payload.len() + 1 + text.len() > PAYLOAD_MAX {
-            notify(&client, &payload).await?;
+            notify(client, &payload).await?;
             payload = ORIGIN.clone();
         }
         payload.push(' ');
         payload.push_str(&text);
     }
-    notify(&client, &payload).await
+    notify(client, &payload).await
 }
 
 async fn notify(client: &tokio_postgres::Client, payload: &str) -> Result<(), String> {
