@@ -386,3 +386,63 @@ async fn three_processes_on_one_postgresql_act_as_one_server() {
     .await;
     eprintln!("the market indexed by another process was found through C after {found:?}");
 }
+
+#[tokio::test]
+async fn an_anonymous_flood_over_three_processes_meets_one_shared_quota() {
+    if skip_on_sqlite("several processes share only a PostgreSQL database") {
+        return;
+    }
+    let Ok(redis) = std::env::var("AGORA_TEST_REDIS_URL") else {
+        eprintln!("skipped without AGORA_TEST_REDIS_URL: the processes share quotas through Redis");
+        return;
+    };
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let url = crate::helpers::database_url(dirs[0].path()).expect("a database on PostgreSQL");
+    // Keys of this test alone: other tests count in the same Redis.
+    let prefix = format!("agora-test:{:016x}:", rand::random::<u64>());
+    let args: Vec<String> = [
+        "--database-url",
+        &url,
+        "--redis-url",
+        &redis,
+        "--redis-prefix",
+        &prefix,
+        "--rate-reads",
+        "30/min",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut processes = Vec::new();
+    for dir in &dirs {
+        processes.push(Process::start_with(dir.path(), &args, &client).await);
+    }
+    let c = Cluster {
+        client,
+        bases: processes.iter().map(|p| p.base.clone()).collect(),
+    };
+    // 90 anonymous reads from one address, round-robin: the one shared quota of 30 (refilled
+    // at one every 2 s) lets about 30 through, not 90.
+    let mut passed = 0;
+    let mut limited = 0;
+    for i in 0..90 {
+        let reply = c.get(i, "/api/markets", None).await;
+        match reply.status.as_u16() {
+            200 => passed += 1,
+            429 => {
+                limited += 1;
+                reply.assert_error(429, "rate_limited");
+                assert!(reply.header("retry-after").is_some());
+            }
+            other => panic!("{other}: {}", reply.text),
+        }
+    }
+    assert!(
+        (30..=32).contains(&passed),
+        "{passed} passed and {limited} were limited: one quota of 30 across three processes"
+    );
+}
