@@ -23,7 +23,7 @@ use crate::{
     middleware::{
         access_log::AccessLog,
         body_limit::BodyLimit,
-        rate_limit::{RateLimit, RateLimits},
+        rate_limit::{RateLimit, RateLimits, RedisStore},
     },
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
@@ -87,6 +87,7 @@ pub struct App {
     tokens: Arc<Tokens>,
     passwords: Arc<Passwords>,
     embedder: Arc<dyn Embedder>,
+    limits: Arc<RateLimits>,
     lock: Option<DataDirLock>,
 }
 
@@ -175,6 +176,27 @@ fn postgres_options(config: &Config) -> Result<Option<PgOptions>, StartError> {
     }))
 }
 
+/// The rate limiters `config` asks for: counted in this process, or in Redis with
+/// `--redis-url` (and limiting on). Redis need not answer yet: until it does, requests get what
+/// `--redis-failure` says, and a warning says so.
+async fn rate_limits(config: &Config) -> Result<RateLimits, StartError> {
+    let quotas = config.quotas();
+    if config.redis.redis_url.is_none() || !quotas.enabled {
+        return Ok(RateLimits::new(&quotas));
+    }
+    let store = RedisStore::connect(&config.redis).map_err(StartError::Init)?;
+    match store.ping().await {
+        Ok(()) => tracing::info!(redis = store.target(), "rate limits are counted in Redis"),
+        Err(why) => tracing::warn!(
+            redis = store.target(),
+            error = %why,
+            failure_mode = ?store.failure_mode(),
+            "Redis does not answer at start; rate limits follow --redis-failure until it does"
+        ),
+    }
+    Ok(RateLimits::shared(&quotas, Arc::new(store)))
+}
+
 /// Backups of the database `config` names, without opening it (`agora backup` and `agora
 /// restore`); on PostgreSQL they refuse, naming `pg_dump` and `pg_restore`.
 pub fn backups(config: &Config) -> Arc<dyn Backup> {
@@ -210,6 +232,7 @@ impl App {
             Some(_) => None,
         };
         let storage = open_storage(&config).await?;
+        let limits = Arc::new(rate_limits(&config).await?);
         let tokens = Arc::new(Tokens::new(
             &secret,
             Duration::from_secs(config.access_token_ttl_secs),
@@ -227,6 +250,7 @@ impl App {
             tokens,
             passwords,
             embedder,
+            limits,
             lock,
         })
     }
@@ -250,6 +274,7 @@ impl App {
             tokens,
             passwords,
             embedder,
+            limits,
             lock,
         } = self;
         let queue = storage.jobs.clone();
@@ -314,11 +339,13 @@ impl App {
             )),
             config.workers(),
         );
-        let limits = Arc::new(RateLimits::new(&config.quotas()));
-        let forgetter = tokio::spawn(forget_idle_clients(
-            limits.clone(),
-            Duration::from_secs(config.rate_limit_sweep_secs.max(1)),
-        ));
+        // Redis keys expire by themselves; only in-process limiters need forgetting.
+        let forgetter = limits.in_process().then(|| {
+            tokio::spawn(forget_idle_clients(
+                limits.clone(),
+                Duration::from_secs(config.rate_limit_sweep_secs.max(1)),
+            ))
+        });
         let services = api::Services {
             trading,
             search,
@@ -360,8 +387,10 @@ impl App {
         // Every task and thread of ours ends before "agora stopped": the sweeper is joined (not
         // just told to stop), the workers and the database threads are joined below, so what
         // the runtime's drop waits for afterwards is only what a client request left behind.
-        forgetter.abort();
-        let _ = forgetter.await;
+        if let Some(forgetter) = forgetter {
+            forgetter.abort();
+            let _ = forgetter.await;
+        }
         workers
             .shutdown(Duration::from_secs(config.shutdown_timeout_secs))
             .await;

@@ -33,7 +33,11 @@
 //! | `--rate-search` | `AGORA_RATE_SEARCH` | `120/min` | Quota of market searches per user or client address. |
 //! | `--rate-admin` | `AGORA_RATE_ADMIN` | `6000/min` | Quota of an admin's requests (reads and writes together), per admin. |
 //! | `--trusted-proxies` | `AGORA_TRUSTED_PROXIES` | none | Comma-separated addresses or CIDR networks of reverse proxies whose `X-Forwarded-For` / `Forwarded` header names the client. Without it the TCP peer is the client. |
-//! | `--rate-limit-sweep-secs` | `AGORA_RATE_LIMIT_SWEEP` | `60` | Seconds between sweeps that forget the limiter state of clients whose quota is full again. |
+//! | `--rate-limit-sweep-secs` | `AGORA_RATE_LIMIT_SWEEP` | `60` | Seconds between sweeps that forget the limiter state of clients whose quota is full again (in process only: Redis keys expire by themselves). |
+//! | `--redis-url` | `AGORA_REDIS_URL` | none | `redis://[:password@]host:port/db`: count every quota in this Redis, shared by every agora process that uses it (one quota for all of them, not one each). Without it each process counts its own. Needs Redis 5 or later (or Valkey); no TLS. |
+//! | `--redis-failure` | `AGORA_REDIS_FAILURE` | `open` | While Redis cannot answer: `open` lets limited requests through uncounted (`/readyz` stays 200, status `degraded`), `closed` refuses them with 503 (and `/readyz` is 503). Login attempts are refused with 503 either way. |
+//! | `--redis-timeout-ms` | `AGORA_REDIS_TIMEOUT_MS` | `100` | Longest one rate-limit check waits for Redis (1-10000); past it the check counts as failed, and checks skip Redis for the next second. |
+//! | `--redis-prefix` | `AGORA_REDIS_PREFIX` | `agora:rl:` | Prefix of every Redis key agora writes; processes that share quotas use the same one. |
 //! | `--header-timeout-secs` | `AGORA_HEADER_TIMEOUT` | `10` | Seconds a connection may take to send a whole request head, counted from when the server starts waiting for it; a connection past it is closed unanswered. Also how long an idle keep-alive connection stays open. |
 //! | `--job-workers` | `AGORA_JOB_WORKERS` | `2` | Background jobs run at once. `0` runs none: jobs (the close sweep and search indexing included) wait in the table for a server with workers. |
 //! | `--job-poll-ms` | `AGORA_JOB_POLL_MS` | `1000` | Longest an idle worker sleeps before looking at the queue (it is also woken at once by a new job and at the next retry time). |
@@ -63,7 +67,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::middleware::rate_limit::{IpNet, Quotas, Rate};
+use crate::middleware::rate_limit::{IpNet, Quotas, Rate, RedisConfig};
 
 /// The `agora` command line.
 #[derive(Debug, Parser)]
@@ -364,6 +368,9 @@ pub struct Config {
         default_value_t = 60
     )]
     pub rate_limit_sweep_secs: u64,
+    /// Where quotas are counted when several processes share them (Redis).
+    #[command(flatten)]
+    pub redis: RedisConfig,
     /// Seconds a connection may take to send a whole request head, counted from when the
     /// server starts waiting for it; also how long an idle keep-alive connection stays open.
     #[arg(

@@ -15,7 +15,8 @@
 //! | `agora_cache_hits_total`, `agora_cache_misses_total` | counter | | Whether the market read cache is sized right: a falling hit ratio means `--cache-markets` is too small or `--cache-ttl-secs` too short. |
 //! | `agora_jobs` | gauge | `status` | Background job queue depth: a growing `queued` means workers cannot keep up; any `dead` needs a look (`GET /api/jobs?status=dead`). |
 //! | `agora_rate_limited_total` | counter | `policy` | 429s per quota: a quota refusing real users is set too low. |
-//! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory). |
+//! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory); 0 with `--redis-url`, where keys expire in Redis. |
+//! | `agora_rate_limit_store_errors_total` | counter | | Rate-limit checks Redis did not answer (an error, past `--redis-timeout-ms`, or skipped in the second after a failure); each passed uncounted or got 503 as `--redis-failure` says (logins: 503). Any increase means limits were not enforced as configured: look at Redis. Always 0 without `--redis-url`. |
 //! | `agora_db_pool_waits_total` | counter | | Reads that found every pooled SQLite connection busy and waited: rising fast means `--db-readers` is too small for the load. On PostgreSQL: requests that found no idle pooled connection (`--db-pool-size`). |
 //! | `agora_change_feed_connected` | gauge | | PostgreSQL only: 1 while this process follows the changes other agora processes announce; 0 means their writes reach this process's caches only by the TTL (`--cache-ttl-secs`). |
 
@@ -79,6 +80,7 @@ pub struct Metrics {
     jobs: Family<StatusLabels, Gauge>,
     rate_limited: Family<PolicyLabels, Counter>,
     rate_limit_keys: Gauge,
+    rate_limit_store_errors: Counter,
     pool_waits: Counter,
     change_feed: Gauge,
     sources: Sources,
@@ -129,6 +131,12 @@ impl Metrics {
             "Clients the rate limiter tracks (after its last sweep)",
             rate_limit_keys.clone(),
         );
+        let rate_limit_store_errors = Counter::default();
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit checks the shared store (Redis) did not answer",
+            rate_limit_store_errors.clone(),
+        );
         let pool_waits = Counter::default();
         registry.register(
             "db_pool_waits",
@@ -152,6 +160,7 @@ impl Metrics {
             jobs,
             rate_limited,
             rate_limit_keys,
+            rate_limit_store_errors,
             pool_waits,
             change_feed,
             sources,
@@ -196,6 +205,7 @@ impl Metrics {
             catch_up(&self.rate_limited.get_or_create(&labels), n);
         }
         self.rate_limit_keys.set(s.limits.tracked_keys() as i64);
+        catch_up(&self.rate_limit_store_errors, s.limits.store_errors());
         catch_up(&self.pool_waits, s.engine.pool_waits());
         if let Some(changes) = &s.changes {
             self.change_feed.set(i64::from(changes.connected()));

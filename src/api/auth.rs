@@ -79,7 +79,9 @@ impl AuthApi {
     /// credentials get 401, the same for unknown users and wrong passwords. Attempts on one
     /// username are limited per client address (10 per 15 minutes by default) and from all
     /// addresses together (200 per 15 minutes): past either, 429. A stranger's failed attempts
-    /// from elsewhere do not lock the owner out.
+    /// from elsewhere do not lock the owner out. With the quotas counted in Redis, an attempt
+    /// gets 503 while Redis cannot answer (these quotas bound password guessing: they never
+    /// let attempts through uncounted).
     #[oai(path = "/login", method = "post", operation_id = "login_user")]
     async fn login_user(
         &self,
@@ -90,7 +92,8 @@ impl AuthApi {
         let ip = self.limits.client_ip(peer, req.headers());
         self.limits
             .check_login(&body.0.username.0, ip)
-            .map_err(|t| ApiError::rate_limited(&t))?;
+            .await
+            .map_err(|refused| ApiError::from(&refused))?;
         let session = self
             .auth
             .login(body.0.username.0, body.0.password.0)

@@ -25,7 +25,10 @@ use super::{
 use crate::{
     domain::FieldError,
     error::AppError,
-    middleware::{rate_limit::Throttled, request_id},
+    middleware::{
+        rate_limit::{Refused, Throttled},
+        request_id,
+    },
 };
 
 /// Every error response an operation can give.
@@ -143,6 +146,35 @@ impl ApiError {
             t.policy.to_str().unwrap_or_default().to_owned(),
             t.state.clone(),
         )
+    }
+}
+
+impl ApiError {
+    /// The readiness 503 while the rate-limit store does not answer and limited requests are
+    /// refused meanwhile; the cause is logged here.
+    pub fn rate_limit_store_down(cause: &str) -> Self {
+        tracing::warn!(
+            error = cause,
+            "not ready: the rate-limit store (Redis) does not answer"
+        );
+        ApiError::Unavailable(body(
+            "unavailable",
+            "the rate-limit store (Redis) does not answer; limited requests are refused until it does",
+            vec![],
+        ))
+    }
+}
+
+impl From<&Refused> for ApiError {
+    fn from(refused: &Refused) -> Self {
+        match refused {
+            Refused::Throttled(t) => ApiError::rate_limited(t),
+            Refused::Unchecked => ApiError::Unavailable(body(
+                "unavailable",
+                "rate limits cannot be checked right now; retry shortly",
+                vec![],
+            )),
+        }
     }
 }
 

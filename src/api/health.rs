@@ -7,6 +7,7 @@ use poem_openapi::{payload::Json, types::Example, Object, OpenApi};
 use super::{error::ApiError, ApiTags};
 use crate::{
     error::AppError,
+    middleware::rate_limit::{FailureMode, RateLimits, StoreHealth},
     repo::{Engine, SCHEMA_VERSION},
 };
 
@@ -14,13 +15,16 @@ use crate::{
 pub struct HealthApi {
     /// The storage engine, to check that it is writable and migrated.
     pub engine: Arc<dyn Engine>,
+    /// The rate limits, to check that their store (Redis, when configured) answers.
+    pub limits: Arc<RateLimits>,
 }
 
 /// Probe result.
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct HealthStatus {
-    /// `ok` when healthy.
+    /// `ok` when healthy. Readiness says `degraded` when it is ready but the rate-limit store
+    /// (Redis) does not answer and requests pass uncounted meanwhile (`--redis-failure open`).
     pub status: String,
     /// Database schema version (readiness only).
     #[oai(skip_serializing_if_is_none)]
@@ -51,7 +55,9 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// 200 when the database accepts a write transaction and its schema is current; else 503.
+    /// 200 when the database accepts a write transaction and its schema is current, and, with
+    /// `--redis-url`, Redis answers; else 503. While Redis does not answer and requests pass
+    /// uncounted (`--redis-failure open`), 200 with status `degraded`.
     #[oai(path = "/readyz", method = "get", operation_id = "get_readiness")]
     async fn get_readiness(&self) -> Result<Json<HealthStatus>, ApiError> {
         let version = self
@@ -59,8 +65,19 @@ impl HealthApi {
             .ready()
             .await
             .map_err(|why| ApiError::from(AppError::Unavailable(why)))?;
+        let status = match self.limits.store_health().await {
+            StoreHealth::InProcess | StoreHealth::Up => "ok",
+            StoreHealth::Down {
+                mode: FailureMode::Open,
+                ..
+            } => "degraded",
+            StoreHealth::Down {
+                why,
+                mode: FailureMode::Closed,
+            } => return Err(ApiError::rate_limit_store_down(&why)),
+        };
         Ok(Json(HealthStatus {
-            status: "ok".into(),
+            status: status.into(),
             schema_version: Some(version),
         }))
     }

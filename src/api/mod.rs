@@ -86,7 +86,7 @@ use Swagger UI's Authorize button): 401 when the token is missing or invalid, 40
 may not do this. A user changes only its own markets; moderators and admins any. Once another \
 user has staked on a market, its creator can no longer change its name, description or close \
 time (409 `market_frozen`) nor resolve it (403); moderators and admins can, and the creator may \
-still close or cancel it (a cancellation refunds every stake).\n\nRequests under `/api/` are rate limited per user (per client address when anonymous), with separate quotas for auth, reads, writes, search and admins. Every such response carries `RateLimit-Policy` and `RateLimit`; past a quota the answer is 429 with `Retry-After`. The limits live in the server process: meant for one instance.";
+still close or cancel it (a cancellation refunds every stake).\n\nRequests under `/api/` are rate limited per user (per client address when anonymous), with separate quotas for auth, reads, writes, search and admins. Every such response carries `RateLimit-Policy` and `RateLimit`; past a quota the answer is 429 with `Retry-After`. The quotas are counted in the server process, or, with `--redis-url`, in Redis and shared by every agora process that uses it.";
 
 /// The OpenAPI service for `api`, titled and described.
 pub fn service<T: OpenApi>(api: T) -> OpenApiService<T, ()> {
@@ -185,7 +185,8 @@ pub struct Services {
     pub jobs: Arc<crate::service::jobs::JobService>,
     /// The storage engine (for readiness).
     pub engine: Arc<dyn crate::repo::Engine>,
-    /// Rate limits (the per-username login quota is checked by the login handler).
+    /// Rate limits (the per-username login quota is checked by the login handler; readiness
+    /// asks whether their store answers).
     pub limits: Arc<crate::middleware::rate_limit::RateLimits>,
     /// With the read cache on, how many list pages to keep rendered.
     pub rendered_pages: Option<u64>,
@@ -199,10 +200,13 @@ pub fn apis(s: Services) -> Apis {
         TradingApi { trading: s.trading },
         AuthApi {
             auth: s.auth,
-            limits: s.limits,
+            limits: s.limits.clone(),
         },
         UsersApi { users: s.users },
         JobsApi { jobs: s.jobs },
-        HealthApi { engine: s.engine },
+        HealthApi {
+            engine: s.engine,
+            limits: s.limits,
+        },
     )
 }

@@ -5,7 +5,8 @@
 //! # Rate limits and resource limits
 //!
 //! Every request under `/api/` counts against one quota, kept by a
-//! [governor](https://docs.rs/governor) keyed limiter in the server process:
+//! [governor](https://docs.rs/governor) keyed limiter in the server process, or in Redis with
+//! `--redis-url` (below):
 //!
 //! | quota | counted per | default | applies to |
 //! |---|---|---|---|
@@ -32,15 +33,18 @@
 //! up (a retry after it succeeds), and `RateLimit: "reads";r=0;t=<Retry-After>`. A refused
 //! request changes nothing. The 429 and the headers are declared in the spec.
 //!
-//! The limiter's state lives in the process: it starts empty on restart and is not shared
-//! between processes. That is right for agora's deploy, one instance on one machine. Behind
-//! several instances, limit at the shared entry point instead (the load balancer or API gateway,
-//! e.g. nginx `limit_req` or Envoy's global rate limit service) or with a shared store such as
-//! Redis, and turn agora's own off with `--rate-limit off` or keep it as a per-instance backstop.
-//! Memory is bounded: every `--rate-limit-sweep-secs` the server forgets clients whose quota has
-//! refilled (governor's `retain_recent`, then `shrink_to_fit`), so it follows the number of
-//! recently active clients, not of all clients ever seen (figures in
-//! `benches/README.md`).
+//! Without `--redis-url` the limiter's state lives in the process: it starts empty on restart
+//! and is not shared between processes. That is right for one instance. With several
+//! processes each counts its own quotas, so a client spread over N processes gets N times each
+//! quota: then pass `--redis-url` (every process counts in one Redis, with the same algorithm,
+//! quotas and headers; see [`rate_limit::redis`] for the script, the keys and what happens
+//! while Redis cannot answer), or limit at the shared entry point instead (the load balancer or
+//! API gateway, e.g. nginx `limit_req` or Envoy's global rate limit service) and turn agora's
+//! own off with `--rate-limit off`. In process, memory is bounded: every
+//! `--rate-limit-sweep-secs` the server forgets clients whose quota has refilled (governor's
+//! `retain_recent`, then `shrink_to_fit`), so it follows the number of recently active clients,
+//! not of all clients ever seen (figures in `benches/README.md`); in Redis each key expires
+//! once its bucket is full again.
 //!
 //! Other limits, each answered with a JSON error: request bodies over `--body-limit` (1 MiB) get
 //! 413 before the body is read, or as soon as a streamed body passes it; a request (slow body

@@ -65,14 +65,15 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         let ip = self.limits.client_ip(peer, req.headers());
         let checked = self
             .limits
-            .check_request(req.method(), req.uri().path(), actor.as_ref(), ip);
+            .check_request(req.method(), req.uri().path(), actor.as_ref(), ip)
+            .await;
         let allowed = match checked {
             None => {
                 return Box::pin(self.inner.call(req))
                     .await
                     .map(IntoResponse::into_response)
             }
-            Some(Err(throttled)) => return Ok(throttled.response()),
+            Some(Err(refused)) => return Ok(refused.response()),
             Some(Ok(allowed)) => allowed,
         };
         // Errors become their response here, not in the access log, so a 4xx that used the

@@ -1,4 +1,4 @@
-//! Rate limiting with governor's keyed GCRA limiters, in process.
+//! Rate limiting: GCRA quotas per class and per key, counted in process (governor) or in Redis.
 //!
 //! Every request under `/api/` falls in one class with its own quota: `auth` (everything under
 //! `/api/auth/`, per client IP), `search`, `reads` and `writes` (per user when the bearer token
@@ -18,36 +18,43 @@
 //!
 //! The client IP is the TCP peer, unless the peer is one of `--trusted-proxies`: then it is the
 //! right-most address in `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted
-//! proxy. State is per process: right for one instance; behind several, limit at the shared
-//! gateway instead (or with a shared store such as Redis).
+//! proxy.
+//!
+//! Where the buckets are counted is the one thing that varies: by default governor's keyed
+//! limiters in this process (right for one instance: behind several, each counts its own, so
+//! the quotas add up to N times the configured ones); with `--redis-url`, the same GCRA in
+//! Redis, shared by every process ([`redis`] says how, and what happens when Redis cannot
+//! answer). Each quota (`policy.rs`) hides which it uses behind one `check`, so the middleware
+//! and the login handler do not know.
 
 mod client;
 mod layer;
+mod policy;
 mod quota;
+pub mod redis;
 
 use std::{
-    hash::Hash,
     net::IpAddr,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
-    time::Duration,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
-use governor::{
-    clock::{Clock, DefaultClock},
-    middleware::StateInformationMiddleware,
-    state::keyed::DefaultKeyedStateStore,
-    RateLimiter,
-};
 use poem::{
     http::{HeaderMap, HeaderValue, Method},
     IntoResponse, Response,
 };
 
+pub use self::redis::{FailureMode, RedisConfig, RedisStore};
 pub use client::IpNet;
 pub use layer::{RateLimit, RateLimitEndpoint, VerifiedActor};
+pub use policy::{Allowed, Decision};
 pub use quota::{Quotas, Rate};
 
+use self::redis::StoreDown;
 use crate::{api::error::ApiError, domain::user::Actor};
+use policy::Policy;
 
 /// `RateLimit-Policy`.
 pub const POLICY_HEADER: &str = "ratelimit-policy";
@@ -81,74 +88,20 @@ impl Throttled {
     }
 }
 
-/// The headers of an allowed request.
-#[derive(Debug)]
-pub struct Allowed {
-    policy: HeaderValue,
-    state: String,
+/// Why a limited request may not proceed.
+#[derive(Debug, Clone)]
+pub enum Refused {
+    /// Its quota is used up: 429.
+    Throttled(Throttled),
+    /// The quota could not be checked (Redis cannot answer) and this quota fails closed: 503.
+    Unchecked,
 }
 
-type Limiter<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
-
-/// One named quota over keys of type `K`.
-struct Policy<K: Hash + Eq + Clone> {
-    name: &'static str,
-    header: HeaderValue,
-    refill: Duration,
-    burst: u32,
-    limiter: Limiter<K>,
-    rejected: AtomicU64,
-}
-
-impl<K: Hash + Eq + Clone> Policy<K> {
-    fn new(name: &'static str, rate: Rate) -> Self {
-        let header = format!("\"{name}\";q={};w={}", rate.count, rate.window.as_secs());
-        Policy {
-            name,
-            header: HeaderValue::from_str(&header).expect("ASCII header"),
-            refill: rate.window / rate.count.get(),
-            burst: rate.count.get(),
-            rejected: AtomicU64::new(0),
-            limiter: RateLimiter::keyed(rate.quota())
-                .with_middleware::<StateInformationMiddleware>(),
-        }
+impl Refused {
+    /// The response: 429 `rate_limited` or 503 `unavailable`.
+    pub fn response(&self) -> Response {
+        ApiError::from(self).into_response()
     }
-
-    fn check(&self, key: &K) -> std::result::Result<Allowed, Throttled> {
-        match self.limiter.check_key(key) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                // The bucket is full again once every used cell has refilled.
-                let full_in = self.refill * (self.burst - remaining.min(self.burst));
-                Ok(Allowed {
-                    policy: self.header.clone(),
-                    state: format!("\"{}\";r={remaining};t={}", self.name, ceil_secs(full_in)),
-                })
-            }
-            Err(not_until) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                let wait = not_until.wait_time_from(self.limiter.clock().now());
-                let retry_after = ceil_secs(wait).max(1);
-                Err(Throttled {
-                    policy: self.header.clone(),
-                    state: format!("\"{}\";r=0;t={retry_after}", self.name),
-                    retry_after,
-                })
-            }
-        }
-    }
-
-    /// Forgets keys whose state equals a fresh one; returns how many are still tracked.
-    fn sweep(&self) -> usize {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-        self.limiter.len()
-    }
-}
-
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// Which quota a request counts against.
@@ -189,34 +142,72 @@ pub struct RateLimits {
     search: Policy<Key>,
     admin: Policy<i64>,
     tracked: AtomicUsize,
+    store: Option<Arc<RedisStore>>,
+}
+
+/// Whether the shared store can count, for readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Quotas are counted in this process: nothing to reach.
+    InProcess,
+    /// Redis answers.
+    Up,
+    /// Redis does not answer; requests get what `mode` says.
+    Down {
+        /// Why not.
+        why: String,
+        /// What limited requests get meanwhile.
+        mode: FailureMode,
+    },
 }
 
 impl RateLimits {
-    /// Limiters for `quotas`.
+    /// Limiters for `quotas`, counted in this process.
     pub fn new(quotas: &Quotas) -> Self {
+        Self::build(quotas, None)
+    }
+
+    /// Limiters for `quotas`, counted in `store` and shared with every process that uses it.
+    pub fn shared(quotas: &Quotas, store: Arc<RedisStore>) -> Self {
+        Self::build(quotas, Some(store))
+    }
+
+    fn build(quotas: &Quotas, store: Option<Arc<RedisStore>>) -> Self {
+        let s = store.as_ref();
         RateLimits {
             enabled: quotas.enabled,
             trusted_proxies: quotas.trusted_proxies.clone(),
-            auth: Policy::new("auth", quotas.auth),
-            login: Policy::new("login", quotas.login),
-            login_account: Policy::new("login_account", quotas.login_account),
-            writes: Policy::new("writes", quotas.writes),
-            reads: Policy::new("reads", quotas.reads),
-            search: Policy::new("search", quotas.search),
-            admin: Policy::new("admin", quotas.admin),
+            auth: Policy::new("auth", quotas.auth, s),
+            login: Policy::new("login", quotas.login, s),
+            login_account: Policy::new("login_account", quotas.login_account, s),
+            writes: Policy::new("writes", quotas.writes, s),
+            reads: Policy::new("reads", quotas.reads, s),
+            search: Policy::new("search", quotas.search, s),
+            admin: Policy::new("admin", quotas.admin, s),
             tracked: AtomicUsize::new(0),
+            store,
         }
+    }
+
+    /// Whether quotas are counted in this process (and so need [`RateLimits::sweep`]).
+    pub fn in_process(&self) -> bool {
+        self.store.is_none()
     }
 
     /// Counts a login attempt against `username` (case-insensitively) from `ip`, then against
     /// the username's ceiling; an attempt refused for its address does not use the ceiling.
-    pub fn check_login(&self, username: &str, ip: IpAddr) -> std::result::Result<(), Throttled> {
+    /// These quotas fail closed: when Redis cannot answer, the attempt is refused.
+    pub async fn check_login(
+        &self,
+        username: &str,
+        ip: IpAddr,
+    ) -> std::result::Result<(), Refused> {
         if !self.enabled {
             return Ok(());
         }
         let username = username.to_lowercase();
-        self.login.check(&(username.clone(), ip))?;
-        self.login_account.check(&username).map(|_| ())
+        closed(self.login.check(&(username.clone(), ip)).await)?;
+        closed(self.login_account.check(&username).await)
     }
 
     /// Drops the state of keys that are back to a full bucket and releases the memory; returns
@@ -247,9 +238,29 @@ impl RateLimits {
         ]
     }
 
-    /// Keys tracked after the last sweep (a gauge).
+    /// Keys tracked after the last sweep (a gauge; 0 with Redis, whose keys expire by
+    /// themselves).
     pub fn tracked_keys(&self) -> usize {
         self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Checks that got no answer from the shared store (0 in process).
+    pub fn store_errors(&self) -> u64 {
+        self.store.as_ref().map_or(0, |store| store.errors())
+    }
+
+    /// Whether the shared store answers now.
+    pub async fn store_health(&self) -> StoreHealth {
+        let Some(store) = self.store.as_ref().filter(|_| self.enabled) else {
+            return StoreHealth::InProcess;
+        };
+        match store.ping().await {
+            Ok(()) => StoreHealth::Up,
+            Err(why) => StoreHealth::Down {
+                why,
+                mode: store.failure_mode(),
+            },
+        }
     }
 
     /// The client address: the peer, or what a trusted proxy says the client is.
@@ -257,34 +268,52 @@ impl RateLimits {
         client::client_ip(peer, headers, &self.trusted_proxies)
     }
 
-    /// Counts a request against its quota: `None` when it is not limited (not under
-    /// `/api/`, or limiting is off), else whether it may proceed.
-    pub fn check_request(
+    /// Counts a request against its quota: `None` when it is not limited (not under `/api/`,
+    /// limiting is off, or Redis cannot answer and failures are open), else whether it may
+    /// proceed.
+    pub async fn check_request(
         &self,
         method: &Method,
         path: &str,
         actor: Option<&Actor>,
         ip: IpAddr,
-    ) -> Option<std::result::Result<Allowed, Throttled>> {
+    ) -> Option<std::result::Result<Allowed, Refused>> {
         if !self.enabled {
             return None;
         }
-        let result = match (classify(method, path), actor) {
+        let checked = match (classify(method, path), actor) {
             (Class::Exempt, _) => return None,
-            (Class::Auth, _) => self.auth.check(&ip),
+            (Class::Auth, _) => self.auth.check(&ip).await,
             (_, Some(actor)) if actor.role == crate::domain::user::Role::Admin => {
-                self.admin.check(&actor.user_id)
+                self.admin.check(&actor.user_id).await
             }
             (class, actor) => {
                 let key = actor.map_or(Key::Ip(ip), |a| Key::User(a.user_id));
                 match class {
-                    Class::Search => self.search.check(&key),
-                    Class::Reads => self.reads.check(&key),
-                    _ => self.writes.check(&key),
+                    Class::Search => self.search.check(&key).await,
+                    Class::Reads => self.reads.check(&key).await,
+                    _ => self.writes.check(&key).await,
                 }
             }
         };
-        Some(result)
+        match checked {
+            Ok(result) => Some(result.map_err(Refused::Throttled)),
+            Err(StoreDown) => match self.store.as_ref().map(|s| s.failure_mode()) {
+                Some(FailureMode::Closed) => Some(Err(Refused::Unchecked)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A check that fails closed: an unanswered one refuses.
+fn closed(
+    checked: std::result::Result<std::result::Result<Allowed, Throttled>, StoreDown>,
+) -> std::result::Result<(), Refused> {
+    match checked {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(throttled)) => Err(Refused::Throttled(throttled)),
+        Err(StoreDown) => Err(Refused::Unchecked),
     }
 }
 
@@ -302,39 +331,5 @@ mod tests {
         assert_eq!(classify(&Method::HEAD, "/api/markets"), Class::Reads);
         assert_eq!(classify(&Method::POST, "/api/markets"), Class::Writes);
         assert_eq!(classify(&Method::DELETE, "/api/markets/7"), Class::Writes);
-    }
-
-    #[test]
-    fn a_burst_is_allowed_then_refused_with_a_retry_time() {
-        let policy = Policy::<i64>::new("reads", "3/min".parse().unwrap());
-        let first = policy.check(&1).ok().unwrap();
-        assert_eq!(first.policy, "\"reads\";q=3;w=60");
-        assert_eq!(first.state, "\"reads\";r=2;t=20");
-        policy.check(&1).ok().unwrap();
-        let last = policy.check(&1).ok().unwrap();
-        assert_eq!(last.state, "\"reads\";r=0;t=60");
-        let refused = policy.check(&1).err().unwrap();
-        assert!((19..=20).contains(&refused.retry_after), "{refused:?}");
-        assert_eq!(
-            refused.state,
-            format!("\"reads\";r=0;t={}", refused.retry_after)
-        );
-        // Another key has its own bucket.
-        assert!(policy.check(&2).is_ok());
-    }
-
-    #[test]
-    fn idle_keys_are_forgotten_so_a_million_clients_do_not_grow_memory() {
-        // 1 request per key per millisecond: a key used once is fresh again 1 ms later.
-        let policy = Policy::<u64>::new("reads", "1000/s".parse().unwrap());
-        let batch = 100_000u64;
-        for round in 0..10 {
-            for key in round * batch..(round + 1) * batch {
-                assert!(policy.check(&key).is_ok());
-            }
-            assert_eq!(policy.limiter.len(), batch as usize);
-            std::thread::sleep(Duration::from_millis(5));
-            assert_eq!(policy.sweep(), 0, "round {round}");
-        }
     }
 }

@@ -68,6 +68,16 @@ impl Rate {
             .expect("Rate::from_str keeps the period above zero")
             .allow_burst(self.count)
     }
+
+    /// GCRA's two parameters in whole microseconds, the resolution of Redis's clock: `t`, the
+    /// time one request takes to refill (window / count, rounded down, at least 1 µs), and
+    /// `tau`, the burst tolerance `t * (count - 1)`.
+    pub fn gcra_micros(self) -> (u64, u64) {
+        let t = u64::try_from((self.window / self.count.get()).as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        (t, t * u64::from(self.count.get() - 1))
+    }
 }
 
 /// The quotas, from configuration.
@@ -120,5 +130,15 @@ mod tests {
             assert!(bad.parse::<Rate>().is_err(), "{bad} parsed");
         }
         assert!("4000000000/s".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn gcra_parameters_are_whole_microseconds() {
+        let micros = |s: &str| s.parse::<Rate>().unwrap().gcra_micros();
+        assert_eq!(micros("10/s"), (100_000, 900_000));
+        assert_eq!(micros("3/2s"), (666_666, 1_333_332));
+        assert_eq!(micros("1/min"), (60_000_000, 0));
+        // Faster than one per microsecond: one per microsecond.
+        assert_eq!(micros("3000000/s"), (1, 2_999_999));
     }
 }
