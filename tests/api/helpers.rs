@@ -1,11 +1,13 @@
 //! Test harness: spawn the real server on port 0 in a temporary data dir, talk to it over HTTP.
 //! The storage engine is SQLite, or PostgreSQL when `AGORA_TEST_DATABASE_URL` is set (see
-//! [`engine`]).
+//! [`engine`]); rate limits are counted in process, or in Redis when `AGORA_TEST_REDIS_URL` is
+//! set (see [`redis_limits`]).
 
 mod db;
 mod engine;
 mod process;
 mod provider;
+mod redis_limits;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub use engine::{
 };
 pub use process::Process;
 pub use provider::{start_provider, Provider};
+pub use redis_limits::{fresh_prefix, redis_args, redis_server, redis_url, skip_without_redis};
 
 /// The signing secret test servers use, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
@@ -129,6 +132,7 @@ impl TestApp {
     pub fn config(dir: &TempDir, extra: &[&str]) -> Config {
         let data_dir = dir.path().to_str().expect("utf-8 path").to_owned();
         let database = database_args(dir.path());
+        let redis = redis_args();
         let mut args = vec![
             "agora",
             "--bind",
@@ -139,6 +143,7 @@ impl TestApp {
             JWT_SECRET,
         ];
         args.extend(database.iter().map(String::as_str));
+        args.extend(redis.iter().map(String::as_str));
         // Suites register and log in many accounts from one address; tests of the limiter
         // set the quotas they need (a later flag overrides an earlier one).
         for flag in [

@@ -9,14 +9,14 @@ use serde_json::json;
 
 use crate::helpers::{request, Reply, TestApp, PASSWORD};
 
-async fn app_with(flags: &[&str]) -> TestApp {
+pub(crate) async fn app_with(flags: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = TestApp::config(&dir, flags);
     TestApp::spawn_with(dir, config).await
 }
 
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address works on loopback).
-fn client_from(ip: &str) -> reqwest::Client {
+pub(crate) fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip.parse::<IpAddr>().expect("ip"))
         .timeout(Duration::from_secs(30))
@@ -39,7 +39,7 @@ async fn get_from(app: &TestApp, client: &reqwest::Client, headers: &[(&str, &st
 
 /// Asserts a 429 with the envelope and headers; returns `Retry-After`.
 #[track_caller]
-fn assert_limited(reply: &Reply, policy: &str) -> u64 {
+pub(crate) fn assert_limited(reply: &Reply, policy: &str) -> u64 {
     reply.assert_error(429, "rate_limited");
     let retry_after: u64 = reply
         .header("retry-after")

@@ -14,6 +14,8 @@ mod helpers;
 mod integrity;
 mod jobs;
 mod limits;
+mod limits_redis;
+mod limits_redis_outage;
 mod markets;
 mod messages;
 mod metrics;

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::{helpers::TestApp, jobs::indexed};
 
 /// The value of the sample line starting with `prefix` (name and labels).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
@@ -80,5 +80,10 @@ async fn metrics_count_requests_by_route_and_status_and_read_every_source() {
         Some(2.0)
     );
     assert!(sample(&text, "agora_rate_limit_keys").is_some());
+    // Whether Redis counts the quotas or not, no check has gone unanswered.
+    assert_eq!(
+        sample(&text, "agora_rate_limit_store_errors_total"),
+        Some(0.0)
+    );
     assert!(sample(&text, "agora_db_pool_waits_total").is_some());
 }
