@@ -1,6 +1,6 @@
 //! Several agora processes on one PostgreSQL (PostgreSQL only): three real `agora` processes
 //! share one database and are driven round-robin. Concurrent stakes keep every money
-//! invariant; a write through one process is read through another within 1 s; a market
+//! invariant; each periodic job exists once; a write through one process is read through another within 1 s; a market
 //! created through one is found by vector search through another; a session revoked or a
 //! refresh token replayed through one is refused by the others at once; and one process killed
 //! with SIGKILL mid-load loses no acknowledged stake while the job it had claimed is finished
@@ -198,6 +198,15 @@ async fn three_processes_on_one_postgresql_act_as_one_server() {
     assert_eq!(placed, USERS * 20);
     assert_eq!(db.count("bets"), (USERS * 20) as i64);
     db.assert_invariants();
+    // Three processes scheduled the periodic jobs: each exists once, so it runs once per
+    // period, not once per process.
+    for kind in ["close_due_markets", "prune_jobs"] {
+        let n: i64 = db.query_one(
+            "SELECT count(*) FROM jobs WHERE kind = $1 AND every_ms IS NOT NULL",
+            &[&kind],
+        );
+        assert_eq!(n, 1, "periodic {kind} jobs");
+    }
 
     // A write through the first process is read through the third within 1 s (the third
     // cached the market before the write).
