@@ -296,3 +296,47 @@ async fn sqlstates_map_to_repository_errors_in_one_place() {
     let e = client.execute("SELECT 1", &[]).await.unwrap_err();
     assert!(matches!(classify(e), RepoError::Unavailable(_)));
 }
+
+#[tokio::test]
+async fn markets_seeded_by_another_process_are_found_by_meaning_within_2_s() {
+    if skip_on_sqlite("on SQLite another process's writes reach the index at a restart (issue 18)")
+    {
+        return;
+    }
+    let app = crate::helpers::TestApp::spawn().await;
+    // `agora seed` on the same database while the server runs: a process of its own.
+    let dir = app.dir.path();
+    let status = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--data-dir", dir.to_str().unwrap(), "--log", "error"])
+        .args(crate::helpers::database_args(dir))
+        .args(["seed", "--markets", "4", "--users", "2"])
+        .status()
+        .expect("agora seed runs");
+    assert!(status.success());
+    let seeded: Vec<(i64, String)> = app.db().query_rows("SELECT id, name FROM markets", &[]);
+    assert_eq!(seeded.len(), 4);
+    let started = Instant::now();
+    for (id, name) in seeded {
+        let q: String = name
+            .chars()
+            .map(|c| if c.is_alphanumeric() { c } else { '+' })
+            .collect();
+        loop {
+            let hits = app
+                .get(&format!("/api/markets/search?mode=vector&q={q}"))
+                .await;
+            assert_eq!(hits.status, 200, "{}", hits.text);
+            if hits.body["data"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h["market"]["id"] == json!(id)))
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "seeded market {id} not found by meaning within 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -45,7 +45,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(3);
 /// between a commit and its announcement (a few milliseconds) leaves the others on the TTL for
 /// that change.
 pub(crate) struct Announcer {
-    tx: Option<mpsc::UnboundedSender<Vec<Change>>>,
+    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Vec<Change>>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long the announcer gathers changes before it sends them.
@@ -57,14 +58,17 @@ const PAYLOAD_MAX: usize = 7900;
 impl Announcer {
     /// An announcer that announces nothing (before the runtime is there, and for tools).
     pub(crate) fn none() -> Self {
-        Announcer { tx: None }
+        Announcer {
+            tx: Default::default(),
+            task: Default::default(),
+        }
     }
 
     /// The announcer task, on a connection of its own made with `config` (a busy pool must not
     /// delay announcements), made again when it fails.
     pub(crate) fn start(config: tokio_postgres::Config) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Change>>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut client: Option<tokio_postgres::Client> = None;
             let mut failing_since: Option<std::time::Instant> = None;
             while let Some(first) = rx.recv().await {
@@ -88,7 +92,20 @@ impl Announcer {
                 }
             }
         });
-        Announcer { tx: Some(tx) }
+        Announcer {
+            tx: std::sync::Mutex::new(Some(tx)),
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Sends what is queued and stops (at shutdown, and when `agora seed` ends: a server
+    /// running on the database must hear of the last markets too). Waits at most 5 s.
+    pub(crate) async fn close(&self) {
+        drop(self.tx.lock().ok().and_then(|mut tx| tx.take()));
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
     }
 
     /// Queues `changes` (committed) for announcement.
@@ -96,7 +113,7 @@ impl Announcer {
         if changes.is_empty() {
             return;
         }
-        if let Some(tx) = &self.tx {
+        if let Some(tx) = self.tx.lock().ok().as_ref().and_then(|tx| tx.as_ref()) {
             let _ = tx.send(changes);
         }
     }

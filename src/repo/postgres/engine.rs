@@ -49,6 +49,7 @@ impl Engine for PgEngine {
     }
 
     async fn close(&self) {
+        self.pg.announcer.close().await;
         self.pg.pool.close();
     }
 }
