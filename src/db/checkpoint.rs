@@ -172,7 +172,10 @@ mod tests {
         // (a few MiB here). Half the total leaves room for a checkpointer starved of CPU by a
         // test run on two cores (10.9 MB was seen there), and still fails a WAL that grows with
         // everything written.
-        assert!(largest < 16 * 1024 * 1024, "the WAL grew to {largest} bytes");
+        assert!(
+            largest < 16 * 1024 * 1024,
+            "the WAL grew to {largest} bytes"
+        );
         assert_eq!(rows(&db).await, 64 * 64);
         db.close().await;
         // Closing checkpoints everything and truncates the WAL; the rows are in the file.
