@@ -455,3 +455,108 @@ async fn an_anonymous_flood_over_three_processes_meets_one_shared_quota() {
         "{passed} passed and {limited} were limited: one quota of 30 across three processes"
     );
 }
+
+#[tokio::test]
+async fn a_process_whose_change_feed_drops_reconnects_and_catches_up() {
+    if skip_on_sqlite("several processes share only a PostgreSQL database") {
+        return;
+    }
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let url = crate::helpers::database_url(dirs[0].path()).expect("a database on PostgreSQL");
+    let args: Vec<String> = ["--database-url", &url, "--rate-limit", "off"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut processes = Vec::new();
+    for dir in &dirs {
+        processes.push(Process::start_with(dir.path(), &args, &client).await);
+    }
+    let c = Arc::new(Cluster {
+        client,
+        bases: processes.iter().map(|p| p.base.clone()).collect(),
+    });
+    let (_, token, _) = account(&c, 0, "feed-drop").await;
+    let body = json!({"name": "Feed drop market", "outcomes": ["YES", "NO"]});
+    let created = c.post(0, "/api/markets", Some(&token), body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let market = created.body["data"]["id"].as_i64().unwrap();
+    let path = format!("/api/markets/{market}");
+    // B caches the market once the creation's announcement has come and gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.get(1, &path, None).await.status, 200);
+    // A change made behind agora's back is announced by nobody: B keeps serving its copy.
+    let db = TestDb::postgres(&url);
+    db.execute(
+        "UPDATE markets SET name = 'Renamed behind agora' WHERE id = $1",
+        &[&market],
+    );
+    assert_eq!(
+        c.get(1, &path, None).await.body["data"]["name"],
+        "Feed drop market"
+    );
+
+    // Cut every listening connection (the server ends them, as a restart or a network cut
+    // would), then write through A at once: B misses that announcement.
+    let cut: Vec<i64> = db.query_rows(
+        "WITH listening AS MATERIALIZED (
+             SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND query IN ('LISTEN agora_changes', 'SELECT 1'))
+         SELECT CAST(pid AS BIGINT) FROM listening WHERE pg_terminate_backend(pid)",
+        &[],
+    );
+    assert_eq!(cut.len(), 2, "one listening connection per process");
+    let stake = json!({"outcome": 0, "amount": 7});
+    let staked = c
+        .post(0, &format!("{path}/positions"), Some(&token), stake)
+        .await;
+    assert_eq!(staked.status, 201, "{}", staked.text);
+
+    // B reconnects (a second later), drops its caches since the gap may hide announcements,
+    // and serves the write and the change made behind its back: long before the 60 s TTL.
+    let caught_up = within(
+        Duration::from_secs(6),
+        "B catches up after its feed returns",
+        || {
+            let (c, path) = (c.clone(), path.clone());
+            async move { c.get(1, &path, None).await.body["data"]["volume"].as_i64() == Some(7) }
+        },
+    )
+    .await;
+    assert!(
+        caught_up >= Duration::from_millis(500),
+        "B had missed the announcement"
+    );
+    let now = c.get(1, &path, None).await;
+    assert_eq!(now.body["data"]["name"], "Renamed behind agora");
+    let metrics = c
+        .client
+        .get(format!("{}/metrics", c.bases[1]))
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("agora_change_feed_connected 1"));
+    eprintln!("B caught up {caught_up:?} after its change feed was cut");
+    // And the feed works again: a later write is seen within 1 s.
+    let stake = json!({"outcome": 1, "amount": 3});
+    let staked = c
+        .post(0, &format!("{path}/positions"), Some(&token), stake)
+        .await;
+    assert_eq!(staked.status, 201, "{}", staked.text);
+    within(
+        Duration::from_secs(1),
+        "a write after the reconnection",
+        || {
+            let (c, path) = (c.clone(), path.clone());
+            async move { c.get(1, &path, None).await.body["data"]["volume"].as_i64() == Some(10) }
+        },
+    )
+    .await;
+}
