@@ -26,6 +26,34 @@
 //! Redis, shared by every process ([`redis`] says how, and what happens when Redis cannot
 //! answer). Each quota (`policy.rs`) hides which it uses behind one `check`, so the middleware
 //! and the login handler do not know.
+//!
+//! ## Across processes
+//!
+//! **Without `--redis-url`** the quotas are counted by governor in the process. Right for one
+//! process; with several, each counts its own, so a client spread over N processes gets N times
+//! every quota. Then pass `--redis-url` (below), or limit at the load balancer or gateway and run
+//! agora with `--rate-limit off`.
+//!
+//! **With `--redis-url redis://host:port/db`** every quota (every class, per user and per address,
+//! and both login quotas) is counted in Redis, so all processes using it share one quota: the same
+//! GCRA as governor (burst N, one request back every window/N), the same quotas, headers and 429,
+//! as one Lua script per check (one round trip; `EVALSHA`), on keys `agora:rl:<quota>:<bucket>`
+//! (`--redis-prefix`) that expire by themselves once their bucket is full again, with time taken
+//! from Redis so the processes' clocks need not agree. It needs Redis 5 or later (or Valkey); TLS is
+//! not built in. A check waits at most `--redis-timeout-ms` (100 ms). While Redis cannot answer:
+//!
+//! - `--redis-failure open` (the default): limited requests pass uncounted, without `RateLimit`
+//!   headers; `/readyz` stays 200 with status `degraded`. Quotas protect capacity, the server keeps
+//!   its other bounds, and refusing everything would turn a Redis outage into an API outage.
+//! - `--redis-failure closed`: limited requests get 503 `unavailable` and `/readyz` is 503, for
+//!   quotas that are a contract.
+//! - Either way, **logins get 503**: the login quotas are the bound on password guessing and fail
+//!   closed. Signed-in clients keep working (refreshing a token is not a login).
+//!
+//! Unanswered checks are counted in `agora_rate_limit_store_errors_total`, a warning is logged at
+//! most every 5 s while they last, and after a failure checks skip Redis for a second (so an outage
+//! adds no latency). The client reconnects by itself: limits are back as soon as Redis is, without
+//! a restart. Details: `redis.rs`.
 
 mod client;
 mod layer;
