@@ -346,6 +346,22 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// The key `m` has in this list: the sort column as stored (times in Unix milliseconds,
+    /// markets without a close time as null), then the id. Cursors continue after it.
+    pub fn key_of(&self, m: &Market) -> super::paging::Key {
+        use super::paging::KeyPart;
+        let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let column = match self.sort {
+            SortKey::Volume => KeyPart::Int(m.volume),
+            SortKey::CreatedAt => KeyPart::Int(millis(m.created_at)),
+            SortKey::CloseTime => m
+                .close_time
+                .map_or(KeyPart::Null, |t| KeyPart::Int(millis(t))),
+            SortKey::Name => KeyPart::Text(m.name.clone()),
+        };
+        vec![column, KeyPart::Int(m.id)]
+    }
+
     /// Validates paging; `sort` defaults to `created_at`, `descending` to the sort's natural
     /// direction, `limit` to [`PAGE_DEFAULT`]. A `cursor` must come from a list with the same
     /// filters, sort and order.

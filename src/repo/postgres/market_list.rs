@@ -13,25 +13,12 @@ use super::{
 };
 use crate::{
     domain::{
-        market::{ListQuery, Market, MarketPage, SortKey},
-        paging::{Key, KeyPart},
+        market::{ListQuery, MarketPage, SortKey},
+        paging::KeyPart,
         Page,
     },
-    repo::{to_millis, RepoError},
+    repo::RepoError,
 };
-
-/// The key a market has in a list sorted by `sort`: the sort column, then the id.
-fn market_key(sort: SortKey, m: &Market) -> Key {
-    let column = match sort {
-        SortKey::Volume => KeyPart::Int(m.volume),
-        SortKey::CreatedAt => KeyPart::Int(to_millis(m.created_at)),
-        SortKey::CloseTime => m
-            .close_time
-            .map_or(KeyPart::Null, |t| KeyPart::Int(to_millis(t))),
-        SortKey::Name => KeyPart::Text(m.name.clone()),
-    };
-    vec![column, KeyPart::Int(m.id)]
-}
 
 /// The sort column as the index holds it.
 fn column(sort: SortKey) -> &'static str {
@@ -155,9 +142,7 @@ pub(super) async fn list(pg: &Pg, q: ListQuery) -> Result<MarketPage, RepoError>
                 .iter()
                 .map(market_from_row)
                 .collect::<Result<Vec<_>, TxError>>()?;
-            Ok(Page::of(rows, total as u64, &q.paging, |m| {
-                market_key(q.sort, m)
-            }))
+            Ok(Page::of(rows, total as u64, &q.paging, |m| q.key_of(m)))
         }
         .boxed()
     })

@@ -12,8 +12,8 @@ use super::{markets::status, now_ms, read, Conn, Pg, TxError};
 use crate::{
     domain::market::MarketStatus,
     repo::{
-        sqlite::search::{decode, encode},
-        Change, MarketText, RepoError, SearchRepository, VectorSink,
+        decode_vector as decode, encode_vector as encode, Change, MarketText, RepoError,
+        SearchRepository, VectorSink,
     },
 };
 

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     domain::{authority::Standing, user::Role, Rejection},
     repo::{
-        sqlite::search::encode, to_millis, Change, DemoEnd, DemoMarket, MarketText, RepoError,
+        encode_vector as encode, to_millis, Change, DemoEnd, DemoMarket, MarketText, RepoError,
         SeedRepository,
     },
 };

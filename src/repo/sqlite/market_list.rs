@@ -10,32 +10,16 @@
 
 use rusqlite::{Connection, ToSql};
 
-use super::{
-    markets::{market_from_row, MARKET_COLUMNS},
-    to_millis,
-};
+use super::markets::{market_from_row, MARKET_COLUMNS};
 use crate::{
     db::snapshot,
     domain::{
-        market::{ListQuery, Market, MarketPage, MarketStatus, SortKey},
-        paging::{Key, KeyPart},
+        market::{ListQuery, MarketPage, MarketStatus, SortKey},
+        paging::KeyPart,
         Page,
     },
     repo::RepoError,
 };
-
-/// The key a market has in a list sorted by `sort`: the sort column, then the id.
-fn market_key(sort: SortKey, m: &Market) -> Key {
-    let column = match sort {
-        SortKey::Volume => KeyPart::Int(m.volume),
-        SortKey::CreatedAt => KeyPart::Int(to_millis(m.created_at)),
-        SortKey::CloseTime => m
-            .close_time
-            .map_or(KeyPart::Null, |t| KeyPart::Int(to_millis(t))),
-        SortKey::Name => KeyPart::Text(m.name.clone()),
-    };
-    vec![column, KeyPart::Int(m.id)]
-}
 
 /// The sort column as the index holds it.
 fn column(sort: SortKey) -> &'static str {
@@ -164,9 +148,7 @@ pub(super) fn list(conn: &Connection, q: &ListQuery) -> Result<MarketPage, RepoE
             .prepare_cached(&page_sql)?
             .query_map(&page_params[..], market_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Page::of(rows, total as u64, &q.paging, |m| {
-            market_key(q.sort, m)
-        }))
+        Ok(Page::of(rows, total as u64, &q.paging, |m| q.key_of(m)))
     })
 }
 

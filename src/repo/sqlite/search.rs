@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::{markets::status_at, to_millis};
+use crate::repo::{decode_vector as decode, encode_vector as encode};
 use crate::{
     db::{snapshot, Db},
     domain::market::MarketStatus,
@@ -34,18 +35,6 @@ fn match_query(terms: &[String]) -> String {
         .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(" OR ")
-}
-
-/// A vector as stored.
-pub fn encode(vector: &[f32]) -> Vec<u8> {
-    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// A stored vector back (trailing bytes of a damaged blob are ignored).
-pub fn decode(blob: &[u8]) -> Vec<f32> {
-    blob.chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 #[async_trait]

@@ -8,7 +8,6 @@ use rusqlite::{params, Connection};
 use time::OffsetDateTime;
 
 use super::{
-    search::encode,
     to_millis,
     trading::{place_stake, settle_market},
     users::insert_user,
@@ -16,7 +15,7 @@ use super::{
 use crate::{
     db::Db,
     domain::{authority::Standing, user::Role, Rejection},
-    repo::{DemoEnd, DemoMarket, MarketText, RepoError, SeedRepository},
+    repo::{encode_vector as encode, DemoEnd, DemoMarket, MarketText, RepoError, SeedRepository},
 };
 
 /// Demo data written to SQLite.
