@@ -135,7 +135,7 @@ mod tests {
         })
         .await
         .unwrap();
-        // 64 writers, each adding 64 rows of 4 KB without pause: about 32 MiB through a WAL
+        // 64 writers, each adding 128 rows of 4 KB without pause: about 64 MiB through a WAL
         // that restarts at 1 MiB (256 pages) in tests, while a watcher notes its largest size.
         let db = Arc::new(db);
         let done = Arc::new(AtomicBool::new(false));
@@ -153,7 +153,7 @@ mod tests {
         let writers = (0..64).map(|_| {
             let db = db.clone();
             tokio::spawn(async move {
-                for n in 0..64 {
+                for n in 0..128 {
                     db.write(move |c| {
                         c.execute("INSERT INTO t VALUES (?1, zeroblob(4000))", [n])
                             .map_err(DbError::from)
@@ -168,20 +168,20 @@ mod tests {
         }
         done.store(true, Ordering::Relaxed);
         let largest = watcher.await.unwrap();
-        // Unbounded, it would reach the 32 MiB written; bounded, it stays near the restart size
+        // Unbounded, it would reach the 64 MiB written; bounded, it stays near the restart size
         // (a few MiB here). Half the total leaves room for a checkpointer starved of CPU by a
-        // test run on two cores (10.9 MB was seen there), and still fails a WAL that grows with
-        // everything written.
+        // test run on two cores (11 and 18 MB were seen there), and still fails a WAL that grows
+        // with everything written.
         assert!(
-            largest < 16 * 1024 * 1024,
+            largest < 32 * 1024 * 1024,
             "the WAL grew to {largest} bytes"
         );
-        assert_eq!(rows(&db).await, 64 * 64);
+        assert_eq!(rows(&db).await, 64 * 128);
         db.close().await;
         // Closing checkpoints everything and truncates the WAL; the rows are in the file.
         assert_eq!(wal_bytes(dir.path()), 0);
         let db = Db::open(&dir.path().join("t.db"), &DbOptions::default()).unwrap();
-        assert_eq!(rows(&db).await, 64 * 64);
+        assert_eq!(rows(&db).await, 64 * 128);
         db.close().await;
     }
 }
