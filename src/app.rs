@@ -293,7 +293,6 @@ impl App {
         }
         let (users, sessions) = (storage.users.clone(), storage.sessions.clone());
         let authenticator = Arc::new(Authenticator::new(tokens.clone(), sessions.clone()));
-        let trading = Arc::new(TradingService::new(trading, markets.clone()));
         let search = Arc::new(SearchService::new(
             storage.search.clone(),
             markets.clone(),
@@ -301,6 +300,11 @@ impl App {
             queue.clone(),
             Duration::from_millis(config.search_timeout_ms.max(1)),
         ));
+        let indexed = search.clone();
+        let trading = Arc::new(
+            TradingService::new(trading, markets.clone())
+                .telling(Arc::new(move |id, status| indexed.set_status(id, status))),
+        );
         if let Some(changes) = &storage.changes {
             // Before the index loads: a vector stored meanwhile is announced, or loaded.
             follow_changes(
@@ -539,11 +543,11 @@ async fn schedule_periodic_jobs(queue: &dyn JobRepository, config: &Config) {
     }
 }
 
-/// Applies other processes' changes (on a database several processes share) to what this one
-/// keeps in memory, one at a time in the order announced: the market cache forgets a changed
-/// market (and every list page), the vector index takes a stored vector or drops a deleted
-/// market, the session cache forgets a revoked session or a user whose role changed. After a
-/// gap in the announcements everything is dropped and loaded again.
+/// Applies changes made to the database (by other processes; on SQLite this one's too) to what
+/// this process keeps in memory, one at a time in the order announced: the market cache
+/// forgets a changed market (and every list page), the vector index takes a stored vector or a
+/// new status or drops a deleted market, the session cache forgets a revoked session or a user
+/// whose role changed. After a gap in the announcements everything is dropped and loaded again.
 async fn follow_changes(
     feed: &dyn ChangeFeed,
     cache: Option<Arc<MarketCache>>,
@@ -557,6 +561,14 @@ async fn follow_changes(
                 Change::Market(id) => {
                     if let Some(cache) = &cache {
                         cache.written(id);
+                    }
+                }
+                Change::Status(id) => {
+                    if let Some(cache) = &cache {
+                        cache.written(id);
+                    }
+                    if let Err(e) = search.follow_market(id).await {
+                        tracing::warn!(market.id = id, error = %e, "taking another process's market status into the index failed");
                     }
                 }
                 Change::MarketDeleted(id) => {

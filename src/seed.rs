@@ -134,6 +134,35 @@ async fn seed(
     Ok(())
 }
 
+/// A demo market's name and description: what `subject` does about `event` by `horizon`.
+fn demo_text(subject: &str, event: &str, horizon: OffsetDateTime) -> MarketText {
+    MarketText {
+        name: format!("Will {subject} {event} by {}?", horizon.date()),
+        description: Some(format!(
+            "Resolves to the outcome matching what {subject} does by {}, as reported by two independent sources.",
+            horizon.date()
+        )),
+    }
+}
+
+/// `count` texts drawn as `agora seed` draws its markets' (for benchmarks of search at scale
+/// without a database).
+pub fn demo_texts(count: usize, seed: u64) -> Vec<MarketText> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let now = OffsetDateTime::now_utc();
+    (0..count)
+        .map(|_| {
+            let subject = SUBJECTS[rng.random_range(0..SUBJECTS.len())];
+            let event = EVENTS[rng.random_range(0..EVENTS.len())];
+            demo_text(
+                subject,
+                event,
+                now + Duration::days(rng.random_range(1..720)),
+            )
+        })
+        .collect()
+}
+
 /// One demo market: open, or closed, resolved or cancelled, with a few stakes from random
 /// users (the repository skips a stake its user cannot afford and settles it as the API
 /// would, so the seeded database keeps every money invariant).
@@ -148,7 +177,7 @@ fn demo_market(
     let event = EVENTS[rng.random_range(0..EVENTS.len())];
     let created = now - Duration::minutes(rng.random_range(1..180 * 24 * 60));
     let horizon = now + Duration::days(rng.random_range(1..720));
-    let name = format!("Will {subject} {event} by {}?", horizon.date());
+    let text = demo_text(subject, event, horizon);
     let outcomes = OUTCOME_SETS[rng.random_range(0..OUTCOME_SETS.len())];
     let roll = rng.random_range(0..100);
     let (end, close_time) = match roll {
@@ -160,10 +189,6 @@ fn demo_market(
         ),
         _ => (DemoEnd::Cancelled, None),
     };
-    let description = format!(
-        "Resolves to the outcome matching what {subject} does by {}, as reported by two independent sources.",
-        horizon.date()
-    );
     let creator_id = first_user + rng.random_range(0..i64::from(users));
     let stakes = (0..rng.random_range(0..4))
         .map(|_| {
@@ -175,14 +200,10 @@ fn demo_market(
             (user, stake)
         })
         .collect();
-    let text = MarketText {
-        name: name.clone(),
-        description: Some(description.clone()),
-    };
     DemoMarket {
         vector: embedder.embed_text(&text.joined()),
-        name,
-        description,
+        description: text.description.unwrap_or_default(),
+        name: text.name,
         creator_id,
         outcomes: outcomes.iter().map(|o| (*o).to_owned()).collect(),
         created_at: created,

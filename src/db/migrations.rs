@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_search.sql"),
     include_str!("migrations/0007_market_ids.sql"),
     include_str!("migrations/0008_keyset_paging.sql"),
+    include_str!("migrations/0009_market_changes.sql"),
 ];
 
 /// The schema version this binary creates and understands.

@@ -1,17 +1,19 @@
-//! Changes made by other agora processes on a shared database, so what each process keeps in
-//! memory (the market cache, the vector index, the session cache) follows writes made
-//! anywhere. An engine that several processes can share announces each change in the
-//! transaction that makes it (PostgreSQL: `NOTIFY`, delivered at commit); a [`ChangeFeed`]
-//! hands the other processes' announcements to a handler. The writing process has already
-//! applied its own change (read-your-writes) and is not told again.
+//! Changes made to the database, so what each process keeps in memory (the market cache, the
+//! vector index, the session cache) follows writes made anywhere. A [`ChangeFeed`] hands them
+//! to a handler. On PostgreSQL each process announces its changes after they commit (`NOTIFY`)
+//! and hears the others' (it applied its own already: read-your-writes). On SQLite triggers
+//! note every change that matters in a table the server polls, whoever wrote it (`agora seed`
+//! beside the server, say), the server's own changes included (applying one again is harmless).
 
 use std::sync::Arc;
 
 /// One change another process committed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
-    /// A market (its row, outcomes, status or volume) changed or was created.
+    /// A market was created, or its volume, pools or outcomes changed (a stake).
     Market(i64),
+    /// A market's status, text or close time changed (what the search index keeps of it).
+    Status(i64),
     /// A market was deleted.
     MarketDeleted(i64),
     /// A market's search vector was stored.
@@ -30,6 +32,7 @@ impl Change {
     pub fn encode(&self) -> String {
         match self {
             Change::Market(id) => format!("m:{id}"),
+            Change::Status(id) => format!("c:{id}"),
             Change::MarketDeleted(id) => format!("d:{id}"),
             Change::Vector(id) => format!("v:{id}"),
             Change::Session(family) => format!("s:{family}"),
@@ -44,6 +47,7 @@ impl Change {
         let id = || rest.parse::<i64>().ok();
         Some(match kind {
             "m" => Change::Market(id()?),
+            "c" => Change::Status(id()?),
             "d" => Change::MarketDeleted(id()?),
             "v" => Change::Vector(id()?),
             "s" => Change::Session(rest.to_owned()),
@@ -77,6 +81,7 @@ mod tests {
     fn every_change_round_trips_through_its_announcement() {
         for change in [
             Change::Market(7),
+            Change::Status(9),
             Change::MarketDeleted(8),
             Change::Vector(9),
             Change::Session("a-b:c".into()),

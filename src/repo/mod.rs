@@ -127,8 +127,10 @@ impl MarketText {
     }
 }
 
-/// Receives stored vectors: `(count, None)` once, then `(market id, Some(vector))` each.
-pub type VectorSink = Box<dyn for<'a> FnMut(i64, Option<&'a [f32]>) + Send>;
+/// Receives stored vectors: `(count, None)` once, then `(market id, Some((vector, the market's
+/// status)))` each.
+pub type VectorSink =
+    Box<dyn for<'a> FnMut(i64, Option<(&'a [f32], crate::domain::market::MarketStatus)>) + Send>;
 
 /// The search indexes: full text (FTS5, kept by triggers) and one vector per market.
 #[async_trait]
@@ -147,12 +149,20 @@ pub trait SearchRepository: Send + Sync {
         &self,
         ids: Vec<i64>,
     ) -> Result<std::collections::HashMap<i64, crate::domain::market::MarketStatus>, RepoError>;
-    /// A market's text, and the content hash of its stored vector for `model` if it has one.
+    /// A market's text, the content hash of its stored vector for `model` if it has one, and
+    /// its status.
     async fn text(
         &self,
         id: i64,
         model: String,
-    ) -> Result<Option<(MarketText, Option<String>)>, RepoError>;
+    ) -> Result<
+        Option<(
+            MarketText,
+            Option<String>,
+            crate::domain::market::MarketStatus,
+        )>,
+        RepoError,
+    >;
     /// Stores `vector` (from `text`, by `model`) unless the market's text is no longer `text`
     /// (a later edit's job stores its own) or the market is gone; true when stored.
     async fn store_vector(
@@ -162,8 +172,12 @@ pub trait SearchRepository: Send + Sync {
         text: MarketText,
         vector: Vec<f32>,
     ) -> Result<bool, RepoError>;
-    /// The stored vector of a market for `model`.
-    async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError>;
+    /// The stored vector of a market for `model`, with the market's status.
+    async fn vector(
+        &self,
+        id: i64,
+        model: String,
+    ) -> Result<Option<(Vec<f32>, crate::domain::market::MarketStatus)>, RepoError>;
     /// Passes every stored vector of `model` to `each`, one at a time, after telling it how
     /// many there are (`each(count, None)` first); returns how many.
     async fn each_vector(&self, model: String, each: VectorSink) -> Result<u64, RepoError>;

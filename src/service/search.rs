@@ -124,23 +124,7 @@ impl SearchService {
     /// Loads the stored vectors of the current model into memory and enqueues indexing of
     /// markets that have none (new, or embedded by another model). Returns (loaded, enqueued).
     pub async fn load(&self) -> Result<(u64, u64), AppError> {
-        let index = self.index.clone();
-        let loaded = self
-            .repo
-            .each_vector(
-                self.model().to_owned(),
-                Box::new(move |id, vector| {
-                    if let Ok(mut index) = index.write() {
-                        match vector {
-                            Some(vector) => {
-                                put(&mut index, id, vector);
-                            }
-                            None => index.reserve(usize::try_from(id).unwrap_or(0)),
-                        }
-                    }
-                }),
-            )
-            .await?;
+        let loaded = self.reload().await?;
         let enqueued = self.enqueue_reindex(None, true).await?;
         Ok((loaded, enqueued))
     }
@@ -149,7 +133,22 @@ impl SearchService {
     /// the market from the index when it has none.
     pub async fn follow_vector(&self, id: i64) -> Result<(), AppError> {
         match self.repo.vector(id, self.model().to_owned()).await? {
-            Some(vector) => self.with_index(|index| put(index, id, &vector)),
+            Some((vector, status)) => self.with_index(|index| put(index, id, &vector, status)),
+            None => self.with_index(|index| index.remove(id)),
+        };
+        Ok(())
+    }
+
+    /// Market `id` has `status` now (this process changed it).
+    pub fn set_status(&self, id: i64, status: MarketStatus) {
+        self.with_index(|index| index.set_tag(id, tag(status)));
+    }
+
+    /// Takes market `id`'s status into the index (what a status filter looks at), or drops the
+    /// market from the index when it is gone.
+    pub async fn follow_market(&self, id: i64) -> Result<(), AppError> {
+        match self.repo.statuses(vec![id]).await?.get(&id) {
+            Some(status) => self.with_index(|index| index.set_tag(id, tag(*status))),
             None => self.with_index(|index| index.remove(id)),
         };
         Ok(())
@@ -160,27 +159,39 @@ impl SearchService {
         self.with_index(|index| index.remove(id));
     }
 
-    /// Loads the index again from the stored vectors (announcements of other processes' vectors
-    /// may have been missed); returns how many.
+    /// Loads the index (again) from the stored vectors (at start, and when announcements of
+    /// other processes' vectors may have been missed); returns how many. The new index is built
+    /// and partitioned beside the one searches use, which it replaces once complete.
     pub async fn reload(&self) -> Result<u64, AppError> {
-        let index = self.index.clone();
-        let dimensions = self.embedder.dimensions();
-        Ok(self
+        let fresh = Arc::new(std::sync::Mutex::new(VectorIndex::new(
+            self.embedder.dimensions(),
+        )));
+        let building = fresh.clone();
+        let loaded = self
             .repo
             .each_vector(
                 self.model().to_owned(),
                 Box::new(move |id, vector| {
-                    if let Ok(mut index) = index.write() {
+                    if let Ok(mut index) = building.lock() {
                         match vector {
-                            Some(vector) => {
-                                put(&mut index, id, vector);
+                            Some((vector, status)) => {
+                                put_unpartitioned(&mut index, id, vector, status);
                             }
-                            None => *index = VectorIndex::new(dimensions),
+                            None => index.reserve(usize::try_from(id).unwrap_or(0)),
                         }
                     }
                 }),
             )
-            .await?)
+            .await?;
+        let fresh = tokio::task::spawn_blocking(move || {
+            let mut index = fresh.lock().map_err(|_| poisoned())?;
+            index.partition();
+            Ok::<_, AppError>(std::mem::replace(&mut *index, VectorIndex::new(0)))
+        })
+        .await
+        .map_err(|_| AppError::Internal("partitioning the vector index panicked".into()))??;
+        *self.index.write().map_err(|_| poisoned())? = fresh;
+        Ok(loaded)
     }
 
     /// Enqueues indexing of every market (`missing_only`: of those without a current vector),
@@ -210,14 +221,14 @@ impl SearchService {
     /// text. Idempotent. Fails (so the job retries) when the embedder does.
     pub async fn index_market(&self, id: i64) -> Result<Indexed, AppError> {
         let model = self.model().to_owned();
-        let Some((text, stored_hash)) = self.repo.text(id, model.clone()).await? else {
+        let Some((text, stored_hash, status)) = self.repo.text(id, model.clone()).await? else {
             self.with_index(|index| index.remove(id));
             return Ok(Indexed::Superseded);
         };
         if stored_hash.as_deref() == Some(text.content_hash(&model).as_str()) {
             if !self.with_index(|index| index.contains(id)) {
-                if let Some(vector) = self.repo.vector(id, model).await? {
-                    self.with_index(|index| put(index, id, &vector));
+                if let Some((vector, status)) = self.repo.vector(id, model).await? {
+                    self.with_index(|index| put(index, id, &vector, status));
                 }
             }
             return Ok(Indexed::Unchanged);
@@ -234,7 +245,7 @@ impl SearchService {
             .store_vector(id, model, text, vector.clone())
             .await?
         {
-            self.with_index(|index| put(index, id, &vector));
+            self.with_index(|index| put(index, id, &vector, status));
             Ok(Indexed::Embedded)
         } else {
             Ok(Indexed::Superseded)
@@ -301,7 +312,7 @@ impl SearchService {
             .await?
             .ok_or(AppError::NotFound("market"))?;
         let vector = match self.repo.vector(id, self.model().to_owned()).await? {
-            Some(vector) => vector,
+            Some((vector, _)) => vector,
             None => {
                 let text = format!(
                     "{}\n{}",
@@ -351,28 +362,36 @@ impl SearchService {
         Ok(hits.into_iter().map(|(id, _)| id).collect())
     }
 
-    /// The `k` most similar indexed markets (one scan: off the async workers, at most one per
-    /// core at a time).
-    async fn top(&self, vector: Arc<Vec<f32>>, k: usize) -> Result<Vec<(i64, f32)>, AppError> {
+    /// The `k` most similar indexed markets of `status` (one search: off the async workers, at
+    /// most one per core at a time).
+    async fn top(
+        &self,
+        vector: Arc<Vec<f32>>,
+        status: Option<MarketStatus>,
+        k: usize,
+    ) -> Result<Vec<(i64, f32)>, AppError> {
         let _permit = self
             .scans
             .acquire()
             .await
             .map_err(|_| AppError::Unavailable("search is shutting down".into()))?;
         let index = self.index.clone();
+        let want = status.map(tag);
         tokio::task::spawn_blocking(move || {
             index
                 .read()
-                .map(|index| index.top(&vector, k))
-                .map_err(|_| AppError::Internal("the vector index lock is poisoned".into()))
+                .map(|index| index.top(&vector, k, |t| want.is_none_or(|want| want == t)))
+                .map_err(|_| poisoned())
         })
         .await
         .map_err(|_| AppError::Internal("vector ranking panicked".into()))?
     }
 
     /// The `n` most similar markets that still exist (and have `status`). The filter applies
-    /// before the cut, never after: when it leaves fewer than `n` of the best `k`, the scan
-    /// is repeated for 8 times as many.
+    /// inside the search (the index keeps each market's status), before the cut, and is checked
+    /// again against the database: a status the index has not caught up with yet (another
+    /// process changed it a moment ago) costs a result, never shows a wrong one. When the check
+    /// leaves fewer than `n` of the best `k`, the search is repeated for 8 times as many.
     async fn filtered_top(
         &self,
         vector: Vec<f32>,
@@ -381,9 +400,9 @@ impl SearchService {
         exclude: Option<i64>,
     ) -> Result<Vec<(i64, f32)>, AppError> {
         let vector = Arc::new(vector);
-        let mut k = (n * 4).max(64);
+        let mut k = n + usize::from(exclude.is_some());
         loop {
-            let best = self.top(vector.clone(), k).await?;
+            let best = self.top(vector.clone(), status, k).await?;
             let exhausted = best.len() < k;
             let before_floor = best.len();
             let candidates: Vec<(i64, f32)> = best
@@ -402,7 +421,9 @@ impl SearchService {
                         self.with_index(|index| index.remove(id));
                     }
                     Some(_) if Some(id) == exclude => {}
-                    Some(s) if status.is_some_and(|want| want != *s) => {}
+                    Some(s) if status.is_some_and(|want| want != *s) => {
+                        self.with_index(|index| index.set_tag(id, tag(*s)));
+                    }
                     Some(_) => kept.push((id, similarity)),
                 }
                 if kept.len() == n {
@@ -426,11 +447,33 @@ impl SearchService {
 
 /// Adds a vector, adopting its length when the index is still empty (an HTTP embedder's
 /// dimensions are known only from its first answer).
-fn put(index: &mut VectorIndex, id: i64, vector: &[f32]) -> bool {
+fn put(index: &mut VectorIndex, id: i64, vector: &[f32], status: MarketStatus) -> bool {
     if index.dimensions() != vector.len() && index.is_empty() {
         *index = VectorIndex::new(vector.len());
     }
-    index.upsert(id, vector)
+    index.upsert(id, vector, tag(status))
+}
+
+/// [`put`] while loading many: the index is partitioned once, at the end.
+fn put_unpartitioned(index: &mut VectorIndex, id: i64, vector: &[f32], status: MarketStatus) {
+    if index.dimensions() != vector.len() && index.is_empty() {
+        *index = VectorIndex::new(vector.len());
+    }
+    index.upsert_unpartitioned(id, vector, tag(status));
+}
+
+/// A market's status as the index's tag.
+fn tag(status: MarketStatus) -> u8 {
+    match status {
+        MarketStatus::Active => 0,
+        MarketStatus::Closed => 1,
+        MarketStatus::Resolved => 2,
+        MarketStatus::Cancelled => 3,
+    }
+}
+
+fn poisoned() -> AppError {
+    AppError::Internal("the vector index lock is poisoned".into())
 }
 
 fn embed_error(e: EmbedError) -> AppError {

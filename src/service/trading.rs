@@ -12,7 +12,7 @@ use super::users::require;
 use crate::{
     domain::{
         authority::Standing,
-        market::Market,
+        market::{Market, MarketStatus},
         trading::{LedgerEntry, MarketPosition, Placed, Stake, UserPosition},
         user::{Actor, Permission},
         Page, Paging,
@@ -25,7 +25,12 @@ use crate::{
 pub struct TradingService {
     trading: Arc<dyn TradingRepository>,
     markets: Arc<dyn MarketRepository>,
+    status_changed: Option<StatusListener>,
 }
+
+/// Told of each market whose status this process changed, once the change has committed
+/// (the vector index's status filter reads its writes with it).
+pub type StatusListener = Arc<dyn Fn(i64, MarketStatus) + Send + Sync>;
 
 /// A lifecycle step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +53,23 @@ fn market_not_found(e: RepoError) -> AppError {
 impl TradingService {
     /// The service over its repositories.
     pub fn new(trading: Arc<dyn TradingRepository>, markets: Arc<dyn MarketRepository>) -> Self {
-        Self { trading, markets }
+        Self {
+            trading,
+            markets,
+            status_changed: None,
+        }
+    }
+
+    /// The service, telling `listener` of every status it changes.
+    pub fn telling(mut self, listener: StatusListener) -> Self {
+        self.status_changed = Some(listener);
+        self
+    }
+
+    fn told(&self, id: i64, status: MarketStatus) {
+        if let Some(listener) = &self.status_changed {
+            listener(id, status);
+        }
     }
 
     /// Stakes credits on an outcome of an open market.
@@ -96,12 +117,18 @@ impl TradingService {
             }
             Transition::Cancel => self.trading.cancel(market_id).await,
         };
-        result.map_err(market_not_found)
+        let market = result.map_err(market_not_found)?;
+        self.told(market.id, market.status);
+        Ok(market)
     }
 
     /// Closes every market whose close time has passed (the periodic sweep).
     pub async fn close_due(&self) -> Result<usize, AppError> {
-        Ok(self.trading.close_due().await?.len())
+        let closed = self.trading.close_due().await?;
+        for id in &closed {
+            self.told(*id, MarketStatus::Closed);
+        }
+        Ok(closed.len())
     }
 
     /// The positions on a market.

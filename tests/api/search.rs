@@ -3,8 +3,9 @@
 //! search quality on the corpus in `data/search/corpus.json`.
 
 use std::{
+    process::Command,
     sync::{atomic::Ordering, Arc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use agora::search::rank::{recall_at, reciprocal_rank};
@@ -357,4 +358,92 @@ async fn on_the_corpus_hybrid_ranking_beats_keyword_ranking() {
     let (keyword, hybrid) = (report[0], report[2]);
     assert!(hybrid.1 > keyword.1, "recall@10: {report:?}");
     assert!(hybrid.2 > keyword.2, "MRR: {report:?}");
+}
+
+/// Waits until a vector search for `q` returns market `id` (or, `present` false, stops
+/// returning it), for at most `within`; the time it took.
+async fn until_found(app: &TestApp, q: &str, id: i64, present: bool, within: Duration) -> Duration {
+    let started = Instant::now();
+    let q: String = q
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '+' })
+        .collect();
+    loop {
+        let hits = app
+            .get(&format!("/api/markets/search?mode=vector&limit=50&q={q}"))
+            .await;
+        assert_eq!(hits.status, 200, "{}", hits.text);
+        if ids(&hits.body).contains(&id) == present {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "market {id} {} by meaning after {within:?}",
+            if present { "not found" } else { "still found" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn markets_seeded_by_another_process_are_found_by_meaning_within_2_s() {
+    let app = TestApp::spawn().await;
+    // `agora seed` on the same database while the server runs: a process of its own, which
+    // stores the markets' vectors itself (no job reaches this server).
+    let dir = app.dir.path();
+    let status = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--data-dir", dir.to_str().unwrap(), "--log", "error"])
+        .args(crate::helpers::database_args(dir))
+        .args(["seed", "--markets", "4", "--users", "2"])
+        .status()
+        .expect("agora seed runs");
+    assert!(status.success());
+    let seeded: Vec<(i64, String)> = app.db().query_rows("SELECT id, name FROM markets", &[]);
+    assert_eq!(seeded.len(), 4);
+    for (id, name) in seeded {
+        until_found(&app, &name, id, true, Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_market_leaves_the_results_at_once_and_a_restart_keeps_every_market_searchable() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let names = [
+        "Will the harbour ferry run on Christmas Day?",
+        "Will the orchestra tour Japan next spring?",
+        "Will the marathon record fall in Berlin?",
+    ];
+    let mut markets = Vec::new();
+    for name in names {
+        markets.push((
+            create(&alice, name, "Resolves by the organiser's notice.").await,
+            name,
+        ));
+    }
+    indexed(&app).await;
+    for &(id, name) in &markets {
+        until_found(&app, name, id, true, Duration::ZERO).await;
+    }
+    // Deleted: no search returns it from the moment the delete is answered, in any mode.
+    let (gone, gone_name) = markets.remove(0);
+    let deleted = alice.delete(&format!("/api/markets/{gone}")).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    for mode in ["vector", "keyword", "hybrid"] {
+        let q = gone_name.replace(' ', "+").replace('?', "");
+        let hits = app
+            .get(&format!("/api/markets/search?mode={mode}&limit=50&q={q}"))
+            .await;
+        assert!(!ids(&hits.body).contains(&gone), "{mode}: {}", hits.text);
+    }
+    let related = app
+        .get(&format!("/api/markets/{}/related?limit=50", markets[0].0))
+        .await;
+    assert_eq!(related.status, 200, "{}", related.text);
+    assert!(!ids(&related.body).contains(&gone));
+    // A restart loads every stored vector: each market is found by meaning at once.
+    let app = TestApp::spawn_in(app.stop().await).await;
+    for &(id, name) in &markets {
+        until_found(&app, name, id, true, Duration::ZERO).await;
+    }
 }

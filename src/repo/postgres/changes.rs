@@ -283,9 +283,10 @@ mod tests {
     fn a_process_skips_its_own_announcements_and_reads_others() {
         assert_eq!(decode(&format!("{} m:5", *ORIGIN)), vec![]);
         assert_eq!(
-            decode("someone-else m:5 z:1 v:6 s:fam-ily"),
+            decode("someone-else m:5 z:1 c:5 v:6 s:fam-ily"),
             vec![
                 Change::Market(5),
+                Change::Status(5),
                 Change::Vector(6),
                 Change::Session("fam-ily".into())
             ]

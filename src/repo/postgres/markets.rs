@@ -230,7 +230,7 @@ impl MarketRepository for PgMarketRepository {
                 )
                 .await?;
                 insert_jobs(c, &jobs).await?;
-                c.announce(Change::Market(id));
+                c.announce(Change::Status(id));
                 market_now(c, id).await
             }
             .boxed()

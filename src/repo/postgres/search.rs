@@ -99,11 +99,11 @@ impl SearchRepository for PgSearchRepository {
         &self,
         id: i64,
         model: String,
-    ) -> Result<Option<(MarketText, Option<String>)>, RepoError> {
+    ) -> Result<Option<(MarketText, Option<String>, MarketStatus)>, RepoError> {
         read(&self.pg, |client| async move {
             Conn::client(&client)
                 .opt(
-                    "SELECT m.name, m.description, v.content_hash
+                    "SELECT m.name, m.description, v.content_hash, m.status
                        FROM markets m
                        LEFT JOIN market_vectors v ON v.market_id = m.id AND v.model = $2
                       WHERE m.id = $1",
@@ -117,6 +117,7 @@ impl SearchRepository for PgSearchRepository {
                             description: r.try_get(1)?,
                         },
                         r.try_get(2)?,
+                        status(r.try_get(3)?)?,
                     ))
                 })
                 .transpose()
@@ -161,15 +162,21 @@ impl SearchRepository for PgSearchRepository {
         Ok(stored)
     }
 
-    async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError> {
+    async fn vector(
+        &self,
+        id: i64,
+        model: String,
+    ) -> Result<Option<(Vec<f32>, MarketStatus)>, RepoError> {
         read(&self.pg, |client| async move {
             Conn::client(&client)
                 .opt(
-                    "SELECT vector FROM market_vectors WHERE market_id = $1 AND model = $2",
+                    "SELECT v.vector, m.status FROM market_vectors v
+                       JOIN markets m ON m.id = v.market_id
+                      WHERE v.market_id = $1 AND v.model = $2",
                     &[&id, &model],
                 )
                 .await?
-                .map(|r| Ok(decode(r.try_get::<_, &[u8]>(0)?)))
+                .map(|r| Ok((decode(r.try_get::<_, &[u8]>(0)?), status(r.try_get(1)?)?)))
                 .transpose()
         })
         .await
@@ -197,7 +204,9 @@ impl SearchRepository for PgSearchRepository {
             each(count, None);
             let rows = tx
                 .query_raw(
-                    "SELECT market_id, vector FROM market_vectors WHERE model = $1",
+                    "SELECT v.market_id, v.vector, m.status FROM market_vectors v
+                       JOIN markets m ON m.id = v.market_id
+                      WHERE v.model = $1",
                     [&model],
                 )
                 .await?;
@@ -211,7 +220,7 @@ impl SearchRepository for PgSearchRepository {
                     blob.chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                 );
-                each(row.try_get(0)?, Some(&vector));
+                each(row.try_get(0)?, Some((&vector, status(row.try_get(2)?)?)));
                 n += 1;
             }
             tx.commit().await?;

@@ -288,7 +288,7 @@ pub(super) async fn settle_market(
         &[&market_id, &status, &winner, &now],
     )
     .await?;
-    c.announce(Change::Market(market_id));
+    c.announce(Change::Status(market_id));
     market_now(c, market_id).await
 }
 
@@ -324,7 +324,7 @@ impl TradingRepository for PgTradingRepository {
                     &[&market_id, &now_ms()],
                 )
                 .await?;
-                c.announce(Change::Market(market_id));
+                c.announce(Change::Status(market_id));
                 market_now(c, market_id).await
             }
             .boxed()
@@ -370,7 +370,7 @@ impl TradingRepository for PgTradingRepository {
                     .map(|r| r.try_get(0))
                     .collect::<Result<Vec<i64>, _>>()?;
                 for id in &closed {
-                    c.announce(Change::Market(*id));
+                    c.announce(Change::Status(*id));
                 }
                 Ok(closed)
             }

@@ -5,6 +5,7 @@
 //! Everything that names a rusqlite type above `db/` lives here: the row mappings, the SQL, and
 //! the one mapping of SQLite error codes to [`RepoError`] (`codes.rs`).
 
+mod changes;
 mod codes;
 mod engine;
 pub mod jobs;
@@ -54,8 +55,8 @@ pub fn open(
         sessions: Arc::new(SqliteSessionRepository::new(db.clone())),
         search: Arc::new(SqliteSearchRepository::new(db.clone())),
         jobs: Arc::new(SqliteJobRepository::new(db.clone(), queue)),
-        seed: Arc::new(SqliteSeedRepository::new(db)),
-        changes: None,
+        seed: Arc::new(SqliteSeedRepository::new(db.clone())),
+        changes: Some(Arc::new(changes::SqliteChangeFeed::new(db))),
     })
 }
 

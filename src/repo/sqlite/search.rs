@@ -94,12 +94,12 @@ impl SearchRepository for SqliteSearchRepository {
         &self,
         id: i64,
         model: String,
-    ) -> Result<Option<(MarketText, Option<String>)>, RepoError> {
+    ) -> Result<Option<(MarketText, Option<String>, MarketStatus)>, RepoError> {
         self.db
             .read_point(move |conn| {
                 Ok(conn
                     .prepare_cached(
-                        "SELECT m.name, m.description, v.content_hash
+                        "SELECT m.name, m.description, v.content_hash, m.status
                            FROM markets m
                            LEFT JOIN market_vectors v ON v.market_id = m.id AND v.model = ?2
                           WHERE m.id = ?1",
@@ -111,6 +111,7 @@ impl SearchRepository for SqliteSearchRepository {
                                 description: r.get(1)?,
                             },
                             r.get(2)?,
+                            status_at(r, 3)?,
                         ))
                     })
                     .optional()?)
@@ -152,16 +153,24 @@ impl SearchRepository for SqliteSearchRepository {
             .await
     }
 
-    async fn vector(&self, id: i64, model: String) -> Result<Option<Vec<f32>>, RepoError> {
+    async fn vector(
+        &self,
+        id: i64,
+        model: String,
+    ) -> Result<Option<(Vec<f32>, MarketStatus)>, RepoError> {
         self.db
             .read_point(move |conn| {
-                let blob: Option<Vec<u8>> = conn
+                Ok(conn
                     .prepare_cached(
-                        "SELECT vector FROM market_vectors WHERE market_id = ?1 AND model = ?2",
+                        "SELECT v.vector, m.status FROM market_vectors v
+                           JOIN markets m ON m.id = v.market_id
+                          WHERE v.market_id = ?1 AND v.model = ?2",
                     )?
-                    .query_row(params![id, model], |r| r.get(0))
-                    .optional()?;
-                Ok(blob.as_deref().map(decode))
+                    .query_row(params![id, model], |r| {
+                        let blob = r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+                        Ok((decode(blob), status_at(r, 1)?))
+                    })
+                    .optional()?)
             })
             .await
     }
@@ -176,8 +185,11 @@ impl SearchRepository for SqliteSearchRepository {
                         |r| r.get(0),
                     )?;
                     each(count, None);
-                    let mut stmt = conn
-                        .prepare("SELECT market_id, vector FROM market_vectors WHERE model = ?1")?;
+                    let mut stmt = conn.prepare(
+                        "SELECT v.market_id, v.vector, m.status FROM market_vectors v
+                           JOIN markets m ON m.id = v.market_id
+                          WHERE v.model = ?1",
+                    )?;
                     let mut rows = stmt.query([&model])?;
                     let (mut n, mut vector) = (0, Vec::new());
                     while let Some(row) = rows.next()? {
@@ -189,7 +201,7 @@ impl SearchRepository for SqliteSearchRepository {
                             blob.chunks_exact(4)
                                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                         );
-                        each(row.get(0)?, Some(&vector));
+                        each(row.get(0)?, Some((&vector, status_at(row, 2)?)));
                         n += 1;
                     }
                     Ok(n)
