@@ -135,15 +135,17 @@ pub type VectorSink =
 /// The search indexes: full text (FTS5, kept by triggers) and one vector per market.
 #[async_trait]
 pub trait SearchRepository: Send + Sync {
-    /// Ids of markets whose text has any of `terms` (the words of
-    /// [`keywords`](crate::domain::search::keywords), never query syntax), best match first
-    /// (names weigh double), at most `n`, filtered by `status` inside the query.
-    async fn keyword(
+    /// Markets whose text has `term` (one word of
+    /// [`keywords`](crate::domain::search::keywords), never query syntax) with their score for
+    /// it, best first (names weigh double; higher is better, and a market's scores for several
+    /// words add up to its rank for all of them), at most `limit`, filtered by `status` inside
+    /// the query. The work is proportional to the number of markets that have the word.
+    async fn term_matches(
         &self,
-        terms: Vec<String>,
+        term: String,
         status: Option<crate::domain::market::MarketStatus>,
-        n: u32,
-    ) -> Result<Vec<i64>, RepoError>;
+        limit: u32,
+    ) -> Result<Vec<(i64, f64)>, RepoError>;
     /// The status of each of `ids` that exists.
     async fn statuses(
         &self,

@@ -284,21 +284,38 @@ impl VectorIndex {
     }
 
     /// Moves the vector in slot `order[i]` to slot `i`, for every `i` (`order` is a
-    /// permutation of the slots).
+    /// permutation of the slots), in place: cycle by cycle, one vector held aside, so that
+    /// partitioning never holds the index twice (freed, a second copy stays in the allocator).
     fn permute(&mut self, order: &[usize]) {
         let dims = self.dimensions;
-        let mut data = Vec::with_capacity(self.data.capacity());
-        for &slot in order {
-            data.extend_from_slice(self.vector(slot));
+        let mut done = vec![false; order.len()];
+        let mut held = vec![0i8; dims];
+        for start in 0..order.len() {
+            if done[start] || order[start] == start {
+                continue;
+            }
+            held.copy_from_slice(self.vector(start));
+            let (scale, id, tag) = (self.scales[start], self.ids[start], self.tags[start]);
+            let mut to = start;
+            loop {
+                done[to] = true;
+                let from = order[to];
+                if from == start {
+                    self.data[to * dims..(to + 1) * dims].copy_from_slice(&held);
+                    (self.scales[to], self.ids[to], self.tags[to]) = (scale, id, tag);
+                    break;
+                }
+                self.data
+                    .copy_within(from * dims..(from + 1) * dims, to * dims);
+                self.scales[to] = self.scales[from];
+                self.ids[to] = self.ids[from];
+                self.tags[to] = self.tags[from];
+                to = from;
+            }
         }
-        self.data = data;
-        self.scales = order.iter().map(|&slot| self.scales[slot]).collect();
-        self.ids = order.iter().map(|&slot| self.ids[slot]).collect();
-        self.tags = order.iter().map(|&slot| self.tags[slot]).collect();
         for (slot, id) in self.ids.iter().enumerate() {
             self.slots.insert(*id, slot);
         }
-        debug_assert_eq!(self.data.len(), self.ids.len() * dims);
     }
 
     /// For each of `slots`, the index of its nearest centroid (on every core).

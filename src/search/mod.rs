@@ -15,3 +15,4 @@ pub mod embedder;
 pub mod http;
 pub mod index;
 pub mod rank;
+pub mod terms;

@@ -16,11 +16,12 @@ use crate::{
         search::{keywords, SearchMode, SearchQuery},
     },
     error::AppError,
-    repo::{JobRepository, MarketRepository, SearchRepository},
+    repo::{JobRepository, MarketRepository, RepoError, SearchRepository},
     search::{
         embedder::{EmbedError, Embedder},
         index::VectorIndex,
         rank::{reciprocal_rank_fusion, RRF_K},
+        terms::TermLists,
     },
 };
 
@@ -86,6 +87,8 @@ pub struct SearchService {
     markets: Arc<dyn MarketRepository>,
     embedder: Arc<dyn Embedder>,
     index: Arc<RwLock<VectorIndex>>,
+    /// Common words' best matches, kept (keyword ranking with bounded work).
+    terms: TermLists,
     jobs: Arc<dyn JobRepository>,
     query_timeout: Duration,
     /// Scans running at once: one per core. More would only share the cores while each holds
@@ -108,6 +111,7 @@ impl SearchService {
             markets,
             embedder,
             index: Arc::new(RwLock::new(index)),
+            terms: TermLists::default(),
             jobs,
             query_timeout,
             scans: Semaphore::new(
@@ -191,6 +195,7 @@ impl SearchService {
         .await
         .map_err(|_| AppError::Internal("partitioning the vector index panicked".into()))??;
         *self.index.write().map_err(|_| poisoned())? = fresh;
+        self.terms.changed();
         Ok(loaded)
     }
 
@@ -267,7 +272,7 @@ impl SearchService {
         let keyword_ids = match (q.mode, &degraded) {
             (SearchMode::Vector, None) => Vec::new(),
             _ if terms.is_empty() => Vec::new(),
-            _ => self.repo.keyword(terms, q.status, n as u32).await?,
+            _ => self.keyword(&terms, q.status, n).await?,
         };
         let mode = match (&degraded, q.mode) {
             (Some(_), _) => SearchMode::Keyword,
@@ -334,6 +339,27 @@ impl SearchService {
             }
         }
         Ok(out)
+    }
+
+    /// The best `n` markets having any of `terms`, by their summed scores for them.
+    async fn keyword(
+        &self,
+        terms: &[String],
+        status: Option<MarketStatus>,
+        n: usize,
+    ) -> Result<Vec<i64>, AppError> {
+        let repo = self.repo.clone();
+        let fetch = move |term, status, limit| {
+            let repo = repo.clone();
+            async move { repo.term_matches(term, status, limit).await }
+        };
+        self.terms
+            .rank(terms, status, n, fetch)
+            .await
+            .map_err(|e| match &*e {
+                RepoError::Unavailable(why) => AppError::Unavailable(why.clone()),
+                other => AppError::Internal(other.to_string()),
+            })
     }
 
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>, String> {
@@ -437,7 +463,9 @@ impl SearchService {
         }
     }
 
+    /// Changes the index; what changed there may have changed in the keyword index too.
     fn with_index<T: Default>(&self, f: impl FnOnce(&mut VectorIndex) -> T) -> T {
+        self.terms.changed();
         self.index
             .write()
             .map(|mut index| f(&mut index))

@@ -51,13 +51,13 @@ const RANK: &str = "ts_rank('{0.1, 0.2, 0.5, 1.0}', m.search, q, 1)";
 #[async_trait]
 impl SearchRepository for PgSearchRepository {
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn keyword(
+    async fn term_matches(
         &self,
-        terms: Vec<String>,
+        term: String,
         status: Option<MarketStatus>,
-        n: u32,
-    ) -> Result<Vec<i64>, RepoError> {
-        let query = ts_query(&terms);
+        limit: u32,
+    ) -> Result<Vec<(i64, f64)>, RepoError> {
+        let query = ts_query(&[term]);
         if query.is_empty() {
             return Ok(Vec::new());
         }
@@ -66,15 +66,15 @@ impl SearchRepository for PgSearchRepository {
             Conn::client(&client)
                 .rows(
                     &format!(
-                        "SELECT m.id FROM markets m, to_tsquery('english', $1) q
+                        "SELECT m.id, {RANK} AS rank FROM markets m, to_tsquery('english', $1) q
                           WHERE m.search @@ q AND ($2::text IS NULL OR m.status = $2)
-                          ORDER BY {RANK} DESC, m.id LIMIT $3"
+                          ORDER BY rank DESC, m.id LIMIT $3"
                     ),
-                    &[&query, &status, &i64::from(n)],
+                    &[&query, &status, &i64::from(limit)],
                 )
                 .await?
                 .iter()
-                .map(|r| Ok(r.try_get(0)?))
+                .map(|r| Ok((r.try_get(0)?, f64::from(r.try_get::<_, f32>(1)?))))
                 .collect()
         })
         .await

@@ -40,35 +40,38 @@ fn match_query(terms: &[String]) -> String {
 #[async_trait]
 impl SearchRepository for SqliteSearchRepository {
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn keyword(
+    async fn term_matches(
         &self,
-        terms: Vec<String>,
+        term: String,
         status: Option<MarketStatus>,
-        n: u32,
-    ) -> Result<Vec<i64>, RepoError> {
-        let query = match_query(&terms);
+        limit: u32,
+    ) -> Result<Vec<(i64, f64)>, RepoError> {
+        let query = match_query(&[term]);
         self.db
             .read(move |conn| {
                 // Without a status filter the index alone answers (its rowids are market ids,
-                // kept by triggers): joining every match to `markets` cost 4x here.
+                // kept by triggers): joining every match to `markets` cost 4x here. bm25 is
+                // negative, lower is better: the score is its opposite.
                 let sql = match status {
                     None => {
-                        "SELECT rowid FROM markets_fts WHERE markets_fts MATCH ?1
-                          ORDER BY bm25(markets_fts, 2.0, 1.0), rowid LIMIT ?3"
+                        "SELECT rowid, bm25(markets_fts, 2.0, 1.0) AS rank FROM markets_fts
+                          WHERE markets_fts MATCH ?1 ORDER BY rank, rowid LIMIT ?3"
                     }
                     Some(_) => {
-                        "SELECT m.id FROM markets_fts f JOIN markets m ON m.id = f.rowid
+                        "SELECT m.id, bm25(markets_fts, 2.0, 1.0) AS rank
+                           FROM markets_fts f JOIN markets m ON m.id = f.rowid
                           WHERE markets_fts MATCH ?1 AND m.status = ?2
-                          ORDER BY bm25(markets_fts, 2.0, 1.0), m.id LIMIT ?3"
+                          ORDER BY rank, m.id LIMIT ?3"
                     }
                 };
-                let ids = conn
+                let matches = conn
                     .prepare_cached(sql)?
-                    .query_map(params![query, status.map(MarketStatus::as_str), n], |r| {
-                        r.get(0)
-                    })?
-                    .collect::<rusqlite::Result<Vec<i64>>>()?;
-                Ok(ids)
+                    .query_map(
+                        params![query, status.map(MarketStatus::as_str), limit],
+                        |r| Ok((r.get(0)?, -r.get::<_, f64>(1)?)),
+                    )?
+                    .collect::<rusqlite::Result<Vec<(i64, f64)>>>()?;
+                Ok(matches)
             })
             .await
     }
