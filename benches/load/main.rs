@@ -32,7 +32,8 @@
 //! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
 //! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_ONLY=comparison` (the comparison
-//! tables alone, not the table of every workload), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
+//! tables alone, not the table of every workload), `AGORA_BENCH_ONLY=search` (the search rows
+//! alone: with `AGORA_BENCH_MARKETS=1000000`, search at a million markets), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
 //! generator even when wrk is on PATH). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
 //! instead: the mixed workload for that long, a row per minute with req/s, p50, p99 and the
 //! server's RSS, then the invariants.
@@ -53,7 +54,9 @@ use serde_json::{json, Value};
 
 use generator::{Figures, Generator, Make};
 use process::Server;
-use workloads::{active_markets, get_request, healthz_request, login_all, search_request};
+use workloads::{
+    active_markets, get_request, healthz_request, login_all, related_request, search_request,
+};
 use workloads::{list_request_first_pages, stake_request};
 
 const GRANT: &str = "1000000000";
@@ -178,18 +181,41 @@ fn run_first_server(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path, 
     table.row("GET /api/markets/{id} (cache warm)", &get, &server);
     let list = gen.measure(&base, &list_request_first_pages());
     table.row("GET /api/markets (active, volume, page)", &list, &server);
-    for (name, mode) in [
-        ("GET /api/markets/search (hybrid)", "hybrid"),
-        ("GET /api/markets/search (keyword only)", "keyword"),
-    ] {
-        let figures = gen.measure(&base, &search_request(mode));
-        table.row(name, &figures, &server);
-    }
     let stake = stake_request(tokens.clone(), active.clone(), 0);
     let stake = gen.measure(&base, &stake);
     table.row("POST positions (group commit, full)", &stake, &server);
     let mixed = gen.measure(&base, &mixed(tokens, active, hot));
     table.row("mixed 90% GET by id / 10% stakes", &mixed, &server);
+    server.stop();
+}
+
+/// Search at scale, on a server of its own with the rate limiter off (as the search targets
+/// are set): its start-up (the search index loaded and partitioned) and idle PSS, then hybrid,
+/// keyword-only and vector-only searches with the corpus's queries in turn, and the markets
+/// related to random ones.
+fn run_search_server(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path, markets: u64) {
+    let started = Instant::now();
+    let server = Server::agora(bin, dir, &["--rate-limit", "off"]);
+    println!(
+        "\nsearch: {markets} markets, rate limiter off; ready {:.1} s after start (the index \
+         loaded), idle PSS {:.0} MiB\n",
+        started.elapsed().as_secs_f64(),
+        server.pss_mib()
+    );
+    println!("| workload                                 |    req/s |  p50 ms |  p99 ms | errors |  x hz | its /healthz |   RSS |  peak |");
+    println!("|------------------------------------------|----------|---------|---------|--------|-------|--------------|-------|-------|");
+    let base = server.base.clone();
+    table.healthz = gen.measure(&base, &healthz_request()).rps;
+    for (name, mode) in [
+        ("GET /api/markets/search (hybrid)", "hybrid"),
+        ("GET /api/markets/search (keyword only)", "keyword"),
+        ("GET /api/markets/search (vector only)", "vector"),
+    ] {
+        let figures = gen.measure(&base, &search_request(mode));
+        table.row(name, &figures, &server);
+    }
+    let related = gen.measure(&base, &related_request(markets));
+    table.row("GET /api/markets/{id}/related", &related, &server);
     server.stop();
 }
 
@@ -377,6 +403,18 @@ fn main() {
         return;
     }
 
+    // `AGORA_BENCH_ONLY=search`: the search rows alone (with AGORA_BENCH_MARKETS=1000000, the
+    // 1M case).
+    let only = std::env::var("AGORA_BENCH_ONLY").unwrap_or_default();
+    if only == "search" {
+        let mut table = Table {
+            healthz: 1.0,
+            rows: Vec::new(),
+        };
+        run_search_server(&gen, &mut table, &bin, dir.path(), markets);
+        return;
+    }
+
     let peer = compare::Peer::from_env(markets);
     if peer.is_some() {
         println!("seeded the Fastify peer's database ({markets} markets)");
@@ -392,7 +430,7 @@ fn main() {
     );
 
     // `AGORA_BENCH_ONLY=comparison`: the comparison tables alone (a quicker run).
-    let only_comparison = std::env::var("AGORA_BENCH_ONLY").is_ok_and(|v| v == "comparison");
+    let only_comparison = only == "comparison";
     println!("\n### agora's workloads (RSS and peak RSS of the server in MiB)\n");
     let mut table = Table {
         healthz: 1.0,
@@ -401,6 +439,7 @@ fn main() {
     if !only_comparison {
         run_first_server(&gen, &mut table, &bin, dir.path(), hot);
         run_other_servers(&gen, &mut table, &bin, dir.path(), hot);
+        run_search_server(&gen, &mut table, &bin, dir.path(), markets);
     }
 
     let mut broken = check_invariants(dir.path(), "the run");

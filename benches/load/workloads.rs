@@ -109,6 +109,21 @@ pub fn search_request(mode: &'static str) -> Make {
     })
 }
 
+/// Markets related to a random one of the first `markets`.
+pub fn related_request(markets: u64) -> Make {
+    Arc::new(move |c, n| {
+        (
+            Method::GET,
+            format!(
+                "/api/markets/{}/related?limit=10",
+                1 + spread(c, n) % markets
+            ),
+            None,
+            None,
+        )
+    })
+}
+
 /// The same path every time.
 pub fn get_path(path: &'static str) -> Make {
     Arc::new(move |_, _| (Method::GET, path.into(), None, None))
