@@ -166,13 +166,15 @@ fn index_at_scale(count: usize, texts: &[String]) {
         ("corpus queries", 0..short),
         ("market texts (related)", short..queries.len()),
     ] {
-        for (search, exact) in [("nearest lists", false), ("every vector", true)] {
-            let run = |query: &Vec<f32>| {
-                if exact {
-                    index.top_exact(query, 10, |_| true)
-                } else {
-                    index.top(query, 10, |_| true)
-                }
+        for (search, probe) in [
+            ("nearest 8 lists' worth", Some(8)),
+            ("nearest 16 lists' worth", Some(16)),
+            ("nearest 32 lists' worth (default)", Some(32)),
+            ("every vector", None),
+        ] {
+            let run = |query: &Vec<f32>| match probe {
+                Some(probe) => index.top_probing(query, 10, probe, |_| true),
+                None => index.top_exact(query, 10, |_| true),
             };
             // Timed back to back, as a busy server runs them (the recall check below reads
             // every f32 vector and would leave the index out of the CPU's caches).

@@ -45,6 +45,7 @@ use crate::{
         tokens::{Tokens, SECRET_MIN},
         trading::TradingService,
         users::UserService,
+        MarketListener,
     },
 };
 
@@ -301,10 +302,9 @@ impl App {
             Duration::from_millis(config.search_timeout_ms.max(1)),
         ));
         let indexed = search.clone();
-        let trading = Arc::new(
-            TradingService::new(trading, markets.clone())
-                .telling(Arc::new(move |id, status| indexed.set_status(id, status))),
-        );
+        let follow: MarketListener = Arc::new(move |changed| indexed.follow(changed));
+        let trading =
+            Arc::new(TradingService::new(trading, markets.clone()).telling(follow.clone()));
         if let Some(changes) = &storage.changes {
             // Before the index loads: a vector stored meanwhile is announced, or loaded.
             follow_changes(
@@ -356,7 +356,7 @@ impl App {
             jobs: Arc::new(
                 JobService::new(queue.clone()).refusing_backups(storage.backup.refusal()),
             ),
-            markets: Arc::new(MarketService::new(markets, queue.clone())),
+            markets: Arc::new(MarketService::new(markets, queue.clone()).telling(follow)),
             auth: Arc::new(AuthService::new(
                 users.clone(),
                 sessions,

@@ -27,7 +27,8 @@
 //! names the jobs a write enqueues and the repository inserts them in the write's own
 //! transaction, so a crash cannot lose them. `jobs/` runs them (`worker.rs`: tokio workers;
 //! `handlers.rs`: what each job kind does) and `search/` holds the embedders, the in-memory vector
-//! index and rank fusion; `service/search.rs` puts them together. Reads use a pool of `query_only`
+//! index (partitioned by nearest centroid), keyword ranking with bounded work and rank fusion;
+//! `service/search.rs` puts them together. Reads use a pool of `query_only`
 //! connections and never wait for the writer. Market reads go through a quick_cache cache
 //! (`repo/cached.rs`, decorators that `app.rs` wraps around the SQLite repositories): a market is
 //! loaded once under concurrent misses (a placeholder the others wait on), and every write that
@@ -49,7 +50,10 @@
 //! pool waits, closing) and backups (`repo::Backup`). Rules both engines need are pure functions in `domain/`: the
 //! stake rules (`domain/staking.rs`), settlement (`domain/trading.rs`), the retry rule of jobs
 //! (`domain/retry.rs`); a repository reads what they need inside its transaction and writes what
-//! they allow. Keyword search passes words; each engine builds its own full-text query.
+//! they allow. Keyword search passes one word at a time; each engine ranks the markets having it
+//! with its own full-text index, and the service adds the words' scores up. What each process
+//! keeps in memory (the vector index, the read cache) follows the database whoever writes it:
+//! `repo::ChangeFeed` (SQLite: a table filled by triggers, polled; PostgreSQL: `NOTIFY`).
 //!
 //! Storage and durability (what a commit survives, checkpoints, backups, what start-up refuses)
 //! are described in [`db`]; how fast each path is, in `benches/README.md`; how it is tested, in

@@ -45,8 +45,8 @@ impl Server {
             base: format!("http://{addr}"),
         };
         // The port may accept connections before the server answers (agora loads its search
-        // index first). Wait for an answer.
-        for _ in 0..1200 {
+        // index first: half a minute at a million markets). Wait for an answer.
+        for _ in 0..3600 {
             if healthy(addr, health) {
                 return server;
             }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::users::require;
+use super::{users::require, MarketChanged, MarketListener};
 use crate::{
     domain::{
         authority::Standing,
@@ -29,12 +29,23 @@ const EDIT_ATTEMPTS: usize = 3;
 pub struct MarketService {
     repo: Arc<dyn MarketRepository>,
     jobs: Arc<dyn JobRepository>,
+    listener: Option<MarketListener>,
 }
 
 impl MarketService {
     /// A service over `repo`; `jobs` is woken when a write enqueued indexing.
     pub fn new(repo: Arc<dyn MarketRepository>, jobs: Arc<dyn JobRepository>) -> Self {
-        Self { repo, jobs }
+        Self {
+            repo,
+            jobs,
+            listener: None,
+        }
+    }
+
+    /// The service, telling `listener` of every market it deletes.
+    pub fn telling(mut self, listener: MarketListener) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// A page of markets.
@@ -138,7 +149,13 @@ impl MarketService {
             match self.repo.delete(id, market.version).await {
                 Err(RepoError::VersionMismatch { .. }) => continue,
                 Err(RepoError::NotFound) => return Err(AppError::NotFound("market")),
-                other => return Ok(other?),
+                other => {
+                    other?;
+                    if let Some(listener) = &self.listener {
+                        listener(MarketChanged::Deleted(id));
+                    }
+                    return Ok(());
+                }
             }
         }
         Err(AppError::conflict(

@@ -12,11 +12,27 @@ pub mod tokens;
 pub mod trading;
 pub mod users;
 
+use std::sync::Arc;
+
 use crate::{
-    domain::{FieldError, Rejection},
+    domain::{market::MarketStatus, FieldError, Rejection},
     error::AppError,
     repo::RepoError,
 };
+
+/// A change this process made to a market, told once committed: what the vector index, which
+/// keeps each market's status and drops deleted ones, reads its writes with (other processes'
+/// changes reach it through the storage's change feed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarketChanged {
+    /// Its status is now this.
+    Status(i64, MarketStatus),
+    /// It was deleted.
+    Deleted(i64),
+}
+
+/// Told of each [`MarketChanged`].
+pub type MarketListener = Arc<dyn Fn(MarketChanged) + Send + Sync>;
 
 /// What a refusal means to a client.
 fn refused(rejection: Rejection) -> AppError {

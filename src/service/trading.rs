@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::users::require;
+use super::{users::require, MarketChanged, MarketListener};
 use crate::{
     domain::{
         authority::Standing,
@@ -25,12 +25,8 @@ use crate::{
 pub struct TradingService {
     trading: Arc<dyn TradingRepository>,
     markets: Arc<dyn MarketRepository>,
-    status_changed: Option<StatusListener>,
+    listener: Option<MarketListener>,
 }
-
-/// Told of each market whose status this process changed, once the change has committed
-/// (the vector index's status filter reads its writes with it).
-pub type StatusListener = Arc<dyn Fn(i64, MarketStatus) + Send + Sync>;
 
 /// A lifecycle step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,19 +52,19 @@ impl TradingService {
         Self {
             trading,
             markets,
-            status_changed: None,
+            listener: None,
         }
     }
 
     /// The service, telling `listener` of every status it changes.
-    pub fn telling(mut self, listener: StatusListener) -> Self {
-        self.status_changed = Some(listener);
+    pub fn telling(mut self, listener: MarketListener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
     fn told(&self, id: i64, status: MarketStatus) {
-        if let Some(listener) = &self.status_changed {
-            listener(id, status);
+        if let Some(listener) = &self.listener {
+            listener(MarketChanged::Status(id, status));
         }
     }
 
