@@ -39,8 +39,8 @@
 //!   soon as it is back, without a restart (a test stops and restarts PostgreSQL under a stake
 //!   load). A request waits at most 5 s for a connection.
 //! - **Search**: keywords use PostgreSQL full-text search (English stemming, names weigh more than
-//!   descriptions, a GIN index) ranked by `ts_rank` instead of FTS5's bm25, so keyword rankings
-//!   can differ slightly; vectors are stored in the database and ranked in agora as on SQLite (no
+//!   descriptions, a GIN index) ranked by `ts_rank` instead of FTS5's bm25 (one word at a time,
+//!   the words' ranks summed, as on SQLite), so keyword rankings can differ slightly; vectors are stored in the database and ranked in agora as on SQLite (no
 //!   pgvector needed).
 //! - **Durability**: PostgreSQL's. A 201 means the transaction committed; with PostgreSQL's
 //!   default `synchronous_commit = on` it is on disk (`--synchronous` is SQLite's setting and does
@@ -86,8 +86,9 @@
 //!   cluster-wide, periodic jobs (the close sweep, pruning) exist once and run once per period,
 //!   and a job whose process died is claimed again by another when its lease (the job timeout
 //!   plus 10 s) runs out.
-//! - **Search**: each process keeps the vector index in memory and follows vectors stored by any
-//!   process (and markets written by `agora seed` into the same database).
+//! - **Search**: each process keeps the vector index in memory and follows vectors stored and
+//!   statuses changed by any process (and markets written by `agora seed` into the same
+//!   database).
 //! - **Redis** (`--redis-url`) counts every rate-limit quota for all the processes, so a client
 //!   spread over them gets one quota, not one per process; without it each process counts its
 //!   own. While Redis cannot answer, limited requests pass uncounted (or get 503 with

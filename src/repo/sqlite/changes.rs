@@ -160,17 +160,68 @@ fn changes_of(cursor: i64, rows: Vec<(i64, i64, String)>) -> (i64, Vec<Change>) 
     (last, changes)
 }
 
+/// Deletes the rows read, [`BATCH`] to a write (a seed of a million markets leaves two million:
+/// one write deleting them all would hold the writer for seconds).
 async fn prune(db: &Db, cursor: i64) -> Result<(), DbError> {
-    db.write(move |conn| {
-        conn.execute("DELETE FROM market_changes WHERE seq <= ?1", [cursor])?;
-        Ok(())
-    })
-    .await
+    loop {
+        let deleted = db
+            .write(move |conn| {
+                Ok::<_, DbError>(conn.execute(
+                    "DELETE FROM market_changes WHERE seq IN (
+                         SELECT seq FROM market_changes WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+                    params![cursor, BATCH],
+                )?)
+            })
+            .await?;
+        if (deleted as i64) < BATCH {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::DbOptions;
+
+    #[tokio::test]
+    async fn the_feed_reads_what_any_writer_committed_and_prunes_what_it_read_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap();
+        // Another writer's rows (as `agora seed` leaves them): more than one batch.
+        let rows = BATCH * 2 + 500;
+        db.write(move |conn| {
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO market_changes (market_id, kind) SELECT i, 'v' FROM n",
+                [rows],
+            )?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+        let (last, changes, full) = poll(&db, 0).await.unwrap();
+        assert_eq!((last, changes.len(), full), (BATCH, BATCH as usize, true));
+        assert_eq!(changes[0], Change::Vector(1));
+        let (last, _, full) = poll(&db, BATCH * 2).await.unwrap();
+        assert_eq!((last, full), (rows, false));
+        assert_eq!(newest(&db).await.unwrap(), rows);
+        prune(&db, rows - 1).await.unwrap();
+        let left: i64 = db
+            .read(|conn| {
+                Ok::<_, DbError>(conn.query_row(
+                    "SELECT count(*) FROM market_changes",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, 1, "every row read is deleted, the unread one kept");
+        // Numbers are never used twice: a new row comes after every deleted one.
+        assert_eq!(newest(&db).await.unwrap(), rows);
+        db.close().await;
+    }
 
     fn row(seq: i64, id: i64, kind: &str) -> (i64, i64, String) {
         (seq, id, kind.to_owned())
