@@ -15,8 +15,8 @@
 //! (a status filter applies inside the search): 303 bytes a market in all (29 MiB for 100,000,
 //! 300 MiB for a million). Past 20,000 markets the index is partitioned into about √n lists by
 //! nearest centroid, stored list by list, and a query scores the vectors of the lists nearest
-//! it, about as many as 32 lists hold (a tenth of the index at 100,000 markets, 3% at a
-//! million): 0.3 ms a query at 100,000 where scoring all took 2.3 ms, with recall@10 against
+//! it, about as many as 32 lists hold and at most 16,384 (a tenth of the index at 100,000
+//! markets, 1.6% at a million): 0.3 ms a query at 100,000 where scoring all took 2.3 ms, with recall@10 against
 //! scoring all of 0.987 on the corpus's queries (see [`index`] and benches/README.md). The
 //! index is loaded and partitioned at start (1.8 s for 100,000 seeded markets, the reads
 //! included) and follows every change to the markets through the storage's change feed,
