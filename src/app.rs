@@ -568,7 +568,7 @@ async fn follow_changes(
                         cache.written(id);
                     }
                     if let Err(e) = search.follow_market(id).await {
-                        tracing::warn!(market.id = id, error = %e, "taking another process's market status into the index failed");
+                        tracing::warn!(market.id = id, error = %e, "taking a market's new status into the index failed");
                     }
                 }
                 Change::MarketDeleted(id) => {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-/// One change another process committed.
+/// One committed change (another process's; on SQLite, any process's).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
     /// A market was created, or its volume, pools or outcomes changed (a stake).
