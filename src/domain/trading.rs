@@ -122,7 +122,8 @@ pub struct Payout {
 /// gets `floor(pool * stake / winning_pool)`; the few credits that leaves over go one each to
 /// the winners with the largest fractional parts (ties: larger stake, then lower user id), so
 /// the payouts sum exactly to the pool. With no stake on `winner` (or `winner` = `None`,
-/// cancellation), everyone gets its stake back.
+/// cancellation), everyone gets its stake back. The repositories record each settlement (the
+/// pool, the amount paid, the leftover credits and this rule's text) in `settlements`.
 pub fn settle(positions: &[PositionStake], winner: Option<u32>) -> Settlement {
     let pool: i64 = positions.iter().map(|p| p.amount).sum();
     let winning: Vec<&PositionStake> = positions

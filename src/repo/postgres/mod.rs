@@ -2,6 +2,18 @@
 //! of `tokio-postgres` connections, chosen with `--database-url postgres://...`. A sibling of
 //! [`super::sqlite`]; [`open`] is what `app.rs` calls to get this one's [`Storage`].
 //!
+//! SQLite is the default and needs nothing else. Choose PostgreSQL when its operators already
+//! run it, when the data should live apart from the machine that serves it, or to run several
+//! agora processes on one database behind a load balancer. The API, its errors and every trading
+//! rule are the same; the whole integration suite runs on both engines.
+//!
+//! ```sh
+//! createdb agora                                       # an empty database (any name)
+//! export AGORA_DATABASE_URL=postgres://user:password@127.0.0.1:5432/agora
+//! cargo run --release -- seed --markets 50             # seed and users create take it too
+//! cargo run --release                                  # creates the schema on first start
+//! ```
+//!
 //! - **Schema**: versioned migrations embedded in the binary (`migrations/`), applied at start
 //!   in one transaction under an advisory lock (several processes may start at once), tracked
 //!   in `agora_schema`. Same tables and columns as on SQLite; times are Unix milliseconds
