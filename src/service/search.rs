@@ -441,21 +441,24 @@ impl SearchService {
     }
 }
 
-/// Adds a vector, adopting its length when the index is still empty (an HTTP embedder's
-/// dimensions are known only from its first answer).
+/// Adds a vector (see [`adopt_length`]).
 fn put(index: &mut VectorIndex, id: i64, vector: &[f32], status: MarketStatus) -> bool {
-    if index.dimensions() != vector.len() && index.is_empty() {
-        *index = VectorIndex::new(vector.len());
-    }
+    adopt_length(index, vector);
     index.upsert(id, vector, tag(status))
 }
 
 /// [`put`] while loading many: the index is partitioned once, at the end.
 fn put_unpartitioned(index: &mut VectorIndex, id: i64, vector: &[f32], status: MarketStatus) {
+    adopt_length(index, vector);
+    index.upsert_unpartitioned(id, vector, tag(status));
+}
+
+/// Takes `vector`'s length for the index's while the index is still empty (an HTTP embedder's
+/// dimensions are known only from its first answer).
+fn adopt_length(index: &mut VectorIndex, vector: &[f32]) {
     if index.dimensions() != vector.len() && index.is_empty() {
         *index = VectorIndex::new(vector.len());
     }
-    index.upsert_unpartitioned(id, vector, tag(status));
 }
 
 /// A market's status as the index's tag.

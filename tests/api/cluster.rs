@@ -48,6 +48,35 @@ impl Cluster {
     }
 }
 
+/// `n` agora processes on one fresh PostgreSQL database, each with `flags` after
+/// `--database-url`: the cluster, the processes (stopped when dropped), their data directories
+/// and the database's URL.
+async fn start_cluster(
+    n: usize,
+    flags: &[&str],
+) -> (Cluster, Vec<Process>, Vec<tempfile::TempDir>, String) {
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let url = crate::helpers::database_url(dirs[0].path()).expect("a database on PostgreSQL");
+    let args: Vec<String> = ["--database-url", url.as_str()]
+        .iter()
+        .chain(flags)
+        .map(|s| s.to_string())
+        .collect();
+    let mut processes = Vec::new();
+    for dir in &dirs {
+        processes.push(Process::start_with(dir.path(), &args, &client).await);
+    }
+    let cluster = Cluster {
+        client,
+        bases: processes.iter().map(|p| p.base.clone()).collect(),
+    };
+    (cluster, processes, dirs, url)
+}
+
 /// Registers and logs in `username` through process `i`; returns (id, access, refresh).
 async fn account(c: &Cluster, i: usize, username: &str) -> (i64, String, String) {
     let creds = json!({"username": username, "password": PASSWORD});
@@ -405,35 +434,17 @@ async fn an_anonymous_flood_over_three_processes_meets_one_shared_quota() {
         eprintln!("skipped without AGORA_TEST_REDIS_URL: the processes share quotas through Redis");
         return;
     };
-    let client = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let url = crate::helpers::database_url(dirs[0].path()).expect("a database on PostgreSQL");
     // Keys of this test alone: other tests count in the same Redis.
     let prefix = format!("agora-test:{:016x}:", rand::random::<u64>());
-    let args: Vec<String> = [
-        "--database-url",
-        &url,
+    let flags = [
         "--redis-url",
         &redis,
         "--redis-prefix",
         &prefix,
         "--rate-reads",
         "30/min",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut processes = Vec::new();
-    for dir in &dirs {
-        processes.push(Process::start_with(dir.path(), &args, &client).await);
-    }
-    let c = Cluster {
-        client,
-        bases: processes.iter().map(|p| p.base.clone()).collect(),
-    };
+    ];
+    let (c, _processes, _dirs, _) = start_cluster(3, &flags).await;
     // 90 anonymous reads from one address, round-robin: the one shared quota of 30 (refilled
     // at one every 2 s) lets about 30 through, not 90.
     let mut passed = 0;
@@ -461,24 +472,8 @@ async fn a_process_whose_change_feed_drops_reconnects_and_catches_up() {
     if skip_on_sqlite("several processes share only a PostgreSQL database") {
         return;
     }
-    let client = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let url = crate::helpers::database_url(dirs[0].path()).expect("a database on PostgreSQL");
-    let args: Vec<String> = ["--database-url", &url, "--rate-limit", "off"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut processes = Vec::new();
-    for dir in &dirs {
-        processes.push(Process::start_with(dir.path(), &args, &client).await);
-    }
-    let c = Arc::new(Cluster {
-        client,
-        bases: processes.iter().map(|p| p.base.clone()).collect(),
-    });
+    let (c, _processes, _dirs, url) = start_cluster(2, &["--rate-limit", "off"]).await;
+    let c = Arc::new(c);
     let (_, token, _) = account(&c, 0, "feed-drop").await;
     let body = json!({"name": "Feed drop market", "outcomes": ["YES", "NO"]});
     let created = c.post(0, "/api/markets", Some(&token), body).await;
