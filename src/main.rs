@@ -9,7 +9,51 @@ use agora::{
 };
 use clap::Parser;
 
+/// mimalloc: freeing a block allocated on another thread costs it no lock (tokio moves a
+/// connection's task between workers, and glibc's malloc spent ~20% of a read by id on
+/// contended arena locks for that). Its options are set by [`allocator_options`].
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator's options, read from the environment when the process loads (before `main`):
+/// no eager commit of its 1 GiB arena and freed pages returned to the system at once. With
+/// mimalloc's defaults an idle server on 100,000 markets held 98 MiB (PSS) instead of 56: the
+/// eagerly committed arena's freed pages are only reset (`MADV_FREE`), which the kernel leaves
+/// resident until it runs short. Set at run time the first arena is already committed, so when
+/// any is missing the process re-executes itself once with them set (same PID and arguments);
+/// options the user set are kept. If that fails, agora runs with mimalloc's defaults.
+const ALLOCATOR_OPTIONS: [(&str, &str); 2] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
+];
+
+fn allocator_options() {
+    use std::os::unix::process::CommandExt as _;
+    let missing: Vec<_> = ALLOCATOR_OPTIONS
+        .iter()
+        .filter(|(name, _)| std::env::var_os(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    command.args(args);
+    for (name, value) in missing {
+        command.env(name, value);
+    }
+    // Returns only when the exec failed; then run on as we are.
+    let _ = command.exec();
+}
+
 fn main() -> ExitCode {
+    allocator_options();
     let cli = Cli::parse();
     // Blocking threads run database reads, and a read needs one of the pooled connections:
     // more threads than connections (plus a few for jobs and search scans) only wait, each
