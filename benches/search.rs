@@ -1,9 +1,11 @@
 //! Search quality: `cargo bench --bench search`.
 //!
 //! Loads the corpus in `data/search/corpus.json` (realistic markets and queries, each with the
-//! markets a person would judge relevant) into a temporary database, indexes it with the
-//! built-in embedder, runs every query with keyword-only, vector-only and hybrid ranking, and
-//! prints recall@10 and MRR (mean reciprocal rank of the first relevant result) for each.
+//! markets a person would judge relevant) into a temporary database, indexes it with each
+//! built-in embedder (the hashing one and the static MiniLM table), runs every query with
+//! keyword-only, vector-only and hybrid ranking, and prints recall@10 and MRR (mean reciprocal
+//! rank of the first relevant result) for each, over all queries and by kind (paraphrases share
+//! no word with their markets). Then the time to embed one query with each embedder.
 //!
 //! Then the vector index at scale: the texts of 100,000 markets as `agora seed` draws them
 //! (`AGORA_BENCH_VECTORS` changes the count; 1000000 for the 1M case), embedded and loaded into
@@ -33,8 +35,9 @@ use agora::{
         MarketRepository, UserRepository,
     },
     search::{
-        embedder::HashEmbedder,
+        embedder::{Embedder, HashEmbedder},
         index::VectorIndex,
+        minilm::MiniLmEmbedder,
         rank::{recall_at, reciprocal_rank},
     },
     service::search::SearchService,
@@ -45,73 +48,16 @@ fn main() {
     let corpus: Value =
         serde_json::from_str(include_str!("../data/search/corpus.json")).expect("corpus");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Arc::new(Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap());
-        let users = SqliteUserRepository::new(db.clone());
-        let user = users
-            .create("corpus".into(), "x".into(), Role::User, 0)
-            .await
-            .unwrap();
-        let markets: Arc<dyn MarketRepository> = Arc::new(SqliteMarketRepository::new(db.clone()));
-        let search = SearchService::new(
-            Arc::new(SqliteSearchRepository::new(db.clone())),
-            markets.clone(),
-            Arc::new(HashEmbedder::default()),
-            Arc::new(SqliteJobRepository::new(db.clone(), QueueConfig::default())),
-            Duration::from_secs(5),
-        );
-        let mut keys = HashMap::new();
-        for m in corpus["markets"].as_array().unwrap() {
-            let text = |k: &str| m[k].as_str().unwrap().to_owned();
-            let created = markets
-                .create(
-                    NewMarket {
-                        name: text("name"),
-                        description: Some(text("description")),
-                        creator_id: user.id,
-                        outcomes: serde_json::from_value(m["outcomes"].clone()).unwrap(),
-                        close_time: None,
-                        initial_stake: None,
-                    },
-                    |_| Vec::new(),
-                )
-                .await
-                .unwrap();
-            search.index_market(created.id).await.unwrap();
-            keys.insert(text("key"), created.id);
-        }
-        let queries = corpus["queries"].as_array().unwrap();
-        println!(
-            "{} markets, {} queries, model {}\n",
-            keys.len(),
-            queries.len(),
-            search.model()
-        );
-        println!("| ranking | recall@10 | MRR |");
-        println!("|---|---|---|");
-        for mode in [SearchMode::Keyword, SearchMode::Vector, SearchMode::Hybrid] {
-            let (mut recall, mut mrr) = (0.0, 0.0);
-            for q in queries {
-                let relevant: Vec<i64> = q["relevant"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|k| keys[k.as_str().unwrap()])
-                    .collect();
-                let query =
-                    SearchQuery::parse(q["q"].as_str().unwrap(), None, Some(10), Some(mode))
-                        .unwrap();
-                let hits = search.search(query).await.unwrap().hits;
-                let got: Vec<i64> = hits.iter().map(|h| h.market.id).collect();
-                recall += recall_at(&relevant, &got, 10);
-                mrr += reciprocal_rank(&relevant, &got);
-            }
-            let n = queries.len() as f64;
-            println!("| {} | {:.3} | {:.3} |", mode.as_str(), recall / n, mrr / n);
-        }
-        db.close().await;
-    });
+    let embedders: [Arc<dyn Embedder>; 2] = [
+        Arc::new(HashEmbedder::default()),
+        Arc::new(MiniLmEmbedder::default()),
+    ];
+    println!("| embedder | ranking | all: recall@10 | MRR | wording: recall@10 | MRR | paraphrase: recall@10 | MRR |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for embedder in embedders {
+        runtime.block_on(quality(&corpus, embedder));
+    }
+    query_embedding_times(&corpus);
     let queries: Vec<String> = corpus["queries"]
         .as_array()
         .unwrap()
@@ -125,10 +71,126 @@ fn main() {
     index_at_scale(count, &queries);
 }
 
+/// Recall@10 and MRR of keyword, vector and hybrid ranking with `embedder`, over all queries
+/// and by kind (`wording`: variants and typos of the markets' words; `paraphrase`: no word in
+/// common with the relevant markets).
+async fn quality(corpus: &Value, embedder: Arc<dyn Embedder>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(Db::open(&dir.path().join("agora.db"), &DbOptions::default()).unwrap());
+    let users = SqliteUserRepository::new(db.clone());
+    let user = users
+        .create("corpus".into(), "x".into(), Role::User, 0)
+        .await
+        .unwrap();
+    let markets: Arc<dyn MarketRepository> = Arc::new(SqliteMarketRepository::new(db.clone()));
+    let search = SearchService::new(
+        Arc::new(SqliteSearchRepository::new(db.clone())),
+        markets.clone(),
+        embedder,
+        Arc::new(SqliteJobRepository::new(db.clone(), QueueConfig::default())),
+        Duration::from_secs(5),
+    );
+    let mut keys = HashMap::new();
+    for m in corpus["markets"].as_array().unwrap() {
+        let text = |k: &str| m[k].as_str().unwrap().to_owned();
+        let created = markets
+            .create(
+                NewMarket {
+                    name: text("name"),
+                    description: Some(text("description")),
+                    creator_id: user.id,
+                    outcomes: serde_json::from_value(m["outcomes"].clone()).unwrap(),
+                    close_time: None,
+                    initial_stake: None,
+                },
+                |_| Vec::new(),
+            )
+            .await
+            .unwrap();
+        search.index_market(created.id).await.unwrap();
+        keys.insert(text("key"), created.id);
+    }
+    let queries = corpus["queries"].as_array().unwrap();
+    for mode in [SearchMode::Keyword, SearchMode::Vector, SearchMode::Hybrid] {
+        // (recall, MRR, count) for all queries, wording, paraphrase.
+        let mut sums = [(0.0, 0.0, 0.0); 3];
+        for q in queries {
+            let relevant: Vec<i64> = q["relevant"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| keys[k.as_str().unwrap()])
+                .collect();
+            let query =
+                SearchQuery::parse(q["q"].as_str().unwrap(), None, Some(10), Some(mode)).unwrap();
+            let hits = search.search(query).await.unwrap().hits;
+            let got: Vec<i64> = hits.iter().map(|h| h.market.id).collect();
+            let (recall, rr) = (
+                recall_at(&relevant, &got, 10),
+                reciprocal_rank(&relevant, &got),
+            );
+            let kind = if q["kind"] == "paraphrase" { 2 } else { 1 };
+            for i in [0, kind] {
+                sums[i].0 += recall;
+                sums[i].1 += rr;
+                sums[i].2 += 1.0;
+            }
+        }
+        let cells: Vec<String> = sums
+            .iter()
+            .map(|(r, m, n)| format!("{:.3} | {:.3}", r / n, m / n))
+            .collect();
+        println!(
+            "| {} | {} | {} |",
+            search.model(),
+            mode.as_str(),
+            cells.join(" | ")
+        );
+    }
+    db.close().await;
+}
+
+/// A built-in embedder's model name and its embedding function.
+type NamedEmbed<'a> = (&'a str, &'a dyn Fn(&str) -> Vec<f32>);
+
+/// p50 and p99 of embedding one corpus query, per built-in embedder.
+fn query_embedding_times(corpus: &Value) {
+    let queries: Vec<&str> = corpus["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["q"].as_str().unwrap())
+        .collect();
+    let hash = HashEmbedder::default();
+    let minilm = MiniLmEmbedder::default();
+    let embedders: [NamedEmbed; 2] = [
+        (hash.model(), &|t| hash.embed_text(t)),
+        (minilm.model(), &|t| minilm.embed_text(t)),
+    ];
+    println!();
+    for (model, embed) in embedders {
+        let mut times: Vec<Duration> = (0..20)
+            .flat_map(|_| queries.iter())
+            .map(|q| {
+                let started = Instant::now();
+                std::hint::black_box(embed(q));
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        let at = |p: f64| times[((times.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+        println!(
+            "embedding a query, {model}: p50 {:.1} µs, p99 {:.1} µs",
+            at(0.5),
+            at(0.99)
+        );
+    }
+}
+
 /// The vector index on `count` seeded markets: load time, memory, query time and recall@10
 /// against exact search.
 fn index_at_scale(count: usize, texts: &[String]) {
-    let embedder = HashEmbedder::default();
+    let embedder = MiniLmEmbedder::default();
     let markets = agora::seed::demo_texts(count, 7);
     let started = Instant::now();
     let vectors: Vec<Vec<f32>> = markets

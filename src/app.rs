@@ -34,6 +34,7 @@ use crate::{
     search::{
         embedder::{Embedder, HashEmbedder},
         http::{HttpEmbedder, HttpEmbedderConfig},
+        minilm::MiniLmEmbedder,
     },
     service::{
         auth::AuthService,
@@ -95,7 +96,8 @@ pub struct App {
 /// The embedder `config` asks for.
 pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, StartError> {
     Ok(match config.embedder {
-        EmbedderKind::Builtin => Arc::new(HashEmbedder::default()),
+        EmbedderKind::Builtin => Arc::new(MiniLmEmbedder::default()),
+        EmbedderKind::Hash => Arc::new(HashEmbedder::default()),
         EmbedderKind::Http => {
             let base_url = config
                 .embedder_url

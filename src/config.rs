@@ -46,7 +46,7 @@
 //! | `--job-backoff-max-secs` | `AGORA_JOB_BACKOFF_MAX` | `300` | Longest delay between retries. |
 //! | `--job-retention-hours` | `AGORA_JOB_RETENTION_HOURS` | `168` | Hours a finished job (succeeded or dead) is kept; an hourly `prune_jobs` job deletes older ones. |
 //! | `--job-timeout-secs` | `AGORA_JOB_TIMEOUT` | `60` | Longest a job run may take; past it the run is cancelled and counts as failed. A claim's lease is this plus 10 s. |
-//! | `--embedder` | `AGORA_EMBEDDER` | `builtin` | Search embedder: `builtin` (hashed words, stems and character n-grams; no network, no files) or `http` (an OpenAI-compatible `/v1/embeddings` API). |
+//! | `--embedder` | `AGORA_EMBEDDER` | `builtin` | Search embedder: `builtin` (all-MiniLM-L6-v2 distilled into a static token table compiled in; no network, no files), `hash` (hashed words, stems and character n-grams) or `http` (an OpenAI-compatible `/v1/embeddings` API). |
 //! | `--embedder-url` | `AGORA_EMBEDDER_URL` | none | Base URL of the HTTP embedder: `http://127.0.0.1:11434` (Ollama), `https://api.openai.com/v1`, a vLLM or TEI server. `/v1/embeddings` is appended (`/embeddings` when the URL ends in `/v1`). |
 //! | `--embedder-model` | `AGORA_EMBEDDER_MODEL` | `text-embedding-3-small` | Model the HTTP embedder asks for. |
 //! | `--embedder-key` | `AGORA_EMBEDDER_KEY` | none | API key sent as a bearer token (never logged). |
@@ -424,7 +424,8 @@ pub struct Config {
         default_value_t = 168
     )]
     pub job_retention_hours: u64,
-    /// Text embedder for search: `builtin` (no network, no files) or `http` (an
+    /// Text embedder for search: `builtin` (all-MiniLM-L6-v2 as a static token table in the
+    /// binary: no network, no files), `hash` (hashed words and n-grams) or `http` (an
     /// OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
     #[arg(long, global = true, env = "AGORA_EMBEDDER", value_enum, default_value_t = EmbedderKind::Builtin)]
     pub embedder: EmbedderKind,
@@ -492,8 +493,11 @@ pub struct Config {
 /// Which embedder search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedderKind {
-    /// Hashed word and character n-gram features: no network, no downloaded files.
+    /// all-MiniLM-L6-v2 distilled into a static token table compiled into the binary: no
+    /// network, no downloaded files.
     Builtin,
+    /// Hashed word and character n-gram features (wording, not meaning).
+    Hash,
     /// An OpenAI-compatible HTTP API (`--embedder-url`, `--embedder-model`, `--embedder-key`).
     Http,
 }

@@ -9,10 +9,13 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     app::{open_storage, StartError},
-    config::{Config, SeedArgs},
+    config::{Config, EmbedderKind, SeedArgs},
     domain::trading::Stake,
     repo::{DemoEnd, DemoMarket, MarketText, Storage},
-    search::embedder::{Embedder, HashEmbedder},
+    search::{
+        embedder::{Embedder, HashEmbedder},
+        minilm::MiniLmEmbedder,
+    },
     service::passwords::hash_blocking,
 };
 
@@ -114,9 +117,7 @@ async fn seed(
         .demo_users(users, password_hash, config.signup_grant, now)
         .await
         .map_err(|e| StartError::Init(e.to_string()))?;
-    // The built-in embedder's vectors are stored at once (a server using another embedder
-    // re-indexes seeded markets through jobs when it starts).
-    let embedder = HashEmbedder::default();
+    let embedder = LocalEmbedder::for_config(config);
     let mut done = 0;
     while done < markets {
         let count = CHUNK.min(markets - done);
@@ -163,6 +164,39 @@ pub fn demo_texts(count: usize, seed: u64) -> Vec<MarketText> {
         .collect()
 }
 
+/// The built-in embedder whose vectors the seed stores at once: the configured one (`builtin`
+/// or `hash`). A server using the HTTP embedder re-indexes seeded markets through jobs when it
+/// starts, as it does whenever the stored vectors are another model's.
+enum LocalEmbedder {
+    MiniLm(MiniLmEmbedder),
+    Hash(HashEmbedder),
+}
+
+impl LocalEmbedder {
+    fn for_config(config: &Config) -> Self {
+        match config.embedder {
+            EmbedderKind::Hash => LocalEmbedder::Hash(HashEmbedder::default()),
+            EmbedderKind::Builtin | EmbedderKind::Http => {
+                LocalEmbedder::MiniLm(MiniLmEmbedder::default())
+            }
+        }
+    }
+
+    fn model(&self) -> &str {
+        match self {
+            LocalEmbedder::MiniLm(e) => e.model(),
+            LocalEmbedder::Hash(e) => e.model(),
+        }
+    }
+
+    fn embed_text(&self, text: &str) -> Vec<f32> {
+        match self {
+            LocalEmbedder::MiniLm(e) => e.embed_text(text),
+            LocalEmbedder::Hash(e) => e.embed_text(text),
+        }
+    }
+}
+
 /// One demo market: open, or closed, resolved or cancelled, with a few stakes from random
 /// users (the repository skips a stake its user cannot afford and settles it as the API
 /// would, so the seeded database keeps every money invariant).
@@ -171,7 +205,7 @@ fn demo_market(
     now: OffsetDateTime,
     first_user: i64,
     users: u32,
-    embedder: &HashEmbedder,
+    embedder: &LocalEmbedder,
 ) -> DemoMarket {
     let subject = SUBJECTS[rng.random_range(0..SUBJECTS.len())];
     let event = EVENTS[rng.random_range(0..EVENTS.len())];

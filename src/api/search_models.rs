@@ -101,7 +101,7 @@ impl Example for SearchMeta {
         SearchMeta {
             mode: SearchModeView::Hybrid,
             notice: None,
-            model: "builtin-hash-v1-256".into(),
+            model: "minilm-l6-v2-static-v1-256".into(),
             count: 1,
         }
     }
@@ -165,7 +165,7 @@ pub struct RelatedMeta {
 impl Example for RelatedMeta {
     fn example() -> Self {
         RelatedMeta {
-            model: "builtin-hash-v1-256".into(),
+            model: "minilm-l6-v2-static-v1-256".into(),
             count: 1,
         }
     }

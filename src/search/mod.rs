@@ -2,9 +2,11 @@
 //! OpenAI-compatible HTTP one, the in-memory [`index::VectorIndex`], keyword ranking with bounded
 //! work ([`terms`]), and rank fusion ([`rank`]).
 //!
-//! The built-in embedder needs no network and no files: it hashes each word, a light stem of it
-//! and the 3- and 4-character pieces of `#word#` into 256 signed buckets and normalizes the
-//! result. `--embedder http` uses any OpenAI-compatible `/v1/embeddings` API instead (OpenAI,
+//! The default embedder ([`minilm`]) is all-MiniLM-L6-v2 distilled into a static table of token
+//! vectors compiled into the binary: no network, no download, microseconds a query, and it
+//! knows that "cheaper borrowing" is about rate cuts. `--embedder hash` is the earlier built-in
+//! one (each word, a light stem of it and the 3- and 4-character pieces of `#word#` hashed
+//! into 256 signed buckets: wording, not meaning). `--embedder http` uses any OpenAI-compatible `/v1/embeddings` API instead (OpenAI,
 //! Ollama, vLLM, TEI). Vectors are stored in the database with the market, tagged with the
 //! model and a SHA-256 of the text they were computed from: a market is embedded again only when
 //! its text changes, and when the model changes, every market is re-embedded in the background
@@ -31,5 +33,6 @@
 pub mod embedder;
 pub mod http;
 pub mod index;
+pub mod minilm;
 pub mod rank;
 pub mod terms;
