@@ -13,7 +13,8 @@ pub const RESULTS_DEFAULT: u32 = 10;
 /// How results are ranked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SearchMode {
-    /// Keyword (bm25) and vector similarity fused by reciprocal rank.
+    /// Keyword (bm25; markets with at least half the query's words) and vector similarity
+    /// fused by reciprocal rank.
     Hybrid,
     /// Keyword matches only.
     Keyword,

@@ -73,12 +73,13 @@ impl TermLists {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The best `n` markets for `terms` by their summed scores (ties by smaller id), each
-    /// word's list from `fetch(term, status, limit)` (the engine's ranking of the markets that
-    /// have it) or kept.
+    /// The best `n` markets having at least `min_words` of `terms`, by their summed scores
+    /// (ties by smaller id), each word's list from `fetch(term, status, limit)` (the engine's
+    /// ranking of the markets that have it) or kept.
     pub async fn rank<F, Fut, E>(
         &self,
         terms: &[String],
+        min_words: usize,
         status: Option<MarketStatus>,
         n: usize,
         fetch: F,
@@ -92,7 +93,11 @@ impl TermLists {
         for term in terms.iter().take(TERMS_MAX) {
             lists.push(self.list(term, status, &fetch).await?);
         }
-        Ok(merge(lists.iter().map(|l| l.matches.as_slice()), n))
+        Ok(merge(
+            lists.iter().map(|l| l.matches.as_slice()),
+            min_words,
+            n,
+        ))
     }
 
     async fn list<F, Fut, E>(
@@ -135,16 +140,27 @@ impl TermLists {
     }
 }
 
-/// The best `n` ids by the sum of their scores over `lists` (each best first; an id missing
-/// from a list scores 0 there), best first, ties by smaller id.
-pub fn merge<'a>(lists: impl Iterator<Item = &'a [(i64, f64)]>, n: usize) -> Vec<i64> {
-    let mut sums: HashMap<i64, f64> = HashMap::new();
+/// The best `n` ids found in at least `min_words` of `lists`, by the sum of their scores over
+/// them (each best first; an id missing from a list scores 0 there), best first, ties by
+/// smaller id.
+pub fn merge<'a>(
+    lists: impl Iterator<Item = &'a [(i64, f64)]>,
+    min_words: usize,
+    n: usize,
+) -> Vec<i64> {
+    let mut sums: HashMap<i64, (f64, usize)> = HashMap::new();
     for list in lists {
         for &(id, score) in list {
-            *sums.entry(id).or_default() += score;
+            let sum = sums.entry(id).or_default();
+            sum.0 += score;
+            sum.1 += 1;
         }
     }
-    let mut ranked: Vec<(i64, f64)> = sums.into_iter().collect();
+    let mut ranked: Vec<(i64, f64)> = sums
+        .into_iter()
+        .filter(|(_, (_, words))| *words >= min_words)
+        .map(|(id, (score, _))| (id, score))
+        .collect();
     let by_rank = |a: &(i64, f64), b: &(i64, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if ranked.len() > n && n > 0 {
         ranked.select_nth_unstable_by(n - 1, by_rank);
@@ -163,11 +179,16 @@ mod tests {
     fn scores_add_up_over_words_and_ties_go_to_the_smaller_id() {
         let a: &[(i64, f64)] = &[(1, 3.0), (2, 2.0), (3, 1.0)];
         let b: &[(i64, f64)] = &[(3, 2.5), (4, 2.0)];
-        assert_eq!(merge([a, b].into_iter(), 10), vec![3, 1, 2, 4]);
-        assert_eq!(merge([a, b].into_iter(), 2), vec![3, 1]);
-        assert_eq!(merge([a].into_iter(), 0), Vec::<i64>::new());
+        assert_eq!(merge([a, b].into_iter(), 1, 10), vec![3, 1, 2, 4]);
+        assert_eq!(merge([a, b].into_iter(), 1, 2), vec![3, 1]);
+        assert_eq!(merge([a].into_iter(), 1, 0), Vec::<i64>::new());
+        assert_eq!(
+            merge([a, b].into_iter(), 2, 10),
+            vec![3],
+            "only 3 has both words"
+        );
         let tie: &[(i64, f64)] = &[(9, 1.0), (5, 1.0)];
-        assert_eq!(merge([tie].into_iter(), 1), vec![5]);
+        assert_eq!(merge([tie].into_iter(), 1, 1), vec![5]);
     }
 
     #[tokio::test]
@@ -183,26 +204,26 @@ mod tests {
             }
         };
         let terms = ["common".to_owned(), "rare".to_owned()];
-        let ranked = lists.rank(&terms, None, 3, &fetch).await.unwrap();
+        let ranked = lists.rank(&terms, 1, None, 3, &fetch).await.unwrap();
         assert_eq!(ranked, vec![0, 1, 2]);
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         // The common word's list is kept, the rare word's fetched each time.
-        lists.rank(&terms, None, 3, &fetch).await.unwrap();
+        lists.rank(&terms, 1, None, 3, &fetch).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
         // A filter is a list of its own.
         lists
-            .rank(&terms[..1], Some(MarketStatus::Active), 3, &fetch)
+            .rank(&terms[..1], 1, Some(MarketStatus::Active), 3, &fetch)
             .await
             .unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 4);
         // Markets changed: the kept list is still used for a moment, then fetched again.
         lists.changed();
-        lists.rank(&terms[..1], None, 3, &fetch).await.unwrap();
+        lists.rank(&terms[..1], 1, None, 3, &fetch).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 4);
         tokio::time::sleep(STALE_FOR).await;
-        lists.rank(&terms[..1], None, 3, &fetch).await.unwrap();
+        lists.rank(&terms[..1], 1, None, 3, &fetch).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 5);
-        lists.rank(&terms[..1], None, 3, &fetch).await.unwrap();
+        lists.rank(&terms[..1], 1, None, 3, &fetch).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 5);
     }
 }

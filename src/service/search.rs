@@ -1,5 +1,5 @@
-//! Market search: hybrid ranking (keyword matches, ranked by the engine, fused with vector
-//! similarity by reciprocal rank), related markets, and indexing a market's text (what the
+//! Market search: hybrid ranking (keyword matches of at least half the query's words, ranked
+//! by the engine, fused with vector similarity by reciprocal rank), related markets, and indexing a market's text (what the
 //! `index_market` job does).
 
 use std::{
@@ -274,7 +274,15 @@ impl SearchService {
         let keyword_ids = match (q.mode, &degraded) {
             (SearchMode::Vector, None) => Vec::new(),
             _ if terms.is_empty() => Vec::new(),
-            _ => self.keyword(&terms, q.status, n).await?,
+            // Fused with the vector ranking, a market must have half the query's words (at
+            // least one): one common word in a long query (`top` in `top movie prize in
+            // Hollywood`) would otherwise weigh as much as the nearest market in meaning. On
+            // its own, the keyword ranking lists every market with any of them.
+            (SearchMode::Hybrid, None) => {
+                self.keyword(&terms, terms.len().div_ceil(2), q.status, n)
+                    .await?
+            }
+            _ => self.keyword(&terms, 1, q.status, n).await?,
         };
         let mode = match (&degraded, q.mode) {
             (Some(_), _) => SearchMode::Keyword,
@@ -357,10 +365,11 @@ impl SearchService {
         }
     }
 
-    /// The best `n` markets having any of `terms`, by their summed scores for them.
+    /// The best `n` markets having at least `min_words` of `terms`, by their summed scores.
     async fn keyword(
         &self,
         terms: &[String],
+        min_words: usize,
         status: Option<MarketStatus>,
         n: usize,
     ) -> Result<Vec<i64>, AppError> {
@@ -370,7 +379,7 @@ impl SearchService {
             async move { repo.term_matches(term, status, limit).await }
         };
         self.terms
-            .rank(terms, status, n, fetch)
+            .rank(terms, min_words, status, n, fetch)
             .await
             .map_err(|e| match &*e {
                 RepoError::Unavailable(why) => AppError::Unavailable(why.clone()),
