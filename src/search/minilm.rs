@@ -89,7 +89,7 @@ impl Table {
         self.tokens.binary_search(&piece).ok()
     }
 
-    /// Adds `weight` times the token's row to `sum`.
+    /// Adds the token's row (dequantized) to `sum`.
     fn add(&self, token: usize, sum: &mut [f32]) {
         let row = &self.rows[token * self.dims..(token + 1) * self.dims];
         let scale = self.scales[token];
