@@ -7,9 +7,11 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 
-# Sources only: no target/, no local database, no npm cache in the build context's copy.
+# Sources only: no target/, no local database, no npm cache in the build context's copy. The
+# search embedder's token table (data/embedder) is compiled into the binary.
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY data/embedder data/embedder
 COPY tests tests
 COPY benches benches
 
