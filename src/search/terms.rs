@@ -93,6 +93,8 @@ impl TermLists {
         for term in terms.iter().take(TERMS_MAX) {
             lists.push(self.list(term, status, &fetch).await?);
         }
+        // Words past TERMS_MAX are not ranked, so they cannot be required either.
+        let min_words = min_words.min(lists.len());
         Ok(merge(
             lists.iter().map(|l| l.matches.as_slice()),
             min_words,
@@ -225,5 +227,14 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 5);
         lists.rank(&terms[..1], 1, None, 3, &fetch).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn at_most_the_ranked_words_are_required() {
+        let lists = TermLists::default();
+        let fetch = |_term: String, _status, _limit: u32| async { Ok::<_, ()>(vec![(7, 1.0)]) };
+        let terms: Vec<String> = (0..TERMS_MAX + 4).map(|i| format!("w{i}")).collect();
+        let all = terms.len();
+        assert_eq!(lists.rank(&terms, all, None, 3, &fetch).await.unwrap(), [7]);
     }
 }
