@@ -39,6 +39,7 @@ use crate::{
     service::{
         auth::AuthService,
         authenticator::Authenticator,
+        events::{EventHub, HistoryService},
         jobs::JobService,
         markets::MarketService,
         passwords::Passwords,
@@ -336,15 +337,24 @@ impl App {
         };
         let workers = Workers::start(
             queue.clone(),
-            Arc::new(AgoraJobs::new(
-                trading.clone(),
-                search.clone(),
-                backups,
-                queue.clone(),
-                Duration::from_secs(config.job_retention_hours * 3600),
-            )),
+            Arc::new(
+                AgoraJobs::new(
+                    trading.clone(),
+                    search.clone(),
+                    backups,
+                    queue.clone(),
+                    Duration::from_secs(config.job_retention_hours * 3600),
+                )
+                .pruning_events(
+                    storage.events.clone(),
+                    Duration::from_secs(config.event_retention_hours * 3600),
+                ),
+            ),
             config.workers(),
         );
+        let hub = EventHub::new(storage.events.clone(), config.events());
+        hub.start().await;
+        let history = Arc::new(HistoryService::new(storage.events.clone(), markets.clone()));
         // Redis keys expire by themselves; only in-process limiters need forgetting.
         let forgetter = limits.in_process().then(|| {
             tokio::spawn(forget_idle_clients(
@@ -371,6 +381,8 @@ impl App {
             engine: storage.engine.clone(),
             limits: limits.clone(),
             rendered_pages: (config.cache_markets > 0).then_some(config.cache_pages),
+            hub: hub.clone(),
+            history,
         };
         let metrics = Arc::new(Metrics::new(Sources {
             cache: market_cache,
@@ -388,6 +400,12 @@ impl App {
         let server_limits = crate::server::ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        };
+        // Open event streams end first: a connection waits for its response to finish.
+        let streams = hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            streams.close();
         };
         let result = crate::server::serve(listener, routes, server_limits, shutdown).await;
         // Every task and thread of ours ends before "agora stopped": the sweeper is joined (not
@@ -532,6 +550,7 @@ async fn schedule_periodic_jobs(queue: &dyn JobRepository, config: &Config) {
             Some(Duration::from_secs(config.close_sweep_secs.max(1))),
         ),
         (JobKind::PruneJobs, Some(Duration::from_secs(3600))),
+        (JobKind::PruneEvents, Some(Duration::from_secs(3600))),
         (JobKind::Backup, backup_every),
     ];
     for (kind, every) in periodic {

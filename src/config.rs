@@ -424,6 +424,54 @@ pub struct Config {
         default_value_t = 168
     )]
     pub job_retention_hours: u64,
+    /// Hours an event (the record behind `GET /api/events` and webhooks) is kept before an
+    /// hourly sweep deletes it; a stream resuming from before that is told so.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EVENT_RETENTION_HOURS",
+        default_value_t = 24,
+        value_parser = clap::value_parser!(u64).range(1..=87_600)
+    )]
+    pub event_retention_hours: u64,
+    /// Open event streams one client (a user, or an address when anonymous) may hold.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EVENT_STREAMS_PER_CLIENT",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=10_000)
+    )]
+    pub event_streams_per_client: u64,
+    /// How often new events are read from the database for the open streams, in milliseconds
+    /// (each process reads them, so every stream carries every process's events).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EVENT_POLL_MS",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(5..=10_000)
+    )]
+    pub event_poll_ms: u64,
+    /// Seconds between heartbeat comments on an idle event stream.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EVENT_HEARTBEAT",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub event_heartbeat_secs: u64,
+    /// Events an open stream may fall behind the newest before it is dropped (its client
+    /// reads too slowly; it resumes with `Last-Event-ID`).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_EVENT_BUFFER",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u64).range(16..=1_000_000)
+    )]
+    pub event_buffer: u64,
     /// Text embedder for search: `builtin` (all-MiniLM-L6-v2 as a static token table in the
     /// binary: no network, no files), `hash` (hashed words and n-grams) or `http` (an
     /// OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
@@ -557,6 +605,16 @@ impl Config {
             backoff_max: Duration::from_secs(self.job_backoff_max_secs),
             // Longer than a run may take, so a live run's lease never runs out.
             lease: Duration::from_secs(self.job_timeout_secs.max(1) + 10),
+        }
+    }
+
+    /// Event stream settings.
+    pub fn events(&self) -> crate::service::events::EventConfig {
+        crate::service::events::EventConfig {
+            poll: Duration::from_millis(self.event_poll_ms),
+            heartbeat: Duration::from_secs(self.event_heartbeat_secs),
+            buffer: self.event_buffer as usize,
+            per_client: self.event_streams_per_client as usize,
         }
     }
 

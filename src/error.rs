@@ -42,6 +42,12 @@ pub enum AppError {
         /// The offending fields.
         details: Vec<FieldError>,
     },
+    /// The client holds as many open event streams as it may.
+    #[error("too many open event streams (at most {limit} per client)")]
+    TooManyStreams {
+        /// Streams one client may hold.
+        limit: usize,
+    },
     /// A dependency (the database) cannot serve now; retrying later may succeed.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -208,6 +208,16 @@ impl From<AppError> for ApiError {
                     vec![],
                 ))
             }
+            AppError::TooManyStreams { limit } => ApiError::TooManyRequests(
+                body(
+                    "too_many_streams",
+                    format!("this client holds {limit} open event streams, as many as it may; close one first"),
+                    vec![],
+                ),
+                1,
+                format!("\"streams\";q={limit}"),
+                "\"streams\";r=0;t=1".into(),
+            ),
             AppError::Internal(why) => ApiError::internal(&why),
         }
     }

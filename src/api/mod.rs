@@ -7,6 +7,8 @@ mod body;
 pub mod envelope;
 pub mod error;
 mod etag;
+mod event_models;
+mod events;
 mod health;
 mod job_models;
 mod jobs;
@@ -34,6 +36,7 @@ use poem_openapi::{
 };
 
 pub use auth::AuthApi;
+pub use events::EventsApi;
 pub use health::HealthApi;
 pub use jobs::JobsApi;
 pub use markets::MarketsApi;
@@ -63,6 +66,7 @@ pub enum ApiTags {
 /// Every operation the server serves.
 pub type Apis = (
     SearchApi,
+    EventsApi,
     MarketsApi,
     TradingApi,
     AuthApi,
@@ -190,12 +194,21 @@ pub struct Services {
     pub limits: Arc<crate::middleware::rate_limit::RateLimits>,
     /// With the read cache on, how many list pages to keep rendered.
     pub rendered_pages: Option<u64>,
+    /// The event stream's fan-out.
+    pub hub: Arc<crate::service::events::EventHub>,
+    /// Market histories.
+    pub history: Arc<crate::service::events::HistoryService>,
 }
 
 /// Builds the API object from the services.
 pub fn apis(s: Services) -> Apis {
     (
         SearchApi { search: s.search },
+        EventsApi {
+            hub: s.hub,
+            history: s.history,
+            limits: s.limits.clone(),
+        },
         MarketsApi::new(s.markets, s.rendered_pages),
         TradingApi { trading: s.trading },
         AuthApi {

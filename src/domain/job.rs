@@ -23,6 +23,8 @@ pub enum JobKind {
     Backup,
     /// Delete jobs that ended longer ago than the retention (periodic).
     PruneJobs,
+    /// Delete events older than their retention (periodic).
+    PruneEvents,
     /// A kind agora does not define: stored by another version, or enqueued by a test of the
     /// queue itself. Kept readable so such a job fails ("no handler") and ends `dead` instead
     /// of making its row unreadable and the queue stuck on it.
@@ -31,12 +33,13 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind agora defines.
-    pub const KNOWN: [JobKind; 5] = [
+    pub const KNOWN: [JobKind; 6] = [
         JobKind::IndexMarket,
         JobKind::ReindexMarkets,
         JobKind::CloseDueMarkets,
         JobKind::Backup,
         JobKind::PruneJobs,
+        JobKind::PruneEvents,
     ];
 
     /// The stored and API spelling.
@@ -47,6 +50,7 @@ impl JobKind {
             JobKind::CloseDueMarkets => "close_due_markets",
             JobKind::Backup => "backup",
             JobKind::PruneJobs => "prune_jobs",
+            JobKind::PruneEvents => "prune_events",
             JobKind::Other(kind) => kind,
         }
     }

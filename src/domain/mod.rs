@@ -2,6 +2,7 @@
 //! valid. No I/O here.
 
 pub mod authority;
+pub mod event;
 pub mod job;
 pub mod market;
 pub mod paging;

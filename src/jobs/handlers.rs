@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::Handler;
 use crate::{
     domain::job::{Job, JobKind},
-    repo::{Backup, JobRepository},
+    repo::{Backup, EventRepository, JobRepository},
     service::{search::SearchService, trading::TradingService},
 };
 
@@ -31,6 +31,7 @@ pub struct AgoraJobs {
     backups: Backups,
     queue: Arc<dyn JobRepository>,
     retention: Duration,
+    events: Option<(Arc<dyn EventRepository>, Duration)>,
 }
 
 impl AgoraJobs {
@@ -48,7 +49,14 @@ impl AgoraJobs {
             backups,
             queue,
             retention,
+            events: None,
         }
+    }
+
+    /// Also prunes events of `repo` older than `retention`.
+    pub fn pruning_events(mut self, repo: Arc<dyn EventRepository>, retention: Duration) -> Self {
+        self.events = Some((repo, retention));
+        self
     }
 
     async fn backup(&self) -> Result<Value, String> {
@@ -106,6 +114,13 @@ impl Handler for AgoraJobs {
                     .prune_finished(self.retention)
                     .await
                     .map_err(|e| e.to_string())?;
+                Ok(Some(json!({ "deleted": n })))
+            }
+            JobKind::PruneEvents => {
+                let Some((events, retention)) = &self.events else {
+                    return Ok(Some(json!({ "deleted": 0 })));
+                };
+                let n = events.prune(*retention).await.map_err(|e| e.to_string())?;
                 Ok(Some(json!({ "deleted": n })))
             }
             JobKind::Other(other) => Err(format!("no handler for job kind `{other}`")),

@@ -12,6 +12,7 @@
 
 pub mod cached;
 mod changes;
+mod events;
 mod jobs;
 pub mod postgres;
 mod seed;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use changes::{Change, ChangeFeed, ChangeHandler};
+pub use events::EventRepository;
 pub use jobs::JobRepository;
 pub use seed::{DemoEnd, DemoMarket, SeedRepository};
 pub use store::{Backup, BackupCopy, Engine, Storage, StoreError, SCHEMA_VERSION};

@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::Arc};
 use async_trait::async_trait;
 
 use super::{
-    ChangeFeed, JobRepository, MarketRepository, SearchRepository, SeedRepository,
+    ChangeFeed, EventRepository, JobRepository, MarketRepository, SearchRepository, SeedRepository,
     SessionRepository, TradingRepository, UserRepository,
 };
 
@@ -83,6 +83,8 @@ pub struct Storage {
     pub search: Arc<dyn SearchRepository>,
     /// The job queue.
     pub jobs: Arc<dyn JobRepository>,
+    /// The outbox of events and the market history.
+    pub events: Arc<dyn EventRepository>,
     /// Bulk demo data (`agora seed`).
     pub seed: Arc<dyn SeedRepository>,
     /// Changes other processes make, for an engine several processes can share (PostgreSQL);

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod authenticator;
+pub mod events;
 pub mod jobs;
 pub mod markets;
 pub mod passwords;

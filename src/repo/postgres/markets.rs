@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio_postgres::Row;
 
-use super::{now_ms, trading::place_stake, transaction, Conn, Pg, TxError};
+use super::{events::append, now_ms, trading::place_stake, transaction, Conn, Pg, TxError};
 use crate::{
     domain::{
         authority::{self, Standing},
+        event::{EventKind, NewEvent},
         job::NewJob,
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome},
         staking,
@@ -169,6 +170,7 @@ impl MarketRepository for PgMarketRepository {
                 let market = market_now(c, id).await?;
                 insert_jobs(c, &jobs(&market)).await?;
                 c.announce(Change::Market(id));
+                append(c, &NewEvent::market(EventKind::MarketCreated, &market)).await?;
                 Ok(market)
             }
             .boxed()
@@ -231,7 +233,9 @@ impl MarketRepository for PgMarketRepository {
                 .await?;
                 insert_jobs(c, &jobs).await?;
                 c.announce(Change::Status(id));
-                market_now(c, id).await
+                let market = market_now(c, id).await?;
+                append(c, &NewEvent::market(EventKind::MarketUpdated, &market)).await?;
+                Ok(market)
             }
             .boxed()
         })
@@ -255,7 +259,10 @@ impl MarketRepository for PgMarketRepository {
                 )
                 .await?;
                 c.exec("DELETE FROM markets WHERE id = $1", &[&id]).await?;
+                c.exec("DELETE FROM market_history WHERE market_id = $1", &[&id])
+                    .await?;
                 c.announce(Change::MarketDeleted(id));
+                append(c, &NewEvent::deleted(id)).await?;
                 Ok(())
             }
             .boxed()

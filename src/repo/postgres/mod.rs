@@ -109,6 +109,7 @@
 mod changes;
 mod codes;
 mod engine;
+mod events;
 mod jobs;
 mod market_list;
 mod markets;
@@ -404,6 +405,7 @@ pub async fn open(options: &PgOptions, queue: QueueConfig) -> Result<Storage, Pg
         sessions: Arc::new(sessions::PgSessionRepository::new(pg.clone())),
         search: Arc::new(search::PgSearchRepository::new(pg.clone())),
         jobs: Arc::new(jobs::PgJobRepository::new(pg.clone(), queue)),
+        events: Arc::new(events::PgEventRepository::new(pg.clone())),
         seed: Arc::new(seed::PgSeedRepository::new(pg)),
         changes: Some(Arc::new(changes::PgChangeFeed::new(config))),
     })

@@ -11,12 +11,14 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 
 use super::{
+    events::{append, history_key, RECORD_HISTORY},
     markets::{market_now, status},
     now_ms, trading_lists as lists, transaction, Conn, Params, Pg, TxError,
 };
 use crate::{
     domain::{
         authority::{self, Standing},
+        event::{EventKind, NewEvent, Tally},
         market::{Market, MarketStatus},
         staking::{self, StakeTarget},
         trading::{
@@ -43,35 +45,46 @@ fn refused(r: Rejection) -> TxError {
     TxError::Repo(RepoError::Refused(r))
 }
 
-/// Locks the market's row and reads its status, close time and number of outcomes, or
-/// `NotFound`.
-async fn lock_target(c: &Conn<'_>, market_id: i64) -> Result<StakeTarget, TxError> {
+/// Locks the market's row and reads its status, close time and number of outcomes, with its
+/// tally (pools in outcome order, volume, version), or `NotFound`.
+async fn lock_target(c: &Conn<'_>, market_id: i64) -> Result<(StakeTarget, Tally), TxError> {
     let row = c
         .opt(
-            "SELECT status, close_time, (SELECT count(*) FROM outcomes WHERE market_id = $1)
+            "SELECT status, close_time, volume, version,
+                    ARRAY(SELECT pool FROM outcomes WHERE market_id = $1 ORDER BY idx)
                FROM markets WHERE id = $1 FOR NO KEY UPDATE",
             &[&market_id],
         )
         .await?
         .ok_or(TxError::Repo(RepoError::NotFound))?;
-    Ok(StakeTarget {
-        status: status(row.try_get(0)?)?,
-        close_time: row.try_get::<_, Option<i64>>(1)?.map(from_millis),
-        outcomes: row.try_get::<_, i64>(2)? as u32,
-    })
+    let pools: Vec<i64> = row.try_get(4)?;
+    Ok((
+        StakeTarget {
+            status: status(row.try_get(0)?)?,
+            close_time: row.try_get::<_, Option<i64>>(1)?.map(from_millis),
+            outcomes: pools.len() as u32,
+        },
+        Tally {
+            pools,
+            volume: row.try_get(2)?,
+            version: row.try_get(3)?,
+        },
+    ))
 }
 
 /// Places a stake inside the caller's transaction: applies the [`staking`] rules in their
 /// order (the idempotency key, the market, the balance), then debits, records the bet and
-/// ledger entry, and grows the position, the outcome's pool and the market's volume. Shared
-/// with market creation (the creator's initial stake) and the seeder.
+/// ledger entry, grows the position, the outcome's pool and the market's volume, and records
+/// the market's history. Shared with market creation (the creator's initial stake) and the
+/// seeder. Returns the bet and, unless it was a replay, the event it makes (appended by the
+/// caller that wants it).
 pub(super) async fn place_stake(
     c: &Conn<'_>,
     user_id: i64,
     market_id: i64,
     stake: &Stake,
     idempotency_key: Option<&str>,
-) -> Result<Placed, TxError> {
+) -> Result<(Placed, Option<NewEvent>), TxError> {
     let fingerprint = stake.fingerprint(market_id);
     if let Some(key) = idempotency_key {
         let earlier = c
@@ -94,14 +107,15 @@ pub(super) async fn place_stake(
                 balance_after: r.try_get(5)?,
                 created_at: from_millis(r.try_get(6)?),
             };
-            return Ok(Placed {
+            let placed = Placed {
                 bet,
                 replayed: true,
-            });
+            };
+            return Ok((placed, None));
         }
     }
     let now = now_ms();
-    let target = lock_target(c, market_id).await?;
+    let (target, tally) = lock_target(c, market_id).await?;
     staking::check_stake(&target, stake, from_millis(now)).map_err(refused)?;
     let (outcome, amount) = (i64::from(stake.outcome), stake.amount);
     // The funds rule as a conditional debit: one statement when the balance covers the stake.
@@ -142,6 +156,9 @@ pub(super) async fn place_stake(
     let position_params: &Params = &[&market_id, &outcome, &user_id, &amount, &now];
     let pool_params: &Params = &[&market_id, &outcome, &amount];
     let market_params: &Params = &[&market_id, &amount, &now];
+    let tally = tally.with_stake(stake.outcome, amount);
+    let (minute, pools) = history_key(now, &tally.pools);
+    let history_params: &Params = &[&market_id, &minute, &pools, &tally.volume];
     let (bet, ..) = futures_util::try_join!(
         c.one(
             "INSERT INTO bets (user_id, market_id, outcome, amount, balance_after, idempotency_key, fingerprint, created_at)
@@ -166,21 +183,24 @@ pub(super) async fn place_stake(
             "UPDATE markets SET volume = volume + $2, version = version + 1, updated_at = $3 WHERE id = $1",
             market_params,
         ),
+        c.exec(RECORD_HISTORY, history_params),
     )?;
     c.announce(Change::Market(market_id));
-    let bet_id: i64 = bet.try_get(0)?;
-    Ok(Placed {
-        bet: Bet {
-            id: bet_id,
-            market_id,
-            user_id,
-            outcome: stake.outcome,
-            amount,
-            balance_after,
-            created_at: from_millis(now),
-        },
+    let bet = Bet {
+        id: bet.try_get(0)?,
+        market_id,
+        user_id,
+        outcome: stake.outcome,
+        amount,
+        balance_after,
+        created_at: from_millis(now),
+    };
+    let event = NewEvent::stake(&bet, &tally.pools, tally.volume, tally.version);
+    let placed = Placed {
+        bet,
         replayed: false,
-    })
+    };
+    Ok((placed, Some(event)))
 }
 
 /// Settles a market inside the caller's transaction (its row locked first): pays out
@@ -193,7 +213,7 @@ pub(super) async fn settle_market(
     resolution: Option<(u32, Standing)>,
 ) -> Result<Market, TxError> {
     let winner = resolution.map(|(w, _)| w);
-    let target = lock_target(c, market_id).await?;
+    let (target, _) = lock_target(c, market_id).await?;
     if !matches!(target.status, MarketStatus::Active | MarketStatus::Closed) {
         return Err(refused(Rejection::NotActive {
             status: target.status,
@@ -292,6 +312,16 @@ pub(super) async fn settle_market(
     market_now(c, market_id).await
 }
 
+/// Appends the event of a settlement (resolved or cancelled) in its transaction.
+async fn settled(c: &Conn<'_>, market: Market) -> Result<Market, TxError> {
+    append(
+        c,
+        &NewEvent::market(EventKind::of_status(market.status), &market),
+    )
+    .await?;
+    Ok(market)
+}
+
 #[async_trait]
 impl TradingRepository for PgTradingRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id, user.id = user_id))]
@@ -304,7 +334,15 @@ impl TradingRepository for PgTradingRepository {
     ) -> Result<Placed, RepoError> {
         transaction(&self.pg, |c| {
             let (stake, key) = (stake.clone(), key.clone());
-            async move { place_stake(c, user_id, market_id, &stake, key.as_deref()).await }.boxed()
+            async move {
+                let (placed, event) =
+                    place_stake(c, user_id, market_id, &stake, key.as_deref()).await?;
+                if let Some(event) = event {
+                    append(c, &event).await?;
+                }
+                Ok(placed)
+            }
+            .boxed()
         })
         .await
     }
@@ -313,7 +351,7 @@ impl TradingRepository for PgTradingRepository {
     async fn close(&self, market_id: i64) -> Result<Market, RepoError> {
         transaction(&self.pg, |c| {
             async move {
-                let target = lock_target(c, market_id).await?;
+                let (target, _) = lock_target(c, market_id).await?;
                 if target.status != MarketStatus::Active {
                     return Err(refused(Rejection::NotActive {
                         status: target.status,
@@ -325,7 +363,9 @@ impl TradingRepository for PgTradingRepository {
                 )
                 .await?;
                 c.announce(Change::Status(market_id));
-                market_now(c, market_id).await
+                let market = market_now(c, market_id).await?;
+                append(c, &NewEvent::market(EventKind::MarketClosed, &market)).await?;
+                Ok(market)
             }
             .boxed()
         })
@@ -340,14 +380,24 @@ impl TradingRepository for PgTradingRepository {
         standing: Standing,
     ) -> Result<Market, RepoError> {
         transaction(&self.pg, |c| {
-            settle_market(c, market_id, Some((winner, standing))).boxed()
+            async move {
+                settled(
+                    c,
+                    settle_market(c, market_id, Some((winner, standing))).await?,
+                )
+                .await
+            }
+            .boxed()
         })
         .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
     async fn cancel(&self, market_id: i64) -> Result<Market, RepoError> {
-        transaction(&self.pg, |c| settle_market(c, market_id, None).boxed()).await
+        transaction(&self.pg, |c| {
+            async move { settled(c, settle_market(c, market_id, None).await?).await }.boxed()
+        })
+        .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -371,6 +421,10 @@ impl TradingRepository for PgTradingRepository {
                     .collect::<Result<Vec<i64>, _>>()?;
                 for id in &closed {
                     c.announce(Change::Status(*id));
+                }
+                for &id in &closed {
+                    let market = market_now(c, id).await?;
+                    append(c, &NewEvent::market(EventKind::MarketClosed, &market)).await?;
                 }
                 Ok(closed)
             }

@@ -7,11 +7,18 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use super::{from_millis, jobs::insert as insert_job, to_millis, trading::place_stake};
+use super::{
+    events::{append, forget_history},
+    from_millis,
+    jobs::insert as insert_job,
+    to_millis,
+    trading::place_stake,
+};
 use crate::{
     db::Db,
     domain::{
         authority::{self, Standing},
+        event::{EventKind, NewEvent},
         job::NewJob,
         market::{ListQuery, Market, MarketChanges, MarketPage, MarketStatus, NewMarket, Outcome},
         user::UserSummary,
@@ -180,6 +187,7 @@ impl MarketRepository for SqliteMarketRepository {
                 for job in jobs(&market) {
                     insert_job(conn, &job)?;
                 }
+                append(conn, &NewEvent::market(EventKind::MarketCreated, &market))?;
                 Ok(market)
             })
             .await
@@ -227,7 +235,9 @@ impl MarketRepository for SqliteMarketRepository {
                 for job in &jobs {
                     insert_job(conn, job)?;
                 }
-                get_market(conn, id)?.ok_or(RepoError::NotFound)
+                let market = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
+                append(conn, &NewEvent::market(EventKind::MarketUpdated, &market))?;
+                Ok(market)
             })
             .await
     }
@@ -247,6 +257,8 @@ impl MarketRepository for SqliteMarketRepository {
                     .execute([id])?;
                 conn.prepare_cached("DELETE FROM markets WHERE id = ?1")?
                     .execute([id])?;
+                forget_history(conn, id)?;
+                append(conn, &NewEvent::deleted(id))?;
                 Ok(())
             })
             .await

@@ -8,6 +8,7 @@
 mod changes;
 mod codes;
 mod engine;
+pub mod events;
 pub mod jobs;
 mod market_list;
 pub mod markets;
@@ -21,6 +22,7 @@ pub mod users;
 use std::{path::Path, sync::Arc};
 
 pub use engine::{SqliteBackup, SqliteEngine};
+pub use events::SqliteEventRepository;
 pub use jobs::SqliteJobRepository;
 pub use markets::SqliteMarketRepository;
 pub use search::SqliteSearchRepository;
@@ -55,6 +57,7 @@ pub fn open(
         sessions: Arc::new(SqliteSessionRepository::new(db.clone())),
         search: Arc::new(SqliteSearchRepository::new(db.clone())),
         jobs: Arc::new(SqliteJobRepository::new(db.clone(), queue)),
+        events: Arc::new(SqliteEventRepository::new(db.clone())),
         seed: Arc::new(SqliteSeedRepository::new(db.clone())),
         changes: Some(Arc::new(changes::SqliteChangeFeed::new(db))),
     })

@@ -10,11 +10,17 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::{from_millis, markets::get_market, to_millis, trading_lists as lists};
+use super::{
+    events::{append, record_history},
+    from_millis,
+    markets::get_market,
+    to_millis, trading_lists as lists,
+};
 use crate::{
     db::Db,
     domain::{
         authority::{self, Standing},
+        event::{EventKind, HistoryRow, NewEvent, Tally},
         market::{Market, MarketStatus},
         staking::{self, StakeTarget},
         trading::{
@@ -61,23 +67,41 @@ fn market_state(
     Ok((status, close))
 }
 
-/// What the stake rules read about a market, or `NotFound`.
-fn stake_target(conn: &Connection, market_id: i64) -> Result<StakeTarget, RepoError> {
-    let (status, close_time, outcomes): (String, Option<i64>, u32) = conn
+/// What the stake rules read about a market, with its tally before the stake, or `NotFound`.
+fn stake_target(conn: &Connection, market_id: i64) -> Result<(StakeTarget, Tally), RepoError> {
+    let (status, close_time, volume, version, pools): (
+        String,
+        Option<i64>,
+        i64,
+        i64,
+        Option<String>,
+    ) = conn
         .prepare_cached(
-            "SELECT status, close_time, (SELECT count(*) FROM outcomes WHERE market_id = ?1)
+            "SELECT status, close_time, volume, version,
+                    (SELECT group_concat(pool, ',' ORDER BY idx) FROM outcomes WHERE market_id = ?1)
                FROM markets WHERE id = ?1",
         )?
-        .query_row([market_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([market_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .optional()?
         .ok_or(RepoError::NotFound)?;
     let status = MarketStatus::parse(&status)
         .ok_or_else(|| RepoError::Internal(format!("bad status {status}")))?;
-    Ok(StakeTarget {
-        status,
-        close_time: close_time.map(from_millis),
-        outcomes,
-    })
+    let pools = HistoryRow::decode_pools(pools.as_deref().unwrap_or(""))
+        .ok_or_else(|| RepoError::Internal("bad pools".into()))?;
+    Ok((
+        StakeTarget {
+            status,
+            close_time: close_time.map(from_millis),
+            outcomes: pools.len() as u32,
+        },
+        Tally {
+            pools,
+            volume,
+            version,
+        },
+    ))
 }
 
 fn check_outcome(conn: &Connection, market_id: i64, outcome: u32) -> Result<(), RepoError> {
@@ -101,15 +125,17 @@ fn bet_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bet> {
 
 /// Places a stake inside the caller's transaction: applies the [`staking`] rules in their
 /// order (the idempotency key, the market, the balance), then debits, records the bet and
-/// ledger entry, and grows the position, the outcome's pool and the market's volume. Shared
-/// with market creation (the creator's initial stake).
+/// ledger entry, grows the position, the outcome's pool and the market's volume, and records
+/// the market's history. Shared with market creation (the creator's initial stake) and the
+/// seeder. Returns the bet and, unless it was a replay, the event it makes (appended by the
+/// caller that wants it).
 pub(crate) fn place_stake(
     conn: &Connection,
     user_id: i64,
     market_id: i64,
     stake: &Stake,
     idempotency_key: Option<&str>,
-) -> Result<Placed, RepoError> {
+) -> Result<(Placed, Option<NewEvent>), RepoError> {
     let fingerprint = stake.fingerprint(market_id);
     if let Some(key) = idempotency_key {
         let earlier = conn
@@ -121,14 +147,15 @@ pub(crate) fn place_stake(
             .optional()?;
         if let Some((bet, earlier_fingerprint)) = earlier {
             staking::check_replay(&earlier_fingerprint, &fingerprint).map_err(refused)?;
-            return Ok(Placed {
+            let placed = Placed {
                 bet,
                 replayed: true,
-            });
+            };
+            return Ok((placed, None));
         }
     }
     let now = now_ms();
-    let target = stake_target(conn, market_id)?;
+    let (target, tally) = stake_target(conn, market_id)?;
     staking::check_stake(&target, stake, from_millis(now)).map_err(refused)?;
     // The funds rule as a conditional debit: one statement when the balance covers the stake.
     let balance_after: Option<i64> = conn
@@ -179,10 +206,14 @@ pub(crate) fn place_stake(
         balance_after,
         created_at: from_millis(now),
     };
-    Ok(Placed {
+    let tally = tally.with_stake(stake.outcome, stake.amount);
+    record_history(conn, market_id, &tally.pools, tally.volume, now)?;
+    let event = NewEvent::stake(&bet, &tally.pools, tally.volume, tally.version);
+    let placed = Placed {
         bet,
         replayed: false,
-    })
+    };
+    Ok((placed, Some(event)))
 }
 
 /// Settles a market inside the caller's transaction: pays out (`resolution`: the winner, and
@@ -259,6 +290,15 @@ pub(crate) fn settle_market(
     get_market(conn, market_id)?.ok_or(RepoError::NotFound)
 }
 
+/// Appends the event of a settlement (resolved or cancelled) in its transaction.
+fn settled(conn: &Connection, market: Market) -> Result<Market, RepoError> {
+    append(
+        conn,
+        &NewEvent::market(EventKind::of_status(market.status), &market),
+    )?;
+    Ok(market)
+}
+
 #[async_trait]
 impl TradingRepository for SqliteTradingRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id, user.id = user_id))]
@@ -270,7 +310,14 @@ impl TradingRepository for SqliteTradingRepository {
         key: Option<String>,
     ) -> Result<Placed, RepoError> {
         self.db
-            .write(move |conn| place_stake(conn, user_id, market_id, &stake, key.as_deref()))
+            .write(move |conn| {
+                let (placed, event) =
+                    place_stake(conn, user_id, market_id, &stake, key.as_deref())?;
+                if let Some(event) = event {
+                    append(conn, &event)?;
+                }
+                Ok(placed)
+            })
             .await
     }
 
@@ -286,7 +333,9 @@ impl TradingRepository for SqliteTradingRepository {
                     "UPDATE markets SET status = 'closed', version = version + 1, updated_at = ?2 WHERE id = ?1",
                 )?
                 .execute(params![market_id, now_ms()])?;
-                get_market(conn, market_id)?.ok_or(RepoError::NotFound)
+                let market = get_market(conn, market_id)?.ok_or(RepoError::NotFound)?;
+                append(conn, &NewEvent::market(EventKind::MarketClosed, &market))?;
+                Ok(market)
             })
             .await
     }
@@ -299,14 +348,19 @@ impl TradingRepository for SqliteTradingRepository {
         standing: Standing,
     ) -> Result<Market, RepoError> {
         self.db
-            .write(move |conn| settle_market(conn, market_id, Some((winner, standing))))
+            .write(move |conn| {
+                settled(
+                    conn,
+                    settle_market(conn, market_id, Some((winner, standing)))?,
+                )
+            })
             .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(market.id = market_id))]
     async fn cancel(&self, market_id: i64) -> Result<Market, RepoError> {
         self.db
-            .write(move |conn| settle_market(conn, market_id, None))
+            .write(move |conn| settled(conn, settle_market(conn, market_id, None)?))
             .await
     }
 
@@ -314,13 +368,18 @@ impl TradingRepository for SqliteTradingRepository {
     async fn close_due(&self) -> Result<Vec<i64>, RepoError> {
         self.db
             .write(move |conn| {
-                Ok(conn
+                let ids = conn
                     .prepare_cached(
                         "UPDATE markets SET status = 'closed', version = version + 1, updated_at = ?1
                           WHERE status = 'active' AND close_time IS NOT NULL AND close_time <= ?1 RETURNING id",
                     )?
                     .query_map([now_ms()], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()?)
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                for &id in &ids {
+                    let market = get_market(conn, id)?.ok_or(RepoError::NotFound)?;
+                    append(conn, &NewEvent::market(EventKind::MarketClosed, &market))?;
+                }
+                Ok(ids)
             })
             .await
     }
