@@ -11,7 +11,7 @@ use poem::{
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, error::ApiError},
+    api::{self, error::ApiError, event_models::EventView},
     config::{Config, EmbedderKind},
     db::{backup::DataDirLock, DbError, DbOptions},
     domain::job::JobKind,
@@ -28,7 +28,7 @@ use crate::{
     repo::{
         cached::{CacheConfig, CachedMarketRepository, CachedTradingRepository, MarketCache},
         postgres::{self, PgOptions},
-        sqlite, Backup, Change, ChangeFeed, JobRepository, MarketRepository, Storage,
+        sqlite, Backup, Change, ChangeFeed, JobRepository, MarketRepository, Render, Storage,
         TradingRepository,
     },
     search::{
@@ -47,6 +47,7 @@ use crate::{
         tokens::{Tokens, SECRET_MIN},
         trading::TradingService,
         users::UserService,
+        webhooks::WebhookService,
         MarketListener,
     },
 };
@@ -335,6 +336,14 @@ impl App {
             dir: config.data_dir.join("backups"),
             keep: config.backup_keep,
         };
+        // A delivery's body is the event as the stream sends it.
+        let render: Render =
+            Arc::new(|event| poem_openapi::types::ToJSON::to_json_string(&EventView::from(event)));
+        let webhooks = Arc::new(WebhookService::new(
+            storage.webhooks.clone(),
+            render,
+            config.webhooks(),
+        ));
         let workers = Workers::start(
             queue.clone(),
             Arc::new(
@@ -347,11 +356,14 @@ impl App {
                 )
                 .pruning_events(
                     storage.events.clone(),
+                    storage.webhooks.clone(),
                     Duration::from_secs(config.event_retention_hours * 3600),
-                ),
+                )
+                .delivering(webhooks.clone()),
             ),
             config.workers(),
         );
+        webhooks.start_dispatcher(queue.clone());
         let hub = EventHub::new(storage.events.clone(), config.events());
         hub.start().await;
         let history = Arc::new(HistoryService::new(storage.events.clone(), markets.clone()));
@@ -383,6 +395,7 @@ impl App {
             rendered_pages: (config.cache_markets > 0).then_some(config.cache_pages),
             hub: hub.clone(),
             history,
+            webhooks: webhooks.clone(),
         };
         let metrics = Arc::new(Metrics::new(Sources {
             cache: market_cache,
@@ -403,9 +416,11 @@ impl App {
         };
         // Open event streams end first: a connection waits for its response to finish.
         let streams = hub.clone();
+        let dispatcher = webhooks.clone();
         let shutdown = async move {
             shutdown.await;
             streams.close();
+            dispatcher.close();
         };
         let result = crate::server::serve(listener, routes, server_limits, shutdown).await;
         // Every task and thread of ours ends before "agora stopped": the sweeper is joined (not

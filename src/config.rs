@@ -46,6 +46,14 @@
 //! | `--job-backoff-max-secs` | `AGORA_JOB_BACKOFF_MAX` | `300` | Longest delay between retries. |
 //! | `--job-retention-hours` | `AGORA_JOB_RETENTION_HOURS` | `168` | Hours a finished job (succeeded or dead) is kept; an hourly `prune_jobs` job deletes older ones. |
 //! | `--job-timeout-secs` | `AGORA_JOB_TIMEOUT` | `60` | Longest a job run may take; past it the run is cancelled and counts as failed. A claim's lease is this plus 10 s. |
+//! | `--event-retention-hours` | `AGORA_EVENT_RETENTION_HOURS` | `24` | Hours an event (the record behind `GET /api/events` and webhooks) and a finished webhook delivery are kept; the hourly `prune_events` job deletes older ones. A stream resuming from before that gets `stream.expired`. |
+//! | `--event-streams-per-client` | `AGORA_EVENT_STREAMS_PER_CLIENT` | `8` | Open event streams one client (a user, or an address when anonymous) may hold; 429 past it. |
+//! | `--event-poll-ms` | `AGORA_EVENT_POLL_MS` | `50` | How often each process reads new events from the database for its streams and its webhook dispatcher. |
+//! | `--event-heartbeat-secs` | `AGORA_EVENT_HEARTBEAT` | `15` | Seconds between heartbeat comments on an idle event stream. |
+//! | `--event-buffer` | `AGORA_EVENT_BUFFER` | `4096` | Events a stream may fall behind before it is dropped with `stream.dropped` (it resumes with `Last-Event-ID`). |
+//! | `--webhook-allow-private` | `AGORA_WEBHOOK_ALLOW_PRIVATE` | off | Deliver webhooks to loopback, private and link-local addresses too; off, such targets are refused. |
+//! | `--webhook-max-attempts` | `AGORA_WEBHOOK_MAX_ATTEMPTS` | `8` | Attempts per webhook delivery before it is `failed`, spaced by the job backoff. |
+//! | `--webhook-timeout-secs` | `AGORA_WEBHOOK_TIMEOUT` | `10` | Longest one webhook attempt may take. |
 //! | `--embedder` | `AGORA_EMBEDDER` | `builtin` | Search embedder: `builtin` (all-MiniLM-L6-v2 distilled into a static token table compiled in; no network, no files), `hash` (hashed words, stems and character n-grams) or `http` (an OpenAI-compatible `/v1/embeddings` API). |
 //! | `--embedder-url` | `AGORA_EMBEDDER_URL` | none | Base URL of the HTTP embedder: `http://127.0.0.1:11434` (Ollama), `https://api.openai.com/v1`, a vLLM or TEI server. `/v1/embeddings` is appended (`/embeddings` when the URL ends in `/v1`). |
 //! | `--embedder-model` | `AGORA_EMBEDDER_MODEL` | `text-embedding-3-small` | Model the HTTP embedder asks for. |
@@ -472,6 +480,29 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(16..=1_000_000)
     )]
     pub event_buffer: u64,
+    /// Deliver webhooks to loopback, private and link-local addresses too (tests, or a private
+    /// network you trust). Off: such targets are refused when subscribed and when sent to.
+    #[arg(long, global = true, env = "AGORA_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Attempts per webhook delivery before it is marked failed (spaced by the job queue's
+    /// backoff: `--job-backoff-ms`, doubled each time, up to `--job-backoff-max-secs`).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_WEBHOOK_MAX_ATTEMPTS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    pub webhook_max_attempts: u32,
+    /// Seconds one webhook attempt may take (connecting, sending, the receiver's answer).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_WEBHOOK_TIMEOUT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub webhook_timeout_secs: u64,
     /// Text embedder for search: `builtin` (all-MiniLM-L6-v2 as a static token table in the
     /// binary: no network, no files), `hash` (hashed words and n-grams) or `http` (an
     /// OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
@@ -615,6 +646,16 @@ impl Config {
             heartbeat: Duration::from_secs(self.event_heartbeat_secs),
             buffer: self.event_buffer as usize,
             per_client: self.event_streams_per_client as usize,
+        }
+    }
+
+    /// Webhook settings (the dispatcher looks for new events as often as the streams do).
+    pub fn webhooks(&self) -> crate::service::webhooks::WebhookConfig {
+        crate::service::webhooks::WebhookConfig {
+            allow_private: self.webhook_allow_private,
+            max_attempts: self.webhook_max_attempts,
+            timeout: Duration::from_secs(self.webhook_timeout_secs),
+            poll: Duration::from_millis(self.event_poll_ms),
         }
     }
 

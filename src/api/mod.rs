@@ -7,7 +7,7 @@ mod body;
 pub mod envelope;
 pub mod error;
 mod etag;
-mod event_models;
+pub mod event_models;
 mod events;
 mod health;
 mod job_models;
@@ -26,6 +26,8 @@ mod trading;
 mod trading_models;
 mod user_models;
 mod users;
+mod webhook_models;
+mod webhooks;
 
 use std::{marker::PhantomData, sync::Arc};
 
@@ -45,6 +47,7 @@ pub use spec::allowed_methods;
 use spec::finish;
 pub use trading::TradingApi;
 pub use users::UsersApi;
+pub use webhooks::WebhooksApi;
 
 /// One tag per resource.
 #[derive(Tags)]
@@ -57,6 +60,8 @@ pub enum ApiTags {
     Auth,
     /// The caller's account, and account administration.
     Users,
+    /// Webhooks: events POSTed to your URL, signed, retried.
+    Webhooks,
     /// Background jobs: search indexing and periodic maintenance.
     Jobs,
     /// Liveness and readiness probes.
@@ -71,6 +76,7 @@ pub type Apis = (
     TradingApi,
     AuthApi,
     UsersApi,
+    WebhooksApi,
     JobsApi,
     HealthApi,
 );
@@ -198,6 +204,8 @@ pub struct Services {
     pub hub: Arc<crate::service::events::EventHub>,
     /// Market histories.
     pub history: Arc<crate::service::events::HistoryService>,
+    /// Webhook subscriptions and deliveries.
+    pub webhooks: Arc<crate::service::webhooks::WebhookService>,
 }
 
 /// Builds the API object from the services.
@@ -216,6 +224,9 @@ pub fn apis(s: Services) -> Apis {
             limits: s.limits.clone(),
         },
         UsersApi { users: s.users },
+        WebhooksApi {
+            webhooks: s.webhooks,
+        },
         JobsApi { jobs: s.jobs },
         HealthApi {
             engine: s.engine,

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_keyset_paging.sql"),
     include_str!("migrations/0009_market_changes.sql"),
     include_str!("migrations/0010_events.sql"),
+    include_str!("migrations/0011_webhooks.sql"),
 ];
 
 /// The schema version this binary creates and understands.

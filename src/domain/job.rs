@@ -23,8 +23,12 @@ pub enum JobKind {
     Backup,
     /// Delete jobs that ended longer ago than the retention (periodic).
     PruneJobs,
-    /// Delete events older than their retention (periodic).
+    /// Delete events older than their retention, and finished webhook deliveries as old
+    /// (periodic).
     PruneEvents,
+    /// Send one webhook delivery (payload `{"delivery_id": N}`): one attempt per run, retried
+    /// with the queue's backoff; the last allowed run marks the delivery `failed`.
+    DeliverWebhook,
     /// A kind agora does not define: stored by another version, or enqueued by a test of the
     /// queue itself. Kept readable so such a job fails ("no handler") and ends `dead` instead
     /// of making its row unreadable and the queue stuck on it.
@@ -33,13 +37,14 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind agora defines.
-    pub const KNOWN: [JobKind; 6] = [
+    pub const KNOWN: [JobKind; 7] = [
         JobKind::IndexMarket,
         JobKind::ReindexMarkets,
         JobKind::CloseDueMarkets,
         JobKind::Backup,
         JobKind::PruneJobs,
         JobKind::PruneEvents,
+        JobKind::DeliverWebhook,
     ];
 
     /// The stored and API spelling.
@@ -51,6 +56,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::PruneJobs => "prune_jobs",
             JobKind::PruneEvents => "prune_events",
+            JobKind::DeliverWebhook => "deliver_webhook",
             JobKind::Other(kind) => kind,
         }
     }

@@ -13,6 +13,7 @@ pub mod staking;
 pub mod text;
 pub mod trading;
 pub mod user;
+pub mod webhook;
 
 use std::fmt;
 
@@ -78,6 +79,16 @@ pub enum Rejection {
     /// Users other than the creator have staked, so only a moderator or an admin may resolve
     /// the market (see [`authority`]).
     ResolutionReserved,
+    /// The user already holds as many webhook subscriptions as one may.
+    TooManyWebhooks {
+        /// The limit.
+        limit: u64,
+    },
+    /// A webhook subscription names markets that do not exist.
+    UnknownMarkets {
+        /// Those ids.
+        ids: Vec<i64>,
+    },
 }
 
 /// Collects field errors while a value is parsed, so a client learns every problem at once.

@@ -115,6 +115,19 @@ pub mod lists {
         ListId::new("ledger", &[KeyKind::Int]).with("user_id", Some(user_id))
     }
 
+    /// The webhook subscriptions `viewer` sees (its own, or everyone's for an admin): keyed
+    /// by id.
+    pub fn webhooks(viewer: i64) -> ListId {
+        ListId::new("webhooks", &[KeyKind::Int]).with("viewer", Some(viewer))
+    }
+
+    /// A subscription's deliveries in `status` (`None`: any): keyed by id.
+    pub fn deliveries(webhook_id: i64, status: Option<&str>) -> ListId {
+        ListId::new("webhook_deliveries", &[KeyKind::Int])
+            .with("webhook_id", Some(webhook_id))
+            .with("status", status)
+    }
+
     /// The jobs in `status` of `kind` (`None`: any): keyed by job id.
     pub fn jobs(status: Option<&str>, kind: Option<&str>) -> ListId {
         ListId::new("jobs", &[KeyKind::Int])

@@ -1,6 +1,7 @@
 //! agora's jobs: index a market's text for search, reindex every market, close markets past
-//! their close time (periodic), back the database up, forget old finished jobs (periodic). Each
-//! is idempotent.
+//! their close time (periodic), back the database up, forget old finished jobs (periodic),
+//! forget old events and webhook deliveries (periodic), send a webhook delivery. Each is
+//! idempotent (a delivery already answered is not sent again).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -9,8 +10,9 @@ use serde_json::{json, Value};
 use super::Handler;
 use crate::{
     domain::job::{Job, JobKind},
+    repo::WebhookRepository,
     repo::{Backup, EventRepository, JobRepository},
-    service::{search::SearchService, trading::TradingService},
+    service::{search::SearchService, trading::TradingService, webhooks::WebhookService},
 };
 
 /// Where backups go.
@@ -31,7 +33,15 @@ pub struct AgoraJobs {
     backups: Backups,
     queue: Arc<dyn JobRepository>,
     retention: Duration,
-    events: Option<(Arc<dyn EventRepository>, Duration)>,
+    events: Option<EventPruning>,
+    webhooks: Option<Arc<WebhookService>>,
+}
+
+/// What the `prune_events` job deletes, and past what age.
+struct EventPruning {
+    events: Arc<dyn EventRepository>,
+    webhooks: Arc<dyn WebhookRepository>,
+    retention: Duration,
 }
 
 impl AgoraJobs {
@@ -50,12 +60,29 @@ impl AgoraJobs {
             queue,
             retention,
             events: None,
+            webhooks: None,
         }
     }
 
-    /// Also prunes events of `repo` older than `retention`.
-    pub fn pruning_events(mut self, repo: Arc<dyn EventRepository>, retention: Duration) -> Self {
-        self.events = Some((repo, retention));
+    /// Also prunes events of `events`, and finished deliveries of `webhooks`, older than
+    /// `retention`.
+    pub fn pruning_events(
+        mut self,
+        events: Arc<dyn EventRepository>,
+        webhooks: Arc<dyn WebhookRepository>,
+        retention: Duration,
+    ) -> Self {
+        self.events = Some(EventPruning {
+            events,
+            webhooks,
+            retention,
+        });
+        self
+    }
+
+    /// Also sends webhook deliveries with `webhooks`.
+    pub fn delivering(mut self, webhooks: Arc<WebhookService>) -> Self {
+        self.webhooks = Some(webhooks);
         self
     }
 
@@ -117,11 +144,30 @@ impl Handler for AgoraJobs {
                 Ok(Some(json!({ "deleted": n })))
             }
             JobKind::PruneEvents => {
-                let Some((events, retention)) = &self.events else {
-                    return Ok(Some(json!({ "deleted": 0 })));
+                let Some(EventPruning {
+                    events,
+                    webhooks,
+                    retention,
+                }) = &self.events
+                else {
+                    return Ok(Some(json!({ "deleted": 0, "deliveries_deleted": 0 })));
                 };
                 let n = events.prune(*retention).await.map_err(|e| e.to_string())?;
-                Ok(Some(json!({ "deleted": n })))
+                let d = webhooks
+                    .prune(*retention)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(json!({ "deleted": n, "deliveries_deleted": d })))
+            }
+            JobKind::DeliverWebhook => {
+                let id = job.payload["delivery_id"]
+                    .as_i64()
+                    .ok_or("the payload lacks an integer delivery_id")?;
+                let Some(webhooks) = &self.webhooks else {
+                    return Err("webhooks are not delivered by this process".into());
+                };
+                let last = job.attempts >= job.max_attempts;
+                webhooks.deliver(id, job.attempts, last).await.map(Some)
             }
             JobKind::Other(other) => Err(format!("no handler for job kind `{other}`")),
         }

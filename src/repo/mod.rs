@@ -18,6 +18,7 @@ pub mod postgres;
 mod seed;
 pub mod sqlite;
 mod store;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use events::EventRepository;
 pub use jobs::JobRepository;
 pub use seed::{DemoEnd, DemoMarket, SeedRepository};
 pub use store::{Backup, BackupCopy, Engine, Storage, StoreError, SCHEMA_VERSION};
+pub use webhooks::{Dispatched, Render, WebhookRepository};
 
 use crate::domain::{
     authority::Standing,

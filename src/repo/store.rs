@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     ChangeFeed, EventRepository, JobRepository, MarketRepository, SearchRepository, SeedRepository,
-    SessionRepository, TradingRepository, UserRepository,
+    SessionRepository, TradingRepository, UserRepository, WebhookRepository,
 };
 
 /// The schema version this build serves (`/readyz` reports it).
@@ -85,6 +85,8 @@ pub struct Storage {
     pub jobs: Arc<dyn JobRepository>,
     /// The outbox of events and the market history.
     pub events: Arc<dyn EventRepository>,
+    /// Webhook subscriptions and deliveries.
+    pub webhooks: Arc<dyn WebhookRepository>,
     /// Bulk demo data (`agora seed`).
     pub seed: Arc<dyn SeedRepository>,
     /// Changes other processes make, for an engine several processes can share (PostgreSQL);

@@ -12,6 +12,7 @@ pub mod search;
 pub mod tokens;
 pub mod trading;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -86,6 +87,25 @@ fn refused(rejection: Rejection) -> AppError {
             "other users have staked on this market, so only a moderator or an admin may \
              resolve it; its creator may still close it or cancel it (which refunds every stake)",
         ),
+        Rejection::TooManyWebhooks { limit } => AppError::conflict(
+            "webhook_limit",
+            format!("a user may hold {limit} webhook subscriptions; delete one first"),
+        ),
+        Rejection::UnknownMarkets { ids } => AppError::Unprocessable {
+            code: "unknown_markets",
+            message: "the subscription names markets that do not exist".into(),
+            details: vec![FieldError::new(
+                "markets",
+                format!(
+                    "no market has the id{} {}",
+                    if ids.len() == 1 { "" } else { "s" },
+                    ids.iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )],
+        },
     }
 }
 

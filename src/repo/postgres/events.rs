@@ -55,7 +55,7 @@ pub(super) fn history_key(now_ms: i64, pools: &[i64]) -> (i64, String) {
     (minute_of(now_ms), HistoryRow::encode_pools(pools))
 }
 
-fn event_from_row(r: &Row) -> Result<Event, TxError> {
+pub(super) fn event_from_row(r: &Row) -> Result<Event, TxError> {
     let data: String = r.try_get(3)?;
     Ok(Event {
         seq: r.try_get(0)?,

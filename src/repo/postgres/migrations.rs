@@ -8,6 +8,7 @@ use super::{Pg, PgOpenError};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_events.sql"),
+    include_str!("migrations/0003_webhooks.sql"),
 ];
 
 /// The schema version this binary creates and understands on PostgreSQL.

@@ -120,6 +120,7 @@ mod sessions;
 mod trading;
 mod trading_lists;
 mod users;
+mod webhooks;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -406,6 +407,7 @@ pub async fn open(options: &PgOptions, queue: QueueConfig) -> Result<Storage, Pg
         search: Arc::new(search::PgSearchRepository::new(pg.clone())),
         jobs: Arc::new(jobs::PgJobRepository::new(pg.clone(), queue)),
         events: Arc::new(events::PgEventRepository::new(pg.clone())),
+        webhooks: Arc::new(webhooks::PgWebhookRepository::new(pg.clone())),
         seed: Arc::new(seed::PgSeedRepository::new(pg)),
         changes: Some(Arc::new(changes::PgChangeFeed::new(config))),
     })

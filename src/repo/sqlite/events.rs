@@ -65,7 +65,7 @@ pub(crate) fn forget_history(conn: &Connection, market_id: i64) -> Result<(), Re
     Ok(())
 }
 
-fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+pub(super) fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let data: String = r.get(3)?;
     Ok(Event {
         seq: r.get(0)?,

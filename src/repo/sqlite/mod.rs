@@ -18,6 +18,7 @@ pub mod sessions;
 pub mod trading;
 mod trading_lists;
 pub mod users;
+pub mod webhooks;
 
 use std::{path::Path, sync::Arc};
 
@@ -30,6 +31,7 @@ pub use seed::SqliteSeedRepository;
 pub use sessions::SqliteSessionRepository;
 pub use trading::SqliteTradingRepository;
 pub use users::SqliteUserRepository;
+pub use webhooks::SqliteWebhookRepository;
 
 pub(crate) use crate::repo::{from_millis, to_millis};
 use crate::{
@@ -58,6 +60,7 @@ pub fn open(
         search: Arc::new(SqliteSearchRepository::new(db.clone())),
         jobs: Arc::new(SqliteJobRepository::new(db.clone(), queue)),
         events: Arc::new(SqliteEventRepository::new(db.clone())),
+        webhooks: Arc::new(SqliteWebhookRepository::new(db.clone())),
         seed: Arc::new(SqliteSeedRepository::new(db.clone())),
         changes: Some(Arc::new(changes::SqliteChangeFeed::new(db))),
     })
