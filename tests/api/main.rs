@@ -30,3 +30,4 @@ mod spec;
 mod startup;
 mod tour;
 mod trading;
+mod webhooks;
