@@ -61,7 +61,10 @@ impl WebhooksApi {
     /// `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the secret returned here, once).
     /// A 2xx answer is a success; anything else (or no answer in 10 s) is retried with
     /// exponential backoff, 8 attempts by default, then the delivery is `failed`. Redirects are
-    /// not followed. Targets on loopback, private or link-local addresses are refused (422).
+    /// not followed. Deliveries of different events may arrive out of order (each is retried on
+    /// its own): order them by the event's `id`; a retry may repeat a delivery the receiver
+    /// took but did not answer in time, so skip a `webhook-id` already handled. Targets on
+    /// loopback, private or link-local addresses are refused (422).
     /// Every market is public, so any user may subscribe to any of them, or to all; at most 20
     /// subscriptions per user (409 `webhook_limit`).
     #[oai(path = "/", method = "post", operation_id = "create_webhook")]

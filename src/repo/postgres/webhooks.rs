@@ -134,9 +134,9 @@ impl WebhookRepository for PgWebhookRepository {
                 if let Some(ids) = &new.markets {
                     let missing: Vec<i64> = c
                         .rows(
-                            "SELECT id FROM unnest($1::bigint[]) AS id
-                              WHERE NOT EXISTS (SELECT 1 FROM markets m WHERE m.id = id)
-                              ORDER BY id",
+                            "SELECT want.id FROM unnest($1::bigint[]) AS want (id)
+                              WHERE NOT EXISTS (SELECT 1 FROM markets m WHERE m.id = want.id)
+                              ORDER BY want.id",
                             &[ids],
                         )
                         .await?
