@@ -4,7 +4,8 @@
 //! created through one is found by vector search through another; a session revoked or a
 //! refresh token replayed through one is refused by the others at once; and one process killed
 //! with SIGKILL mid-load loses no acknowledged stake while the job it had claimed is finished
-//! by another after its lease.
+//! by another after its lease. Every process's event stream carries every event, whichever
+//! process wrote it, and a webhook gets each event once however many processes dispatch.
 
 use std::{
     sync::{atomic::Ordering, Arc, Mutex},
@@ -554,4 +555,82 @@ async fn a_process_whose_change_feed_drops_reconnects_and_catches_up() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn every_stream_carries_every_process_s_events_and_each_webhook_delivery_is_made_once() {
+    if skip_on_sqlite("several processes share only a PostgreSQL database") {
+        return;
+    }
+    let (c, _processes, _dirs, _) =
+        start_cluster(3, &["--rate-limit", "off", "--webhook-allow-private"]).await;
+    let (_, token, _) = account(&c, 0, "live-cluster").await;
+    let created = c
+        .post(
+            0,
+            "/api/markets",
+            Some(&token),
+            json!({"name": "Live on three?"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let market = created.body["data"]["id"].as_i64().unwrap();
+    let receiver = crate::webhooks::Receiver::answering(&[204]);
+    let url = crate::webhooks::serve(receiver.clone()).await;
+    let hook = c
+        .post(
+            1,
+            "/api/webhooks",
+            Some(&token),
+            json!({"url": url, "markets": [market]}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let after = hook.body["data"]["after_event_id"].as_i64().unwrap();
+    // A stream on each process, opened before the stakes.
+    let streams: Vec<_> = c
+        .bases
+        .iter()
+        .map(|base| {
+            let (client, base) = (c.client.clone(), base.clone());
+            let query = format!("after={after}&markets={market}");
+            tokio::spawn(
+                async move { crate::webhooks::stream_events(&client, &base, &query, 9).await },
+            )
+        })
+        .collect();
+    for i in 0..9 {
+        let path = format!("/api/markets/{market}/positions");
+        let reply = c
+            .post(
+                i,
+                &path,
+                Some(&token),
+                json!({"outcome": 0, "amount": i + 1}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    let amounts: Vec<Value> = (1..=9).map(|a| json!(a)).collect();
+    for stream in streams {
+        let events = stream.await.unwrap();
+        let got: Vec<Value> = events.iter().map(|e| e["data"]["amount"].clone()).collect();
+        assert_eq!(
+            got, amounts,
+            "each stream carries every stake, in commit order"
+        );
+        assert!(events
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
+    }
+    let got = receiver.wait_for(9).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = receiver.got().iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (ids.len(), receiver.got().len()),
+        (9, 9),
+        "each event delivered once: {got:?}"
+    );
 }

@@ -26,36 +26,36 @@ use crate::helpers::{Caller, Process, TestApp, PASSWORD};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    id: String,
+pub(crate) struct Received {
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 /// A webhook receiver: answers each request with the next status of `script` (the last one
 /// once the script runs out), a redirect to `redirect` for 307.
 #[derive(Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     script: Vec<u16>,
     redirect: Option<String>,
     got: Mutex<Vec<Received>>,
 }
 
 impl Receiver {
-    fn answering(script: &[u16]) -> Arc<Self> {
+    pub(crate) fn answering(script: &[u16]) -> Arc<Self> {
         Arc::new(Receiver {
             script: script.to_vec(),
             ..Receiver::default()
         })
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
     /// Waits (up to 20 s) until `n` requests have come; returns them.
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Received> {
         for _ in 0..400 {
             let got = self.got();
             if got.len() >= n {
@@ -102,7 +102,7 @@ async fn receive(receiver: Data<&Arc<Receiver>>, headers: &HeaderMap, body: Stri
 }
 
 /// Serves `receiver`; returns its URL.
-async fn serve(receiver: Arc<Receiver>) -> String {
+pub(crate) async fn serve(receiver: Arc<Receiver>) -> String {
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
         .await
@@ -497,32 +497,39 @@ async fn redirects_are_not_followed() {
     assert!(elsewhere.got().is_empty(), "the redirect was followed");
 }
 
-/// Reads `/api/events?after=N` until an event with id `id` arrives (10 s at most); returns
-/// its data.
-async fn streamed(client: &Client, base: &str, after: i64, id: i64) -> Value {
+/// Reads `/api/events?after=N` (of `markets`, when given) until `n` events have come (10 s at
+/// most); returns their data.
+pub(crate) async fn stream_events(
+    client: &Client,
+    base: &str,
+    query: &str,
+    n: usize,
+) -> Vec<Value> {
     let mut resp = client
-        .get(format!("{base}/api/events?after={after}"))
+        .get(format!("{base}/api/events?{query}"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let mut text = String::new();
+    let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    while events.len() < n {
         let chunk = tokio::time::timeout_at(deadline, resp.chunk())
             .await
-            .expect("the event is streamed in time")
+            .expect("the events are streamed in time")
             .unwrap()
             .expect("the stream stays open");
         text.push_str(std::str::from_utf8(&chunk).unwrap());
-        let marker = format!("id: {id}\n");
-        if let Some(at) = text.find(&marker) {
-            let rest = &text[at..];
-            if let Some(data) = rest.lines().find_map(|l| l.strip_prefix("data: ")) {
-                return serde_json::from_str(data).unwrap();
+        // Whole messages end with a blank line.
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: ")) {
+                events.push(serde_json::from_str(data).unwrap());
             }
         }
     }
+    events
 }
 
 async fn post(client: &Client, url: String, token: Option<&str>, body: Value) -> Value {
@@ -647,13 +654,13 @@ async fn an_event_committed_before_a_kill_is_streamed_and_delivered_after_the_re
     assert_eq!(amounts, [json!(11), json!(22)]);
     let first_id = events[0]["id"].as_i64().unwrap();
     let second_id = events[1]["id"].as_i64().unwrap();
-    let streamed_first = streamed(&client, &server.base, after, first_id).await;
+    let streamed = stream_events(&client, &server.base, &format!("after={after}"), 2).await;
     assert_eq!(
-        streamed_first, events[0],
-        "the stream and the webhook carry the same event"
+        streamed, events,
+        "the stream and the webhook carry the same events"
     );
-    let streamed_second = streamed(&client, &server.base, first_id, second_id).await;
-    assert_eq!(streamed_second, events[1]);
+    let resumed = stream_events(&client, &server.base, &format!("after={first_id}"), 1).await;
+    assert_eq!(resumed[0]["id"], second_id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.got().len(), 2, "each event is delivered once");
 }
