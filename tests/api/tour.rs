@@ -6,7 +6,9 @@
 //! What the tour may hold, so that it stays machine-checkable: fenced `console` blocks of
 //! `$ ` commands, each either `NAME=$(curl -s ... | jq -r .path)` (a capture: later commands
 //! use `$NAME`) or `curl -i ...` followed by its response: the status line, the headers worth
-//! showing, a blank line and the JSON body.
+//! showing, a blank line and the JSON body. An event stream is read with `curl -i -N
+//! --max-time N` (for N seconds) and shown as its messages (`id:`, `event:`, and `data:` with
+//! a JSON body checked by the same rule), a last line `...` leaving out the messages after.
 
 mod pattern;
 
@@ -281,10 +283,82 @@ fn compare(shown: &str, reply: &Reply) -> Vec<String> {
         }
     }
     let body: String = lines.collect::<Vec<_>>().join("\n");
-    if !body.trim().is_empty() {
+    let streamed = reply
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    if streamed {
+        problems.extend(event_differences(&body, &reply.text));
+    } else if !body.trim().is_empty() {
         match pattern::parse(&body) {
             Ok(p) => problems.extend(pattern::differences(&p, &reply.body)),
             Err(e) => panic!("the README's body does not parse: {e}\n{body}"),
+        }
+    }
+    problems
+}
+
+/// The messages of an event stream: each one's fields (comments left out).
+fn messages(text: &str) -> Vec<Vec<(String, String)>> {
+    text.split("\n\n")
+        .map(|message| {
+            message
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with(':'))
+                .map(|l| {
+                    let (field, value) = l.split_once(':').unwrap_or((l, ""));
+                    (
+                        field.to_owned(),
+                        value.strip_prefix(' ').unwrap_or(value).to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// Where a streamed body differs from the README's messages.
+fn event_differences(shown: &str, got: &str) -> Vec<String> {
+    let shown = shown.trim();
+    let (shown, more) = match shown.strip_suffix("...") {
+        Some(rest) => (rest.trim_end(), true),
+        None => (shown, false),
+    };
+    let (want, have) = (messages(shown), messages(got));
+    let mut problems = Vec::new();
+    if have.len() < want.len() || (!more && have.len() != want.len()) {
+        problems.push(format!(
+            "{} messages shown{}, {} streamed",
+            want.len(),
+            if more { " and more" } else { "" },
+            have.len()
+        ));
+    }
+    for (i, (w, h)) in want.iter().zip(&have).enumerate() {
+        let fields = |m: &[(String, String)]| m.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>();
+        if fields(w) != fields(h) {
+            problems.push(format!(
+                "message {i}: fields {:?}, got {:?}",
+                fields(w),
+                fields(h)
+            ));
+            continue;
+        }
+        for ((field, value), (_, got)) in w.iter().zip(h) {
+            if field == "data" {
+                let pattern = pattern::parse(value)
+                    .unwrap_or_else(|e| panic!("the README's data does not parse: {e}\n{value}"));
+                let actual: Value = serde_json::from_str(got).unwrap_or(Value::Null);
+                problems.extend(
+                    pattern::differences(&pattern, &actual)
+                        .into_iter()
+                        .map(|p| format!("message {i}: {p}")),
+                );
+            } else if !pattern::text_matches(value, got) {
+                problems.push(format!(
+                    "message {i}: {field}: shown {value:?}, got {got:?}"
+                ));
+            }
         }
     }
     problems
@@ -300,9 +374,14 @@ async fn send(app: &TestApp, curl: &str, vars: &HashMap<String, String>, at: &st
         "{at}: only curl commands: {curl}"
     );
     let (mut method, mut url, mut headers, mut body) = (None, None, Vec::new(), None);
+    let mut max_time = None;
     while let Some(arg) = args.next() {
         match arg {
-            "-i" | "-s" => {}
+            "-i" | "-s" | "-N" => {}
+            "--max-time" => {
+                let secs: f64 = args.next().and_then(|s| s.parse().ok()).expect("seconds");
+                max_time = Some(std::time::Duration::from_secs_f64(secs));
+            }
             "-X" => method = args.next().map(str::to_owned),
             "-H" => headers.push(args.next().expect("-H takes a header")),
             "-d" => body = args.next().map(str::to_owned),
@@ -324,7 +403,27 @@ async fn send(app: &TestApp, curl: &str, vars: &HashMap<String, String>, at: &st
     if let Some(body) = body {
         req = req.body(body);
     }
-    TestApp::read(req.send().await.expect("request sent")).await
+    let resp = req.send().await.expect("request sent");
+    match max_time {
+        None => TestApp::read(resp).await,
+        // As curl does: whatever arrives until the time is up (an event stream never ends).
+        Some(limit) => {
+            let (status, headers) = (resp.status(), resp.headers().clone());
+            let mut resp = resp;
+            let mut bytes = Vec::new();
+            let deadline = tokio::time::Instant::now() + limit;
+            while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, resp.chunk()).await {
+                bytes.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(bytes).expect("utf-8 body");
+            Reply {
+                status,
+                headers,
+                body: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            }
+        }
+    }
 }
 
 /// A jq path such as `.data.access_token` or `.data[0].id`.
