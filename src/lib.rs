@@ -55,6 +55,17 @@
 //! keeps in memory (the vector index, the read cache) follows the database whoever writes it:
 //! `repo::ChangeFeed` (SQLite: a table filled by triggers, polled; PostgreSQL: `NOTIFY`).
 //!
+//! Live markets: every change to a market and every stake appends an event to an outbox table
+//! in its own transaction (`repo/*/events.rs`; sequence numbers visible in commit order on both
+//! engines), and each stake updates its market's row of the minute in `market_history`. Each
+//! process tails the outbox: `service/events.rs` fans new events out to the open Server-Sent
+//! Event streams (one bounded ring; a stream that falls behind is dropped with its position, so
+//! writers never wait for readers) and serves histories; `service/webhooks.rs` turns events
+//! into webhook deliveries under a cursor kept in the database (one transaction: deliveries,
+//! their `deliver_webhook` jobs, the cursor), and the job queue sends and retries them. The
+//! rules (event kinds, history points, signatures, which addresses are refused) are in
+//! `domain/event.rs` and `domain/webhook.rs`.
+//!
 //! Storage and durability (what a commit survives, checkpoints, backups, what start-up refuses)
 //! are described in [`db`]; how fast each path is, in `benches/README.md`; how it is tested, in
 //! `tests/README.md`.
