@@ -9,6 +9,7 @@ mod cluster;
 mod crash;
 mod errors;
 mod etags;
+mod events;
 mod fuzz;
 mod helpers;
 mod integrity;
