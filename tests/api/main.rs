@@ -12,6 +12,7 @@ mod etags;
 mod events;
 mod fuzz;
 mod helpers;
+mod history;
 mod integrity;
 mod jobs;
 mod limits;
