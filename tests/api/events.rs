@@ -24,7 +24,6 @@ async fn market(owner: &Caller, name: &str) -> i64 {
 }
 
 /// Stakes and returns the bet's id.
-#[track_caller]
 async fn stake(caller: &Caller, market: i64, outcome: u32, amount: i64) -> i64 {
     let reply = caller.stake(&json!(market), outcome, amount).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);

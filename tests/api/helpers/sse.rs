@@ -95,7 +95,6 @@ impl SseStream {
     }
 
     /// Opens an anonymous stream that must be accepted.
-    #[track_caller]
     pub async fn connect(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> SseStream {
         match Self::open(&app.client, &app.base, path, None, headers).await {
             Ok(stream) => stream,
@@ -144,23 +143,10 @@ impl SseStream {
     }
 
     /// The next message, which must come within `within`.
-    #[track_caller]
     pub async fn expect(&mut self, within: Duration) -> SseEvent {
         match self.next(within).await {
             Next::Event(event) => event,
             other => panic!("expected a message within {within:?}, got {other:?}"),
-        }
-    }
-
-    /// The next message of type `kind` within `within`, skipping others.
-    pub async fn expect_kind(&mut self, kind: &str, within: Duration) -> SseEvent {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self.expect(left).await;
-            if event.event == kind {
-                return event;
-            }
         }
     }
 }
