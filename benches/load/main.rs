@@ -33,7 +33,9 @@
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
 //! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_ONLY=comparison` (the comparison
 //! tables alone, not the table of every workload), `AGORA_BENCH_ONLY=search` (the search rows
-//! alone: with `AGORA_BENCH_MARKETS=1000000`, search at a million markets), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
+//! alone: with `AGORA_BENCH_MARKETS=1000000`, search at a million markets),
+//! `AGORA_BENCH_ONLY=streams` (stakes per second with 100 open event streams against none, and
+//! the memory of an open stream: [`streams`]), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
 //! generator even when wrk is on PATH). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
 //! instead: the mixed workload for that long, a row per minute with req/s, p50, p99 and the
 //! server's RSS, then the invariants.
@@ -41,6 +43,7 @@
 mod compare;
 mod generator;
 mod process;
+mod streams;
 mod workloads;
 
 use std::{
@@ -412,6 +415,23 @@ fn main() {
             rows: Vec::new(),
         };
         run_search_server(&gen, &mut table, &bin, dir.path(), markets);
+        return;
+    }
+
+    // `AGORA_BENCH_ONLY=streams`: stakes with and without open event streams, and the memory
+    // of an open stream.
+    if only == "streams" {
+        let figures = streams::run(&gen, &bin, dir.path());
+        let broken = check_invariants(dir.path(), "the streams run");
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(
+            out.join("streams.json"),
+            serde_json::to_string_pretty(&figures).unwrap(),
+        )
+        .unwrap();
+        println!("figures written to target/bench/streams.json");
+        assert!(broken.is_empty(), "invariants broken");
         return;
     }
 

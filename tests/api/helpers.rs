@@ -8,6 +8,7 @@ mod engine;
 mod process;
 mod provider;
 mod redis_limits;
+mod sse;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use engine::{
 pub use process::Process;
 pub use provider::{start_provider, Provider};
 pub use redis_limits::{fresh_prefix, redis_args, redis_server, redis_url, skip_without_redis};
+pub use sse::{Next, SseEvent, SseStream};
 
 /// The signing secret test servers use, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
@@ -449,6 +451,24 @@ impl Caller {
             json!({"outcome": outcome, "amount": amount}),
         )
         .await
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -114,8 +114,12 @@ pub(super) async fn place_stake(
             return Ok((placed, None));
         }
     }
-    let now = now_ms();
     let (target, tally) = lock_target(c, market_id).await?;
+    // Read once the market is locked: the stakes of a market then take their times in the
+    // order they commit, so a later history row (and bet) never carries an earlier time; read
+    // before the lock, a stake that waited for it could write its minute's row after a later
+    // minute's and leave the history going backwards.
+    let now = now_ms();
     staking::check_stake(&target, stake, from_millis(now)).map_err(refused)?;
     let (outcome, amount) = (i64::from(stake.outcome), stake.amount);
     // The funds rule as a conditional debit: one statement when the balance covers the stake.

@@ -2,7 +2,8 @@
 // Everything on /docs is done as a person would, with clicks and typing: register and log in
 // with "Try it out", read the access token off the live response, Authorize with it, then create
 // a market with POST /api/markets and check the live response. Node's fetch is used only to
-// double-check the result through the API.
+// double-check the result through the API and to place a stake that an EventSource opened on the
+// page (the server's own origin) must receive as a `stake.placed` event.
 //
 // Env: AGORA_URL, AGORA_ARTIFACTS (screenshots), SWAGGER_UI_MODULES (node_modules holding
 // playwright-core). Run through tests/external/swagger-ui/run.
@@ -181,7 +182,42 @@ try {
     step(`GET /api/markets/${market.id} (API): 200, name and creator match, volume ${j.data.volume}`);
   }
 
-  // ---- 6. screenshots: the whole page, and the operation down to its live response
+  // ---- 6. live events: an EventSource on the page (the way a browser app follows markets)
+  // receives the stake.placed of a stake placed now through the API
+  {
+    await page.evaluate(
+      (id) =>
+        new Promise((resolve, reject) => {
+          window.agoraEvents = [];
+          const source = new EventSource(`/api/events?markets=${id}`);
+          source.addEventListener("stake.placed", (e) =>
+            window.agoraEvents.push({ lastEventId: e.lastEventId, ...JSON.parse(e.data) }),
+          );
+          source.onopen = () => resolve();
+          source.onerror = () => reject(new Error(`EventSource error, readyState ${source.readyState}`));
+        }),
+      market.id,
+    );
+    const res = await fetch(`${BASE}/api/markets/${market.id}/positions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ outcome: 1, amount: 5 }),
+    });
+    const bet = (await res.json()).data;
+    if (res.status !== 201 || !Number.isInteger(bet?.id)) fail(`stake: ${res.status} ${JSON.stringify(bet)}`);
+    const sent = Date.now();
+    const handle = await page
+      .waitForFunction((id) => window.agoraEvents.find((e) => e.data?.bet_id === id), bet.id, { timeout: 5_000 })
+      .catch(() => fail(`the page's EventSource got no stake.placed of bet ${bet.id} within 5 s`));
+    const got = await handle.jsonValue();
+    if (got.market_id !== market.id || got.type !== "stake.placed" || String(got.id) !== got.lastEventId)
+      fail(`the page's event does not match the stake: ${JSON.stringify(got)}`);
+    if (got.data.amount !== 5 || got.data.outcome !== 1 || got.data.pools?.[1] !== 5)
+      fail(`the page's event carries the wrong stake: ${JSON.stringify(got)}`);
+    step(`EventSource("/api/events"): stake.placed of bet ${bet.id} (event ${got.id}) in the page ${Date.now() - sent} ms after the stake's response`);
+  }
+
+  // ---- 7. screenshots: the whole page, and the operation down to its live response
   await r.op.locator(".live-responses-table").scrollIntoViewIfNeeded();
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: SHOT, fullPage: true });
@@ -195,7 +231,7 @@ try {
   });
   step(`screenshots: ${SHOT} (full page), ${SHOT_OP} (the operation and its live response)`);
 
-  // ---- 7. the page itself stayed clean
+  // ---- 8. the page itself stayed clean
   if (problems.length) {
     const hint = problems.some((p) => p.includes("/favicon.ico"))
       ? "\n  (browsers fetch /favicon.ico for every page: the server should answer it, e.g. 204 or an icon," +
