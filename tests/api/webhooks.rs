@@ -22,7 +22,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{Caller, Process, TestApp, PASSWORD};
+use crate::helpers::{Caller, Process, SseStream, TestApp, PASSWORD};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -497,37 +497,21 @@ async fn redirects_are_not_followed() {
     assert!(elsewhere.got().is_empty(), "the redirect was followed");
 }
 
-/// Reads `/api/events?after=N` (of `markets`, when given) until `n` events have come (10 s at
-/// most); returns their data.
+/// The first `n` events of `/api/events?{query}` on `base` (10 s at most for each).
 pub(crate) async fn stream_events(
     client: &Client,
     base: &str,
     query: &str,
     n: usize,
 ) -> Vec<Value> {
-    let mut resp = client
-        .get(format!("{base}/api/events?{query}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut text = String::new();
+    let path = format!("/api/events?{query}");
+    let mut stream = match SseStream::open(client, base, &path, None, &[]).await {
+        Ok(stream) => stream,
+        Err(reply) => panic!("stream {path} refused: {} {}", reply.status, reply.text),
+    };
     let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while events.len() < n {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("the events are streamed in time")
-            .unwrap()
-            .expect("the stream stays open");
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-        // Whole messages end with a blank line.
-        while let Some(end) = text.find("\n\n") {
-            let message: String = text.drain(..end + 2).collect();
-            if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: ")) {
-                events.push(serde_json::from_str(data).unwrap());
-            }
-        }
+    for _ in 0..n {
+        events.push(stream.expect(Duration::from_secs(10)).await.data);
     }
     events
 }
