@@ -232,6 +232,20 @@ impl WebhookRepository for PgWebhookRepository {
         .await
     }
 
+    async fn undispatched(&self) -> Result<bool, RepoError> {
+        read(&self.pg, |client| async move {
+            Ok(Conn::client(&client)
+                .one(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE seq >
+                         (SELECT dispatched_through FROM webhook_dispatch WHERE id = 1))",
+                    &[],
+                )
+                .await?
+                .try_get(0)?)
+        })
+        .await
+    }
+
     async fn dispatch(
         &self,
         limit: u32,

@@ -204,6 +204,19 @@ impl WebhookRepository for SqliteWebhookRepository {
             .await
     }
 
+    async fn undispatched(&self) -> Result<bool, RepoError> {
+        self.db
+            .read(|conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM events WHERE seq >
+                             (SELECT dispatched_through FROM webhook_dispatch WHERE id = 1))",
+                    )?
+                    .query_row([], |r| r.get(0))?)
+            })
+            .await
+    }
+
     async fn dispatch(
         &self,
         limit: u32,
