@@ -403,6 +403,7 @@ impl App {
             limits: limits.clone(),
             engine: storage.engine.clone(),
             changes: storage.changes.clone(),
+            hub: hub.clone(),
         }));
         let routes = routes(api::apis(services), &config, authenticator, limits, metrics);
         tracing::info!(

@@ -18,6 +18,8 @@
 //! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory); 0 with `--redis-url`, where keys expire in Redis. |
 //! | `agora_rate_limit_store_errors_total` | counter | | Rate-limit checks Redis did not answer (an error, past `--redis-timeout-ms`, or skipped in the second after a failure); each passed uncounted or got 503 as `--redis-failure` says (logins: 503). Any increase means limits were not enforced as configured: look at Redis. Always 0 without `--redis-url`. |
 //! | `agora_db_pool_waits_total` | counter | | Reads that found every pooled SQLite connection busy and waited: rising fast means `--db-readers` is too small for the load. On PostgreSQL: requests that found no idle pooled connection (`--db-pool-size`). |
+//! | `agora_event_streams_open` | gauge | | Open `GET /api/events` streams in this process (each costs a task and a slot in the per-client limit). |
+//! | `agora_event_head` | gauge | | The newest event id this process has seen in the outbox: processes on one database that disagree for long have a tailer stuck. |
 //! | `agora_change_feed_connected` | gauge | | PostgreSQL only: 1 while this process follows the changes other agora processes announce; 0 means their writes reach this process's caches only by the TTL (`--cache-ttl-secs`). |
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use prometheus_client::{
 use crate::{
     middleware::rate_limit::RateLimits,
     repo::{cached::MarketCache, ChangeFeed, Engine, JobRepository},
+    service::events::EventHub,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -68,6 +71,8 @@ pub struct Sources {
     pub engine: Arc<dyn Engine>,
     /// Other processes' changes, on an engine several processes share.
     pub changes: Option<Arc<dyn ChangeFeed>>,
+    /// The event streams' fan-out.
+    pub hub: Arc<EventHub>,
 }
 
 /// The registry and its metrics.
@@ -83,6 +88,8 @@ pub struct Metrics {
     rate_limit_store_errors: Counter,
     pool_waits: Counter,
     change_feed: Gauge,
+    streams: Gauge,
+    event_head: Gauge,
     sources: Sources,
 }
 
@@ -151,6 +158,18 @@ impl Metrics {
                 change_feed.clone(),
             );
         }
+        let streams = Gauge::default();
+        registry.register(
+            "event_streams_open",
+            "Event streams (GET /api/events) open in this process",
+            streams.clone(),
+        );
+        let event_head = Gauge::default();
+        registry.register(
+            "event_head",
+            "The newest event id this process has read from the outbox",
+            event_head.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -163,6 +182,8 @@ impl Metrics {
             rate_limit_store_errors,
             pool_waits,
             change_feed,
+            streams,
+            event_head,
             sources,
         }
     }
@@ -210,6 +231,8 @@ impl Metrics {
         if let Some(changes) = &s.changes {
             self.change_feed.set(i64::from(changes.connected()));
         }
+        self.streams.set(s.hub.open_streams() as i64);
+        self.event_head.set(s.hub.head());
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

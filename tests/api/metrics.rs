@@ -86,4 +86,6 @@ async fn metrics_count_requests_by_route_and_status_and_read_every_source() {
         Some(0.0)
     );
     assert!(sample(&text, "agora_db_pool_waits_total").is_some());
+    assert_eq!(sample(&text, "agora_event_streams_open"), Some(0.0));
+    assert!(sample(&text, "agora_event_head").is_some(), "{text}");
 }
