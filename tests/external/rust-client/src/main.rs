@@ -292,5 +292,65 @@ async fn scenario() -> Result<()> {
         Err(e) => return Err(describe("overdraw", e)),
         Ok(r) => return Err(format!("overdraw: accepted, HTTP {}", r.status())),
     }
+
+    // 8. The market's events, replayed from the start as Server-Sent Events: its creation,
+    // then the stake, each `data:` line an EventView of the generated types.
+    let mut stream = client
+        .stream_events(Some(0), Some(&market.id.to_string()), None)
+        .await
+        .map_err(|e| describe("stream events", e))?
+        .into_inner()
+        .into_inner();
+    let (mut text, mut events) = (String::new(), Vec::<types::EventView>::new());
+    while events.len() < 2 {
+        let chunk = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))
+            .await
+            .ok_or("stream events: the stream ended")?
+            .map_err(|e| format!("stream events: {e}"))?;
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: ")) {
+                events.push(
+                    serde_json::from_str(data)
+                        .map_err(|e| format!("stream events: {data} is not an EventView: {e}"))?,
+                );
+            }
+        }
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e.type_.as_str()).collect();
+    ensure!(
+        kinds == ["market.created", "stake.placed"],
+        "stream events: got {kinds:?}"
+    );
+    ensure!(
+        events[1].data.amount == Some(stake as i64) && events[1].market_id == Some(market.id),
+        "stream events: stake event {:?}",
+        events[1]
+    );
+    println!(
+        "8. streamed market {}'s events: {kinds:?} (ids {} and {}), P after the stake {:?}",
+        market.id, events[0].id, events[1].id, events[1].data.probabilities
+    );
+
+    // 9. Its probability history: one point per hour, the last one after the stake.
+    let history = client
+        .get_market_history(market_id, None, Some(types::IntervalView::X1h), None)
+        .await
+        .map_err(|e| describe("history", e))?
+        .into_inner()
+        .data;
+    let last = history.points.last().ok_or("history: no points")?;
+    ensure!(
+        last.probabilities == [0.0, 1.0] && last.volume == stake as i64,
+        "history: last point {last:?}"
+    );
+    println!(
+        "9. history of market {} by {}: {} point(s), the last {:?}",
+        market.id,
+        history.interval,
+        history.points.len(),
+        last.probabilities
+    );
     Ok(())
 }
