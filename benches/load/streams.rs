@@ -141,6 +141,8 @@ struct Window {
 fn window(gen: &Generator, server: &Server, dir: &Path, make: &Make) -> Window {
     let (first, cpu) = (stake_events(dir), cpu_micros(server.pid()));
     let figures = gen.measure(&server.base, make);
+    // The stakes in flight when the generator stopped commit, and the streams read them.
+    std::thread::sleep(Duration::from_secs(1));
     let stakes = stake_events(dir) - first;
     let cpu_per_stake_us = (cpu_micros(server.pid()) - cpu) / stakes.max(1) as f64;
     Window {
@@ -181,13 +183,11 @@ pub fn run(gen: &Generator, bin: &Path, dir: &Path) -> Value {
     let before = window(gen, &server, dir, &stake);
     print_row("no stream open", &before);
 
-    // The tail has passed every earlier stake: the streams see only the next window's.
-    std::thread::sleep(Duration::from_secs(1));
+    // The tail has passed every earlier stake (a window ends 1 s after its load): the streams
+    // see only the next window's.
     let streams = Streams::open(gen, &base, LOAD_STREAMS, true);
     let with = window(gen, &server, dir, &stake);
     print_row(&format!("{LOAD_STREAMS} streams open, reading"), &with);
-    // Every event of the window reaches every stream (the tail polls every 50 ms).
-    std::thread::sleep(Duration::from_secs(1));
     let (fewest, most) = streams.read();
     let dropped = streams.dropped.load(Ordering::Relaxed);
     streams.close();
