@@ -1,8 +1,11 @@
 //! Schemas of live markets: the event (one SSE message, and the body of a webhook delivery) and
 //! a market's probability history.
 
+use std::{borrow::Cow, sync::Arc};
+
 use poem_openapi::{
-    types::{Example, ParseFromJSON},
+    registry::{MetaSchemaRef, Registry},
+    types::{Example, ParseFromJSON, ToJSON, Type},
     Enum, Object,
 };
 use time::{macros::datetime, OffsetDateTime};
@@ -106,7 +109,7 @@ impl From<&Event> for EventView {
 impl From<StreamItem> for EventView {
     fn from(item: StreamItem) -> Self {
         match item {
-            StreamItem::Event(e) => e.as_ref().into(),
+            StreamItem::Event(live) => (&live.event).into(),
             StreamItem::Expired {
                 after,
                 pruned_through,
@@ -293,4 +296,72 @@ impl Example for HistoryListMeta {
 envelope! {
     /// Histories of several markets, in the order asked.
     HistoryListEnvelope { data: Vec<HistoryView>, meta: HistoryListMeta }
+}
+
+/// A stream's message: an event's id, type and JSON (an [`EventView`]), the JSON of a live event
+/// rendered once for every stream that sends it. Documented as an [`EventView`].
+#[derive(Debug, Clone)]
+pub struct StreamedEvent {
+    /// The event's id.
+    pub id: i64,
+    /// Its type.
+    pub kind: String,
+    /// The [`EventView`] as JSON.
+    pub json: Arc<str>,
+}
+
+impl From<StreamItem> for StreamedEvent {
+    fn from(item: StreamItem) -> Self {
+        match item {
+            StreamItem::Event(live) => StreamedEvent {
+                id: live.event.seq,
+                kind: live.event.kind.clone(),
+                json: live.rendered(|e| EventView::from(e).to_json_string()),
+            },
+            other => {
+                let view = EventView::from(other);
+                StreamedEvent {
+                    id: view.id,
+                    json: view.to_json_string().into(),
+                    kind: view.kind,
+                }
+            }
+        }
+    }
+}
+
+impl Type for StreamedEvent {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        EventView::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        EventView::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        EventView::register(registry)
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ToJSON for StreamedEvent {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.json).ok()
+    }
+
+    fn to_json_string(&self) -> String {
+        self.json.to_string()
+    }
 }

@@ -7,7 +7,6 @@ use poem::web::sse::Event as SseEvent;
 use poem_openapi::{
     param::{Header, Path, Query},
     payload::{EventStream, Json},
-    types::ToJSON,
     ApiResponse, OpenApi,
 };
 use time::OffsetDateTime;
@@ -15,7 +14,7 @@ use time::OffsetDateTime;
 use super::{
     error::ApiError,
     event_models::{
-        EventView, HistoryEnvelope, HistoryListEnvelope, HistoryListMeta, IntervalView,
+        HistoryEnvelope, HistoryListEnvelope, HistoryListMeta, IntervalView, StreamedEvent,
     },
     ApiTags,
 };
@@ -45,7 +44,7 @@ pub enum EventStreamResponse {
     /// Server-Sent Events, one per change, each `id: <sequence number>`, `event: <type>`,
     /// `data: <the event as JSON>`; a comment line (`:`) every 15 s keeps idle connections open.
     #[oai(status = 200)]
-    Stream(EventStream<BoxStream<'static, EventView>>),
+    Stream(EventStream<BoxStream<'static, StreamedEvent>>),
 }
 
 /// A comma-separated list of positive ids, at most `max`, as `field`.
@@ -127,14 +126,14 @@ impl EventsApi {
             }
         };
         let stream = self.hub.subscribe(client, resume, markets).await?;
-        let views = stream.map(EventView::from).boxed();
+        let views = stream.map(StreamedEvent::from).boxed();
         Ok(EventStreamResponse::Stream(
             EventStream::new(views)
                 .keep_alive(self.hub.config().heartbeat)
-                .to_event(|view| {
-                    SseEvent::message(view.to_json_string())
-                        .id(view.id.to_string())
-                        .event_type(view.kind)
+                .to_event(|event| {
+                    SseEvent::message(event.json.as_ref())
+                        .id(event.id.to_string())
+                        .event_type(event.kind)
                 }),
         ))
     }

@@ -13,7 +13,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicI64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -58,11 +58,44 @@ impl Default for EventConfig {
 /// Events replayed per read of the outbox.
 const REPLAY_BATCH: u32 = 500;
 
+/// An event on its way to the streams, shared by all of them: its text is rendered by the
+/// first stream that sends it and reused by the others (with 100 streams, one rendering of an
+/// event instead of 100).
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The event.
+    pub event: Event,
+    rendered: OnceLock<Arc<str>>,
+}
+
+impl LiveEvent {
+    /// `event`, not rendered yet.
+    pub fn new(event: Event) -> Self {
+        LiveEvent {
+            event,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// Its text: `render`'s, made on the first call.
+    pub fn rendered(&self, render: impl FnOnce(&Event) -> String) -> Arc<str> {
+        self.rendered
+            .get_or_init(|| render(&self.event).into())
+            .clone()
+    }
+}
+
+impl PartialEq for LiveEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.event == other.event
+    }
+}
+
 /// What a stream sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem {
     /// An event.
-    Event(Arc<Event>),
+    Event(Arc<LiveEvent>),
     /// The resume point is older than the retention: events after it up to `pruned_through`
     /// are gone; the stream goes on after them.
     Expired {
@@ -81,7 +114,7 @@ pub enum StreamItem {
 /// The fan-out of the outbox to event streams.
 pub struct EventHub {
     repo: Arc<dyn EventRepository>,
-    live: broadcast::Sender<Arc<Event>>,
+    live: broadcast::Sender<Arc<LiveEvent>>,
     head: AtomicI64,
     stop: watch::Sender<bool>,
     clients: Mutex<HashMap<String, usize>>,
@@ -136,7 +169,7 @@ impl EventHub {
                             for event in events {
                                 hub.head.store(event.seq, Ordering::SeqCst);
                                 // No receiver is not an error: nobody listens right now.
-                                let _ = hub.live.send(Arc::new(event));
+                                let _ = hub.live.send(Arc::new(LiveEvent::new(event)));
                             }
                             if full {
                                 continue;
@@ -252,7 +285,7 @@ impl Drop for StreamGuard {
 /// The state of one stream.
 struct Subscription {
     repo: Arc<dyn EventRepository>,
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: broadcast::Receiver<Arc<LiveEvent>>,
     stopped: watch::Receiver<bool>,
     /// Every event up to here was sent or filtered out.
     cursor: i64,
@@ -291,7 +324,8 @@ impl Subscription {
                         }
                         for event in events {
                             self.cursor = event.seq;
-                            self.pending.push_back(StreamItem::Event(Arc::new(event)));
+                            self.pending
+                                .push_back(StreamItem::Event(Arc::new(LiveEvent::new(event))));
                         }
                         continue;
                     }
@@ -304,12 +338,12 @@ impl Subscription {
             }
             tokio::select! {
                 received = self.rx.recv() => match received {
-                    Ok(event) => {
+                    Ok(live) => {
                         self.caught_up = false;
-                        if event.seq > self.cursor {
-                            self.cursor = event.seq;
-                            if self.wanted(&event) {
-                                return Some(StreamItem::Event(event));
+                        if live.event.seq > self.cursor {
+                            self.cursor = live.event.seq;
+                            if self.wanted(&live.event) {
+                                return Some(StreamItem::Event(live));
                             }
                         }
                     }
