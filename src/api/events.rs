@@ -159,7 +159,7 @@ impl EventsApi {
         interval: Query<Option<IntervalView>>,
         /// First time wanted (RFC 3339; default: the creation).
         from: Query<Option<OffsetDateTime>>,
-        /// Last time wanted (RFC 3339; default: now).
+        /// Last time wanted (RFC 3339; default, and latest: now).
         to: Query<Option<OffsetDateTime>>,
     ) -> Result<Json<HistoryEnvelope>, ApiError> {
         let ask = ask(interval.0, from.0, to.0);
@@ -185,7 +185,7 @@ impl EventsApi {
         interval: Query<Option<IntervalView>>,
         /// First time wanted (RFC 3339; default: each market's creation).
         from: Query<Option<OffsetDateTime>>,
-        /// Last time wanted (RFC 3339; default: now).
+        /// Last time wanted (RFC 3339; default, and latest: now).
         to: Query<Option<OffsetDateTime>>,
     ) -> Result<Json<HistoryListEnvelope>, ApiError> {
         let mut ids =

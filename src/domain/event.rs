@@ -316,7 +316,8 @@ pub struct HistoryRange {
 impl HistoryRange {
     /// The range of a market created at `created`, as asked (`from`, `to`: Unix milliseconds,
     /// either may be absent) at `now`. The range is widened to whole intervals and starts no
-    /// earlier than the interval of the market's creation; `to` defaults to now and `from` to
+    /// earlier than the interval of the market's creation; `to` defaults to now (and a later one
+    /// is taken as now: no point is made for time to come) and `from` to
     /// the creation, or, when that would be more than [`HISTORY_POINTS_MAX`] points, to as many
     /// points back from `to`. An explicit range of more points than that is refused.
     pub fn parse(
@@ -328,7 +329,7 @@ impl HistoryRange {
     ) -> Result<Self, Vec<FieldError>> {
         let step = interval.millis();
         let floor = |t: i64| t.div_euclid(step) * step;
-        let to_ms = to.unwrap_or(now);
+        let to_ms = to.unwrap_or(now).min(now);
         if let (Some(f), Some(t)) = (from, to) {
             if f > t {
                 return Err(vec![FieldError::new("from", "must not be after `to`")]);
@@ -454,6 +455,10 @@ mod tests {
         assert!(
             HistoryRange::parse(Interval::Minute, Some(20 * MIN), Some(MIN), created, now).is_err()
         );
+        // A `to` to come ends at now: no point for time that has not happened.
+        let r =
+            HistoryRange::parse(Interval::FiveMinutes, None, Some(90 * MIN), created, now).unwrap();
+        assert_eq!((r.from, r.points), (10 * MIN, 4));
         // Too many points: refused when asked for, the latest ones by default.
         let now = created + 10_000 * MIN;
         assert!(

@@ -291,6 +291,11 @@ async fn history_requests_out_of_bounds_are_refused_with_the_field_named() {
     let id = alice.create_market(json!({"name": "Bounded"})).await["id"]
         .as_i64()
         .unwrap();
+    // Created 3 days ago (before anything reads it, so no cache holds the true time).
+    app.db().execute(
+        "UPDATE markets SET created_at = created_at - $2 WHERE id = $1",
+        &[&id, &(3 * 1440 * MINUTE)],
+    );
     let now = now_ms();
     app.get("/api/markets/424242/history")
         .await
@@ -304,21 +309,43 @@ async fn history_requests_out_of_bounds_are_refused_with_the_field_named() {
     ))
     .await
     .assert_field_error(422, "validation_failed", "from");
-    // 2 days of minutes from the creation: 2,880 points.
-    let far = rfc3339(now + 2 * 1440 * MINUTE);
+    // 2 days of minutes: 2,880 points.
+    let past = rfc3339(now - 2 * 1440 * MINUTE);
     app.get(&format!(
-        "/api/markets/{id}/history?interval=1m&from={}&to={far}",
+        "/api/markets/{id}/history?interval=1m&from={past}&to={}",
         rfc3339(now)
     ))
     .await
     .assert_field_error(422, "validation_failed", "from");
     let fine = app
         .get(&format!(
-            "/api/markets/{id}/history?interval=1h&from={}&to={far}",
+            "/api/markets/{id}/history?interval=1h&from={past}&to={}",
             rfc3339(now)
         ))
         .await;
     assert_eq!(fine.status, StatusCode::OK, "{}", fine.text);
+    assert!(
+        (48..=49).contains(&fine.body["data"]["points"].as_array().unwrap().len()),
+        "{}",
+        fine.text
+    );
+    // A `to` to come ends at now: the last point is the current interval.
+    let far = rfc3339(now + 2 * 1440 * MINUTE);
+    let capped = app
+        .get(&format!("/api/markets/{id}/history?interval=1h&to={far}"))
+        .await;
+    assert_eq!(capped.status, StatusCode::OK, "{}", capped.text);
+    let last = capped.body["data"]["points"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["t"]
+        .clone();
+    assert!(
+        ms(&last) <= now,
+        "a point for time to come: {}",
+        capped.text
+    );
     for interval in ["2m", "hour", ""] {
         app.get(&format!("/api/markets/{id}/history?interval={interval}"))
             .await
