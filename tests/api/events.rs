@@ -1,14 +1,17 @@
 //! Live markets over HTTP: the event stream (`GET /api/events`: delivery of a stake within 1 s,
 //! resuming with `Last-Event-ID` or `?after=` exactly once and in order, the market filter,
 //! every kind of change, refusals, the per-client limit, expiry after pruning, the end of a
-//! stream at shutdown) and probability histories, checked point by point against the bets.
+//! stream at shutdown, a reader that falls behind dropped with its last id and resuming after
+//! it).
 
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{wait_until, Caller, Next, Process, SseEvent, SseStream, TestApp, PASSWORD};
+use crate::helpers::{
+    on_postgres, wait_until, Caller, Next, Process, SseEvent, SseStream, TestApp, PASSWORD,
+};
 
 /// The deadline the issue sets for a stake's event to reach an open stream.
 const LIVE: Duration = Duration::from_secs(1);
@@ -493,4 +496,65 @@ async fn sigterm_ends_an_open_stream_and_the_server_exits_cleanly() {
     }
     let status = server.exited(WAIT).await.expect("the server exits");
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_dropped_with_its_last_id_and_resumes_after_it() {
+    // A ring of 64: a stream further behind than that is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestApp::config(&dir, &["--event-buffer", "64"]);
+    let app = TestApp::spawn_with(dir, config).await;
+    let alice = app.user("alice").await;
+    let id = market(&alice, "Too fast to read?").await;
+    let mut slow = SseStream::connect(&app, "/api/events", &[]).await;
+    // A burst of events far past the ring, written at once into the outbox, while the client
+    // reads nothing: the stream falls behind the ring.
+    let n: i64 = 20_000;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let sql = if on_postgres() {
+        "INSERT INTO events (kind, market_id, data, created_at)
+         SELECT 'market.updated', $1, '{}', $2 FROM generate_series(1, $3::bigint)"
+    } else {
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < $3)
+         INSERT INTO events (kind, market_id, data, created_at)
+         SELECT 'market.updated', $1, '{}', $2 FROM k"
+    };
+    assert_eq!(app.db().execute(sql, &[&id, &now, &n]), n as u64);
+    let newest: i64 = app.db().query_one("SELECT max(seq) FROM events", &[]);
+    // The server reads the burst and keeps writing while it can.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut read = Vec::new();
+    let last = loop {
+        match slow.next(WAIT).await {
+            Next::Event(e) if e.event == "stream.dropped" => {
+                break e.data["data"]["last"].as_i64().expect("the last id");
+            }
+            Next::Event(e) => read.push(e.seq()),
+            other => panic!("no stream.dropped after {} events: {other:?}", read.len()),
+        }
+    };
+    assert!(
+        matches!(slow.next(WAIT).await, Next::Ended),
+        "a dropped stream ends"
+    );
+    // Dropped before the end (a burst this far past the ring may drop it before it was sent
+    // anything: `last` is then where it started).
+    assert!(
+        last < newest && read.len() < n as usize,
+        "dropped at {last}"
+    );
+    if let Some(&sent) = read.last() {
+        assert_eq!(last, sent, "`last` is the last event it was sent");
+    }
+    assert!(read.windows(2).all(|w| w[0] < w[1]));
+
+    // Resuming after `last` misses nothing: the rest, in order, once.
+    let mut resumed = SseStream::connect(&app, &format!("/api/events?after={last}"), &[]).await;
+    let mut expected = last + 1;
+    while expected <= newest {
+        let e = resumed.expect(WAIT).await;
+        assert_eq!(e.seq(), expected, "resumed after {last}");
+        expected += 1;
+    }
 }
