@@ -38,8 +38,9 @@ pub trait WebhookRepository: Send + Sync {
     async fn list(&self, user: Option<i64>, paging: Paging) -> Result<Page<Webhook>, RepoError>;
     /// Deletes a subscription and its deliveries; false when there was none.
     async fn delete(&self, id: i64) -> Result<bool, RepoError>;
-    /// True when events wait past the dispatcher's cursor (a read: the dispatcher's look
-    /// before it writes).
+    /// True when there is a subscription and events wait past the dispatcher's cursor (a read:
+    /// the dispatcher's look before it writes). With no subscription the dispatcher does
+    /// nothing, and the first one made moves the cursor to the newest event.
     async fn undispatched(&self) -> Result<bool, RepoError>;
     /// In one transaction: the events after the cursor (at most `limit`), a delivery and a
     /// `deliver_webhook` job (allowed `max_attempts` runs) for each subscription each one matches, and the cursor moved past

@@ -143,7 +143,8 @@ impl EventHub {
     }
 
     /// Starts tailing the outbox from its newest event (older ones are replayed from the table
-    /// by the streams that ask for them).
+    /// by the streams that ask for them). While no stream is open it reads only the newest
+    /// number, not the events.
     pub async fn start(self: &Arc<Self>) {
         match self.repo.bounds().await {
             Ok(bounds) => self.head.store(bounds.newest, Ordering::SeqCst),
@@ -159,6 +160,14 @@ impl EventHub {
                 tokio::select! {
                     _ = tokio::time::sleep(hub.config.poll) => {}
                     _ = stopped.changed() => return,
+                }
+                // Nobody listens: only the newest number is kept (for the next stream to
+                // start from), without reading the events themselves.
+                if hub.open.load(Ordering::SeqCst) == 0 {
+                    if let Ok(bounds) = hub.repo.bounds().await {
+                        hub.head.fetch_max(bounds.newest, Ordering::SeqCst);
+                    }
+                    continue;
                 }
                 loop {
                     let head = hub.head.load(Ordering::SeqCst);

@@ -149,6 +149,17 @@ impl WebhookRepository for PgWebhookRepository {
                         );
                     }
                 }
+                // The first subscription: no other one needs the events so far, so the
+                // dispatcher (idle while there was none) starts at the newest. (A dispatch in
+                // progress holds this row; the update waits for it.)
+                c.exec(
+                    "UPDATE webhook_dispatch
+                        SET dispatched_through = greatest(dispatched_through,
+                                                          (SELECT coalesce(max(seq), 0) FROM events))
+                      WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM webhooks)",
+                    &[],
+                )
+                .await?;
                 let row = c
                     .one(
                         &format!(
@@ -236,8 +247,9 @@ impl WebhookRepository for PgWebhookRepository {
         read(&self.pg, |client| async move {
             Ok(Conn::client(&client)
                 .one(
-                    "SELECT EXISTS (SELECT 1 FROM events WHERE seq >
-                         (SELECT dispatched_through FROM webhook_dispatch WHERE id = 1))",
+                    "SELECT EXISTS (SELECT 1 FROM webhooks)
+                        AND EXISTS (SELECT 1 FROM events WHERE seq >
+                              (SELECT dispatched_through FROM webhook_dispatch WHERE id = 1))",
                     &[],
                 )
                 .await?

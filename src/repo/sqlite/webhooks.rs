@@ -132,6 +132,15 @@ impl WebhookRepository for SqliteWebhookRepository {
                         }));
                     }
                 }
+                // The first subscription: no other one needs the events so far, so the
+                // dispatcher (idle while there was none) starts at the newest.
+                conn.prepare_cached(
+                    "UPDATE webhook_dispatch
+                        SET dispatched_through = max(dispatched_through,
+                                                     (SELECT coalesce(max(seq), 0) FROM events))
+                      WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM webhooks)",
+                )?
+                .execute([])?;
                 Ok(conn
                     .prepare_cached(&format!(
                         "INSERT INTO webhooks (user_id, url, secret, markets, events, after_seq,
@@ -209,8 +218,9 @@ impl WebhookRepository for SqliteWebhookRepository {
             .read(|conn| {
                 Ok(conn
                     .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM events WHERE seq >
-                             (SELECT dispatched_through FROM webhook_dispatch WHERE id = 1))",
+                        "SELECT EXISTS (SELECT 1 FROM webhooks)
+                            AND EXISTS (SELECT 1 FROM events WHERE seq >
+                                  (SELECT dispatched_through FROM webhook_dispatch WHERE id = 1))",
                     )?
                     .query_row([], |r| r.get(0))?)
             })
