@@ -92,22 +92,9 @@ impl Example for WebhookView {
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct CreatedWebhookView {
-    /// Id.
-    pub id: i64,
-    /// The user it belongs to.
-    pub user_id: i64,
-    /// Where deliveries go.
-    pub url: String,
-    /// Only events of these markets (`null`: every market).
-    #[oai(nullable)]
-    pub markets: Option<Vec<i64>>,
-    /// Only events of these types (`null`: every type).
-    #[oai(nullable)]
-    pub events: Option<Vec<String>>,
-    /// Events after this one are delivered.
-    pub after_event_id: i64,
-    /// Made.
-    pub created_at: OffsetDateTime,
+    /// The subscription.
+    #[oai(flatten)]
+    pub webhook: WebhookView,
     /// The signing secret (`whsec_` and base64): every delivery carries `webhook-signature:
     /// v1,<base64 of HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}">`, keyed
     /// with the base64-decoded part after `whsec_` (Standard Webhooks). Never shown again.
@@ -116,15 +103,8 @@ pub struct CreatedWebhookView {
 
 impl From<CreatedWebhook> for CreatedWebhookView {
     fn from(c: CreatedWebhook) -> Self {
-        let w = WebhookView::from(c.webhook);
         CreatedWebhookView {
-            id: w.id,
-            user_id: w.user_id,
-            url: w.url,
-            markets: w.markets,
-            events: w.events,
-            after_event_id: w.after_event_id,
-            created_at: w.created_at,
+            webhook: c.webhook.into(),
             secret: c.secret,
         }
     }
@@ -132,15 +112,8 @@ impl From<CreatedWebhook> for CreatedWebhookView {
 
 impl Example for CreatedWebhookView {
     fn example() -> Self {
-        let w = WebhookView::example();
         CreatedWebhookView {
-            id: w.id,
-            user_id: w.user_id,
-            url: w.url,
-            markets: w.markets,
-            events: w.events,
-            after_event_id: w.after_event_id,
-            created_at: w.created_at,
+            webhook: WebhookView::example(),
             secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
         }
     }

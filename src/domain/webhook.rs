@@ -74,7 +74,7 @@ pub struct NewWebhook {
     /// Its owner.
     pub user_id: i64,
     /// Target URL (`http` or `https`, a host, no credentials, no fragment).
-    pub url: String,
+    pub target: TargetUrl,
     /// Market filter, deduplicated and sorted.
     pub markets: Option<Vec<i64>>,
     /// Event type filter, deduplicated and sorted.
@@ -92,13 +92,7 @@ impl NewWebhook {
         events: Option<Vec<String>>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::default();
-        let url = match TargetUrl::parse(url) {
-            Ok(t) => t.url,
-            Err(why) => {
-                p.add("url", why);
-                String::new()
-            }
-        };
+        let target = TargetUrl::parse(url).map_err(|why| p.add("url", why));
         let markets = markets.map(|mut ids| {
             if ids.is_empty() {
                 p.add(
@@ -139,9 +133,12 @@ impl NewWebhook {
             kinds.dedup();
             kinds
         });
+        let Ok(target) = target else {
+            return Err(p.finish(()).err().unwrap_or_default());
+        };
         p.finish(NewWebhook {
             user_id,
-            url,
+            target,
             markets,
             events,
             secret: new_secret(),

@@ -118,8 +118,7 @@ impl WebhookService {
         events: Option<Vec<String>>,
     ) -> Result<CreatedWebhook, AppError> {
         let new = NewWebhook::parse(actor.user_id, url, markets, events)?;
-        let target = TargetUrl::parse(&new.url).map_err(|m| field("url", m))?;
-        self.check_target(&target).await?;
+        self.check_target(&new.target).await?;
         let secret = new.secret.clone();
         let webhook = self.repo.create(new).await?;
         tracing::info!(

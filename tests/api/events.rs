@@ -10,7 +10,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    on_postgres, wait_until, Caller, Next, Process, SseEvent, SseStream, TestApp, PASSWORD,
+    on_postgres, wait_until, Caller, Next, Process, SseEvent, SseStream, TestApp,
 };
 
 /// The deadline the issue sets for a stake's event to reach an open stream.
@@ -459,31 +459,18 @@ async fn sigterm_ends_an_open_stream_and_the_server_exits_cleanly() {
         .build()
         .unwrap();
     let mut server = Process::start(dir.path(), &[], &client).await;
-    let creds = json!({"username": "alice", "password": PASSWORD});
-    for step in ["register", "login"] {
-        let reply = client
-            .post(format!("{}/api/auth/{step}", server.base))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
-        assert!(reply.status().is_success(), "{step}");
-        if step == "login" {
-            let body: Value = reply.json().await.unwrap();
-            let token = body["data"]["access_token"].as_str().unwrap().to_owned();
-            let created: Value = client
-                .post(format!("{}/api/markets", server.base))
-                .bearer_auth(&token)
-                .json(&json!({"name": "Will shutdown be clean?"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert!(created["data"]["id"].is_i64(), "{created}");
-        }
-    }
+    let token = server.account(&client, "alice").await;
+    let created: Value = client
+        .post(format!("{}/api/markets", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Will shutdown be clean?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created["data"]["id"].is_i64(), "{created}");
     let mut stream = SseStream::open(&client, &server.base, "/api/events?after=0", None, &[])
         .await
         .unwrap_or_else(|reply| panic!("{}", reply.text));

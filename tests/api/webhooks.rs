@@ -22,7 +22,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{Caller, Process, SseStream, TestApp, PASSWORD};
+use crate::helpers::{Caller, Process, SseStream, TestApp};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -540,22 +540,7 @@ async fn an_event_committed_before_a_kill_is_streamed_and_delivered_after_the_re
         &client,
     )
     .await;
-    let creds = json!({"username": "ivy", "password": PASSWORD});
-    post(
-        &client,
-        format!("{}/api/auth/register", server.base),
-        None,
-        creds.clone(),
-    )
-    .await;
-    let login = post(
-        &client,
-        format!("{}/api/auth/login", server.base),
-        None,
-        creds.clone(),
-    )
-    .await;
-    let token = login["data"]["access_token"].as_str().unwrap().to_owned();
+    let token = server.account(&client, "ivy").await;
     let market = post(
         &client,
         format!("{}/api/markets", server.base),

@@ -171,7 +171,7 @@ impl WebhookRepository for PgWebhookRepository {
                         ),
                         &[
                             &new.user_id,
-                            &new.url,
+                            &new.target.url,
                             &new.secret,
                             &to_json(&new.markets),
                             &to_json(&new.events),

@@ -151,7 +151,7 @@ impl WebhookRepository for SqliteWebhookRepository {
                     .query_row(
                         params![
                             new.user_id,
-                            new.url,
+                            new.target.url,
                             new.secret,
                             to_json(&new.markets),
                             to_json(&new.events),

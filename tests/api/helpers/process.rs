@@ -9,7 +9,7 @@ use std::{
 
 use reqwest::Client;
 
-use super::{database_args, JWT_SECRET};
+use super::{database_args, JWT_SECRET, PASSWORD};
 
 /// A running `agora serve` child.
 pub struct Process {
@@ -19,6 +19,29 @@ pub struct Process {
 }
 
 impl Process {
+    /// Registers `username` (password [`PASSWORD`]) through this process and logs it in;
+    /// returns its access token.
+    pub async fn account(&self, client: &Client, username: &str) -> String {
+        let creds = serde_json::json!({"username": username, "password": PASSWORD});
+        for step in ["register", "login"] {
+            let reply = client
+                .post(format!("{}/api/auth/{step}", self.base))
+                .json(&creds)
+                .send()
+                .await
+                .expect("request sent");
+            assert!(reply.status().is_success(), "{step}: {}", reply.status());
+            if step == "login" {
+                let body: serde_json::Value = reply.json().await.expect("JSON");
+                return body["data"]["access_token"]
+                    .as_str()
+                    .expect("an access token")
+                    .to_owned();
+            }
+        }
+        unreachable!("login returns")
+    }
+
     /// Starts agora on a free port with the test secret, on `dir` (and its database, on
     /// PostgreSQL), the rate limiter off unless `extra` turns it on, plus `extra`; returns once
     /// `/healthz` answers.
