@@ -5,7 +5,10 @@
 //! built-in embedder (the hashing one and the static MiniLM table), runs every query with
 //! keyword-only, vector-only and hybrid ranking, and prints recall@10 and MRR (mean reciprocal
 //! rank of the first relevant result) for each, over all queries and by kind (paraphrases share
-//! no word with their markets). Then the time to embed one query with each embedder.
+//! no word with their markets). Then the time to embed one query with each embedder. The whole
+//! transformer (`--embedder transformer`) is measured too when its weights are on disk
+//! (`python3 data/embedder/fetch.py`; `AGORA_BENCH_MODEL_DIR` for another directory), with
+//! the time to embed market texts as the indexing jobs do.
 //!
 //! Then the vector index at scale: the texts of 100,000 markets as `agora seed` draws them
 //! (`AGORA_BENCH_VECTORS` changes the count; 1000000 for the 1M case), embedded and loaded into
@@ -15,6 +18,7 @@
 
 use std::{
     collections::HashMap,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -39,6 +43,7 @@ use agora::{
         index::VectorIndex,
         minilm::MiniLmEmbedder,
         rank::{recall_at, reciprocal_rank},
+        transformer::TransformerEmbedder,
     },
     service::search::SearchService,
 };
@@ -48,16 +53,23 @@ fn main() {
     let corpus: Value =
         serde_json::from_str(include_str!("../data/search/corpus.json")).expect("corpus");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let embedders: [Arc<dyn Embedder>; 2] = [
+    let transformer = transformer();
+    let mut embedders: Vec<Arc<dyn Embedder>> = vec![
         Arc::new(HashEmbedder::default()),
         Arc::new(MiniLmEmbedder::default()),
     ];
+    if let Some(t) = &transformer {
+        embedders.push(t.clone());
+    }
     println!("| embedder | ranking | all: recall@10 | MRR | wording: recall@10 | MRR | paraphrase: recall@10 | MRR |");
     println!("|---|---|---|---|---|---|---|---|");
     for embedder in embedders {
         runtime.block_on(quality(&corpus, embedder));
     }
     query_embedding_times(&corpus);
+    if let Some(t) = &transformer {
+        runtime.block_on(transformer_times(&corpus, t));
+    }
     let queries: Vec<String> = corpus["queries"]
         .as_array()
         .unwrap()
@@ -148,6 +160,70 @@ async fn quality(corpus: &Value, embedder: Arc<dyn Embedder>) {
         );
     }
     db.close().await;
+}
+
+/// The whole transformer (`--embedder transformer`), when its weights are in
+/// `AGORA_BENCH_MODEL_DIR` or where `data/embedder/fetch.py` puts them by default.
+fn transformer() -> Option<Arc<TransformerEmbedder>> {
+    let dir = std::env::var("AGORA_BENCH_MODEL_DIR").map_or_else(
+        |_| TransformerEmbedder::default_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data")),
+        PathBuf::from,
+    );
+    match TransformerEmbedder::load(&dir) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            println!("(without the transformer: {e})\n");
+            None
+        }
+    }
+}
+
+/// The transformer's time to embed a corpus query (p50, p99, through the `Embedder` trait as a
+/// search calls it), and a market's text as an indexing job does (one text a call), over
+/// 2,000 seeded markets' texts, with the time 100,000 would take on this machine's cores.
+async fn transformer_times(corpus: &Value, t: &Arc<TransformerEmbedder>) {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        for q in corpus["queries"].as_array().unwrap() {
+            let text = [q["q"].as_str().unwrap().to_owned()];
+            let started = Instant::now();
+            std::hint::black_box(t.embed(&text).await.unwrap());
+            times.push(started.elapsed());
+        }
+    }
+    times.sort();
+    let at = |p: f64| times[((times.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    println!(
+        "embedding a query, {}: p50 {:.2} ms, p99 {:.2} ms",
+        t.model(),
+        at(0.5),
+        at(0.99)
+    );
+    let texts: Vec<String> = agora::seed::demo_texts(2_000, 7)
+        .iter()
+        .map(|m| m.joined())
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in texts.chunks(texts.len().div_ceil(cores)) {
+        let (t, chunk) = (t.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for text in chunk {
+                std::hint::black_box(t.embed(&[text]).await.unwrap());
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "embedding market texts, {}: {:.1} ms each on one core, {:.0} a second on {cores} \
+         cores: 100,000 in {:.1} min",
+        t.model(),
+        elapsed * 1e3 * cores as f64 / texts.len() as f64,
+        texts.len() as f64 / elapsed,
+        100_000.0 * elapsed / texts.len() as f64 / 60.0
+    );
 }
 
 /// A built-in embedder's model name and its embedding function.

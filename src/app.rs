@@ -35,6 +35,7 @@ use crate::{
         embedder::{Embedder, HashEmbedder},
         http::{HttpEmbedder, HttpEmbedderConfig},
         minilm::MiniLmEmbedder,
+        transformer::TransformerEmbedder,
     },
     service::{
         auth::AuthService,
@@ -99,6 +100,16 @@ pub struct App {
 pub fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, StartError> {
     Ok(match config.embedder {
         EmbedderKind::Builtin => Arc::new(MiniLmEmbedder::default()),
+        EmbedderKind::Transformer => {
+            let dir = config
+                .embedder_weights
+                .clone()
+                .unwrap_or_else(|| TransformerEmbedder::default_dir(&config.data_dir));
+            Arc::new(
+                TransformerEmbedder::load(&dir)
+                    .map_err(|e| StartError::Init(format!("--embedder transformer: {e}")))?,
+            )
+        }
         EmbedderKind::Hash => Arc::new(HashEmbedder::default()),
         EmbedderKind::Http => {
             let base_url = config

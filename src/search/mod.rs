@@ -36,3 +36,4 @@ pub mod index;
 pub mod minilm;
 pub mod rank;
 pub mod terms;
+pub mod transformer;

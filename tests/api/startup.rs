@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use agora::{app::StartError, App, Config};
+use agora::{app::StartError, search::transformer, App, Config};
 
 use crate::helpers::{database_args, fresh_database, on_postgres};
 
@@ -124,4 +124,46 @@ async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_format
         line_with(&lines, "agora stopped");
         assert!(child.0.wait().unwrap().success(), "{format}: clean exit");
     }
+}
+
+/// `--embedder transformer` refuses to start without all-MiniLM-L6-v2's weights, or with other
+/// files in their place, and says how to fetch them.
+#[tokio::test]
+async fn the_transformer_embedder_needs_its_checked_weights() {
+    let data = tempfile::tempdir().unwrap();
+    let weights = data.path().join("weights");
+    let start = |weights: Option<&std::path::Path>| {
+        let mut args = vec![
+            "agora".to_owned(),
+            "--bind".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data.path().to_str().unwrap().into(),
+            "--embedder".into(),
+            "transformer".into(),
+        ];
+        if let Some(w) = weights {
+            args.extend(["--embedder-weights".into(), w.to_str().unwrap().into()]);
+        }
+        App::build(Config::from_args(args).unwrap())
+    };
+    let why = |started: Result<App, StartError>| match started {
+        Err(StartError::Init(why)) => why,
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("started without the weights"),
+    };
+    // By default they are looked for under the data dir, where fetch.py puts them.
+    let missing = why(start(None).await);
+    assert!(
+        missing.contains("models/all-MiniLM-L6-v2/model.safetensors")
+            && missing.contains("data/embedder/fetch.py"),
+        "{missing}"
+    );
+    std::fs::create_dir_all(&weights).unwrap();
+    std::fs::write(weights.join("model.safetensors"), b"something else").unwrap();
+    let wrong = why(start(Some(&weights)).await);
+    assert!(
+        wrong.contains("SHA-256") && wrong.contains(transformer::WEIGHTS_SHA256),
+        "{wrong}"
+    );
 }
