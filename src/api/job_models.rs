@@ -62,8 +62,8 @@ fn object(value: serde_json::Value) -> JsonObject {
 pub struct JobView {
     /// Job id.
     pub id: i64,
-    /// What it does: `index_market`, `reindex_markets`, `close_due_markets`, `backup` or
-    /// `prune_jobs`.
+    /// What it does: `index_market`, `index_markets`, `reindex_markets`, `close_due_markets`,
+    /// `backup`, `prune_jobs`, `prune_events` or `deliver_webhook`.
     pub kind: String,
     /// Its input.
     pub payload: JsonObject,

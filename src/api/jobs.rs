@@ -115,8 +115,9 @@ impl JobsApi {
 
     /// Reindex every market
     ///
-    /// Queues a job that queues the search indexing of every market (markets whose text has
-    /// not changed since their last indexing are skipped cheaply). Admins only. While one such
+    /// Queues a job that queues the search indexing of every market, 32 markets a job
+    /// (`index_markets`; markets whose text has not changed since their last indexing are
+    /// skipped cheaply). Admins only. While one such
     /// job is still waiting, returns that one.
     #[oai(
         path = "/api/admin/reindex",

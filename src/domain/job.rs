@@ -15,7 +15,10 @@ use time::OffsetDateTime;
 pub enum JobKind {
     /// Embed a market's text and store its vector (payload `{"market_id": N}`).
     IndexMarket,
-    /// Enqueue `index_market` for every market.
+    /// Embed several markets' texts in one call and store their vectors (payload
+    /// `{"market_ids": [N, ...]}`): what a reindex enqueues, up to 32 markets a job.
+    IndexMarkets,
+    /// Enqueue `index_markets` for every market.
     ReindexMarkets,
     /// Close every active market whose close time has passed (periodic).
     CloseDueMarkets,
@@ -37,8 +40,9 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind agora defines.
-    pub const KNOWN: [JobKind; 7] = [
+    pub const KNOWN: [JobKind; 8] = [
         JobKind::IndexMarket,
+        JobKind::IndexMarkets,
         JobKind::ReindexMarkets,
         JobKind::CloseDueMarkets,
         JobKind::Backup,
@@ -51,6 +55,7 @@ impl JobKind {
     pub fn as_str(&self) -> &str {
         match self {
             JobKind::IndexMarket => "index_market",
+            JobKind::IndexMarkets => "index_markets",
             JobKind::ReindexMarkets => "reindex_markets",
             JobKind::CloseDueMarkets => "close_due_markets",
             JobKind::Backup => "backup",
@@ -205,6 +210,16 @@ impl NewJob {
             owner_id: owner,
             dedupe_key: Some(format!("{kind}:{market_id}")),
             ..NewJob::new(kind, json!({ "market_id": market_id }))
+        }
+    }
+
+    /// (Re)indexing the markets `market_ids` in one embedding call, readable by `owner` (a
+    /// reindex's batch; a market may also wait in an `index_market` job, and whichever runs
+    /// second finds its vector current).
+    pub fn index_markets(market_ids: &[i64], owner: Option<i64>) -> Self {
+        NewJob {
+            owner_id: owner,
+            ..NewJob::new(JobKind::IndexMarkets, json!({ "market_ids": market_ids }))
         }
     }
 

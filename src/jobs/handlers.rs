@@ -119,6 +119,23 @@ impl Handler for AgoraJobs {
                     json!({ "market_id": id, "outcome": outcome.as_str() }),
                 ))
             }
+            JobKind::IndexMarkets => {
+                let ids: Vec<i64> = job.payload["market_ids"]
+                    .as_array()
+                    .and_then(|ids| ids.iter().map(serde_json::Value::as_i64).collect())
+                    .ok_or("the payload lacks an array of integer market_ids")?;
+                let counts = self
+                    .search
+                    .index_markets(&ids)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(json!({
+                    "markets": ids.len(),
+                    "embedded": counts.embedded,
+                    "unchanged": counts.unchanged,
+                    "superseded": counts.superseded,
+                })))
+            }
             JobKind::ReindexMarkets => {
                 let n = self
                     .search

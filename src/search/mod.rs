@@ -4,14 +4,17 @@
 //!
 //! The default embedder ([`minilm`]) is all-MiniLM-L6-v2 distilled into a static table of token
 //! vectors compiled into the binary: no network, no download, microseconds a query, and it
-//! knows that "cheaper borrowing" is about rate cuts. `--embedder hash` is the earlier built-in
+//! knows that "cheaper borrowing" is about rate cuts. `--embedder transformer` runs the whole
+//! all-MiniLM-L6-v2 in process instead ([`transformer`]): better on meaning (word order, context),
+//! milliseconds a query, from weights fetched once by `data/embedder/fetch.py` (pinned, checked;
+//! nothing is downloaded at run time). `--embedder hash` is the earlier built-in
 //! one (each word, a light stem of it and the 3- and 4-character pieces of `#word#` hashed
 //! into 256 signed buckets: wording, not meaning). `--embedder http` uses any OpenAI-compatible `/v1/embeddings` API instead (OpenAI,
 //! Ollama, vLLM, TEI). Vectors are stored in the database with the market, tagged with the
 //! model and a SHA-256 of the text they were computed from: a market is embedded again only when
 //! its text changes, and when the model changes, every market is re-embedded in the background
-//! at the next start (the server enqueues a job for each market without a vector of the current
-//! model).
+//! at the next start (the server enqueues `index_markets` jobs, 32 markets each, for the markets
+//! without a vector of the current model: one embedding call a job).
 //!
 //! For ranking, the vectors are held in memory quantized to 8 bits, with each market's status
 //! (a status filter applies inside the search): 303 bytes a market in all (29 MiB for 100,000,

@@ -1,6 +1,6 @@
 //! Market search: hybrid ranking (keyword matches of at least half the query's words, ranked
-//! by the engine, fused with vector similarity by reciprocal rank), related markets, and indexing a market's text (what the
-//! `index_market` job does).
+//! by the engine, fused with vector similarity by reciprocal rank), related markets, and indexing
+//! markets' texts (what the `index_market` and `index_markets` jobs do).
 
 use std::{
     sync::{Arc, RwLock},
@@ -35,6 +35,8 @@ const SIMILARITY_FLOOR: f32 = 0.1;
 /// Index jobs enqueued per transaction by a reindex (a reindex of many markets neither holds
 /// the writer for long nor builds every job in memory at once).
 const ENQUEUE_BATCH: usize = 1000;
+/// Markets per `index_markets` job of a reindex.
+pub const INDEX_BATCH: usize = 32;
 
 /// One result.
 #[derive(Debug, Clone)]
@@ -71,6 +73,17 @@ pub enum Indexed {
     Unchanged,
     /// The text changed or the market was deleted meanwhile; a later job has it.
     Superseded,
+}
+
+/// What an `index_markets` job did, market by market.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexedCounts {
+    /// New vectors stored.
+    pub embedded: u64,
+    /// Markets whose stored vector is of their current text.
+    pub unchanged: u64,
+    /// Markets changed or deleted meanwhile (a later job has them).
+    pub superseded: u64,
 }
 
 impl Indexed {
@@ -202,8 +215,9 @@ impl SearchService {
     }
 
     /// Enqueues indexing of every market (`missing_only`: of those without a current vector),
-    /// readable by `owner`; returns how many jobs were enqueued (a market whose indexing
-    /// already waits gets no second job).
+    /// readable by `owner`, as `index_markets` jobs of up to [`INDEX_BATCH`] markets each (one
+    /// embedding call per job: a transformer multiplies each weight matrix once for the whole
+    /// batch, an HTTP provider gets one request); returns how many markets.
     pub async fn enqueue_reindex(
         &self,
         owner: Option<i64>,
@@ -213,50 +227,89 @@ impl SearchService {
             .repo
             .markets_to_index(self.model().to_owned(), missing_only)
             .await?;
-        let mut enqueued = 0;
         for batch in ids.chunks(ENQUEUE_BATCH) {
             let jobs = batch
-                .iter()
-                .map(|&id| NewJob::index_market(id, owner))
+                .chunks(INDEX_BATCH)
+                .map(|ids| NewJob::index_markets(ids, owner))
                 .collect();
-            enqueued += self.jobs.enqueue_all(jobs).await?;
+            self.jobs.enqueue_all(jobs).await?;
         }
-        Ok(enqueued)
+        Ok(ids.len() as u64)
     }
 
     /// Embeds market `id`'s text and stores the vector, unless the stored one is of the same
     /// text. Idempotent. Fails (so the job retries) when the embedder does.
     pub async fn index_market(&self, id: i64) -> Result<Indexed, AppError> {
-        let model = self.model().to_owned();
-        let Some((text, stored_hash, status)) = self.repo.text(id, model.clone()).await? else {
-            self.with_index(|index| index.remove(id));
-            return Ok(Indexed::Superseded);
-        };
-        if stored_hash.as_deref() == Some(text.content_hash(&model).as_str()) {
-            if !self.with_index(|index| index.contains(id)) {
-                if let Some((vector, status)) = self.repo.vector(id, model).await? {
-                    self.with_index(|index| put(index, id, &vector, status));
-                }
-            }
-            return Ok(Indexed::Unchanged);
-        }
-        let vector = self
-            .embedder
-            .embed(&[text.joined()])
-            .await
-            .map_err(embed_error)?
-            .pop()
-            .ok_or_else(|| AppError::Internal("the embedder returned no vector".into()))?;
-        if self
-            .repo
-            .store_vector(id, model, text, vector.clone())
-            .await?
-        {
-            self.with_index(|index| put(index, id, &vector, status));
-            Ok(Indexed::Embedded)
+        let counts = self.index_markets(&[id]).await?;
+        Ok(if counts.embedded > 0 {
+            Indexed::Embedded
+        } else if counts.unchanged > 0 {
+            Indexed::Unchanged
         } else {
-            Ok(Indexed::Superseded)
+            Indexed::Superseded
+        })
+    }
+
+    /// [`Self::index_market`] for several markets, their texts embedded in one call.
+    pub async fn index_markets(&self, ids: &[i64]) -> Result<IndexedCounts, AppError> {
+        let model = self.model().to_owned();
+        let mut counts = IndexedCounts::default();
+        let mut pending = Vec::new();
+        for &id in ids {
+            let Some((text, stored_hash, status)) = self.repo.text(id, model.clone()).await? else {
+                self.with_index(|index| index.remove(id));
+                counts.superseded += 1;
+                continue;
+            };
+            if stored_hash.as_deref() == Some(text.content_hash(&model).as_str()) {
+                if !self.with_index(|index| index.contains(id)) {
+                    if let Some((vector, status)) = self.repo.vector(id, model.clone()).await? {
+                        self.with_index(|index| put(index, id, &vector, status));
+                    }
+                }
+                counts.unchanged += 1;
+                continue;
+            }
+            pending.push((id, text, status));
         }
+        if pending.is_empty() {
+            return Ok(counts);
+        }
+        let texts: Vec<String> = pending.iter().map(|(_, text, _)| text.joined()).collect();
+        let vectors = self.embedder.embed(&texts).await.map_err(embed_error)?;
+        if vectors.len() != pending.len() {
+            return Err(AppError::Internal(format!(
+                "the embedder returned {} vectors for {} texts",
+                vectors.len(),
+                pending.len()
+            )));
+        }
+        // Stored concurrently: the writes share a commit (on SQLite, the writer's group
+        // commit).
+        let stored = futures_util::future::join_all(pending.into_iter().zip(vectors).map(
+            |((id, text, status), vector)| {
+                let model = model.clone();
+                async move {
+                    let stored = self
+                        .repo
+                        .store_vector(id, model, text, vector.clone())
+                        .await?;
+                    if stored {
+                        self.with_index(|index| put(index, id, &vector, status));
+                    }
+                    Ok::<_, AppError>(stored)
+                }
+            },
+        ))
+        .await;
+        for stored in stored {
+            if stored? {
+                counts.embedded += 1;
+            } else {
+                counts.superseded += 1;
+            }
+        }
+        Ok(counts)
     }
 
     /// Markets matching `q`, best first.

@@ -484,16 +484,75 @@ async fn a_reindex_indexes_every_market_and_skips_unchanged_text() {
         "SELECT result ->> 'outcome' FROM jobs WHERE kind = 'index_market' ORDER BY id",
         &[],
     );
-    assert_eq!(outcomes, ["embedded", "embedded", "unchanged", "unchanged"]);
+    assert_eq!(outcomes, ["embedded", "embedded"]);
+    // The reindex is one batch job for both markets, which finds both vectors current.
+    let batch = admin.get("/api/jobs?kind=index_markets").await;
+    assert_eq!(
+        batch.body["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        batch.text
+    );
+    assert_eq!(batch.body["data"][0]["status"], "succeeded");
+    assert_eq!(
+        batch.body["data"][0]["result"],
+        json!({"markets": 2, "embedded": 0, "unchanged": 2, "superseded": 0})
+    );
     assert_eq!(app.count("market_vectors"), 2);
 }
 
-/// Waits until every `index_market` job has ended.
+/// A reindex after the stored vectors were lost embeds every market again, 32 a job.
+#[tokio::test]
+async fn a_reindex_embeds_in_batches_of_32() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let admin = app.with_role("root", "admin").await;
+    for n in 0..40 {
+        alice
+            .create_market(json!({ "name": format!("Will ferry {n} run on time?") }))
+            .await;
+    }
+    indexed(&app).await;
+    app.db().execute("DELETE FROM market_vectors", &[]);
+    let accepted = admin.post("/api/admin/reindex", json!({})).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    indexed(&app).await;
+    let mut done = Vec::new();
+    for _ in 0..200 {
+        done = admin.get("/api/jobs?kind=index_markets").await.body["data"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if done.len() == 2 && done.iter().all(|j| j["status"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut sizes: Vec<u64> = done
+        .iter()
+        .map(|j| j["payload"]["market_ids"].as_array().unwrap().len() as u64)
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [8, 32], "{done:?}");
+    let embedded: u64 = done
+        .iter()
+        .map(|j| j["result"]["embedded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(embedded, 40);
+    assert_eq!(app.count("market_vectors"), 40);
+    // Searching finds a re-embedded market by its words.
+    let found = app
+        .get("/api/markets/search?q=ferry%2017&mode=keyword")
+        .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+}
+
+/// Waits until every `index_market` and `index_markets` job has ended.
 pub async fn indexed(app: &TestApp) {
     for _ in 0..800 {
         let pending = app
             .db()
-            .count("jobs WHERE kind = 'index_market' AND status IN ('queued', 'running')");
+            .count("jobs WHERE kind IN ('index_market', 'index_markets') AND status IN ('queued', 'running')");
         if pending == 0 {
             return;
         }
