@@ -97,7 +97,7 @@ fn safetensors(bytes: &[u8]) -> Result<Tensors, String> {
             _ => None,
         }
         .ok_or_else(|| bad(&format!("{name}: offsets")))?;
-        if raw.len() != shape.iter().product::<usize>() * 4 {
+        if Some(raw.len()) != shape.iter().try_fold(4usize, |n, &d| n.checked_mul(d)) {
             return Err(bad(&format!("{name}: size")));
         }
         let values = raw
