@@ -36,6 +36,9 @@
 //! | `--rate-limit-sweep-secs` | `AGORA_RATE_LIMIT_SWEEP` | `60` | Seconds between sweeps that forget the limiter state of clients whose quota is full again (in process only: Redis keys expire by themselves). |
 //! | `--redis-url` | `AGORA_REDIS_URL` | none | `redis://[:password@]host:port/db`: count every quota in this Redis, shared by every agora process that uses it (one quota for all of them, not one each). Without it each process counts its own. Needs Redis 5 or later (or Valkey); no TLS. |
 //! | `--redis-failure` | `AGORA_REDIS_FAILURE` | `open` | While Redis cannot answer: `open` lets limited requests through uncounted (`/readyz` stays 200, status `degraded`), `closed` refuses them with 503 (and `/readyz` is 503). Login attempts are refused with 503 either way. |
+//! | `--database-url` | `AGORA_DATABASE_URL` | none | `postgres://...`: use PostgreSQL instead of SQLite (the engine's docs: `repo/postgres/mod.rs`). |
+//! | `--db-pool-size` | `AGORA_DB_POOL_SIZE` | `16` | PostgreSQL: most connections agora opens. |
+//! | `--db-statement-timeout-ms` | `AGORA_DB_STATEMENT_TIMEOUT_MS` | `5000` | PostgreSQL: a statement running longer is cancelled (the request gets 503); 0 for no limit. |
 //! | `--redis-timeout-ms` | `AGORA_REDIS_TIMEOUT_MS` | `100` | Longest one rate-limit check waits for Redis (1-10000); past it the check counts as failed, and checks skip Redis for the next second. |
 //! | `--redis-prefix` | `AGORA_REDIS_PREFIX` | `agora:rl:` | Prefix of every Redis key agora writes; processes that share quotas use the same one. |
 //! | `--header-timeout-secs` | `AGORA_HEADER_TIMEOUT` | `10` | Seconds a connection may take to send a whole request head, counted from when the server starts waiting for it; a connection past it is closed unanswered. Also how long an idle keep-alive connection stays open. |

@@ -1,5 +1,12 @@
 //! The bearer security scheme: `Authorization: Bearer <access JWT>`, checked by
 //! [`Authenticator`] (signature, session, current role) into the acting [`Actor`].
+//!
+//! Public: reads (markets, a market's positions, the probes) and `/api/auth/*`; everything that
+//! writes, `/api/me` and `PATCH /api/users/{id}` need a token. 401 `unauthorized` means no
+//! usable credentials (missing, malformed, expired, signed with another secret, or its login
+//! has ended) and carries `WWW-Authenticate: Bearer realm="agora"`, with `, error="invalid_token"`
+//! when a presented access token was refused (a failed login or refresh gets the plain
+//! challenge). 403 `forbidden`: authenticated, but the role or ownership does not allow it.
 
 use std::sync::Arc;
 

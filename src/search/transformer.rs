@@ -533,9 +533,14 @@ impl Embedder for TransformerEmbedder {
             bert.embed(&texts)
         })
         .await
-        .map_err(|e| EmbedError::Invalid(format!("the transformer failed: {e}")))?
-        .map_err(|e| EmbedError::Invalid(format!("the transformer failed: {e}")))
+        .map_err(failed)?
+        .map_err(failed)
     }
+}
+
+/// A forward pass that could not run (a panic, or shapes that do not fit: a defect).
+fn failed(e: impl std::fmt::Display) -> EmbedError {
+    EmbedError::Invalid(format!("the transformer failed: {e}"))
 }
 
 #[cfg(test)]
