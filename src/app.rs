@@ -297,9 +297,9 @@ impl App {
         let mut markets: Arc<dyn MarketRepository> = storage.markets.clone();
         let mut trading: Arc<dyn TradingRepository> = storage.trading.clone();
         let mut market_cache = None;
-        if config.cache_markets > 0 {
+        if config.cache_mb > 0 {
             let cache = MarketCache::new(CacheConfig {
-                markets: config.cache_markets,
+                market_bytes: config.cache_mb.saturating_mul(1 << 20),
                 pages: config.cache_pages,
                 ttl: Duration::from_secs(config.cache_ttl_secs.max(1)),
             });
@@ -403,7 +403,7 @@ impl App {
             users: Arc::new(UserService::new(users, authenticator.clone())),
             engine: storage.engine.clone(),
             limits: limits.clone(),
-            rendered_pages: (config.cache_markets > 0).then_some(config.cache_pages),
+            rendered_pages: (config.cache_mb > 0).then_some(config.cache_pages),
             hub: hub.clone(),
             history,
             webhooks: webhooks.clone(),

@@ -12,7 +12,8 @@
 //! |---|---|---|---|
 //! | `agora_http_requests_total` | counter | `method`, `route`, `status` | Traffic and error rates per operation. `method` is an HTTP method's name, `other` for any unknown one; `route` is the operationId (`get_market`, `create_position`, ...), so the label set stays small; `-` for requests no route matched and for requests the rate limiter refused before routing. |
 //! | `agora_http_request_duration_seconds` | histogram | `method`, `route` | Latency per operation (buckets 0.5 ms to 5 s): p50/p99 with `histogram_quantile`. |
-//! | `agora_cache_hits_total`, `agora_cache_misses_total` | counter | | Whether the market read cache is sized right: a falling hit ratio means `--cache-markets` is too small or `--cache-ttl-secs` too short. |
+//! | `agora_cache_hits_total`, `agora_cache_misses_total` | counter | | Whether the market read cache is sized right: a falling hit ratio means `--cache-mb` is too small or `--cache-ttl-secs` too short. |
+//! | `agora_cache_market_bytes` | gauge | | Memory the cached markets take (as the cache weighs them), at most `--cache-mb`: at the budget with a falling hit ratio, the budget is too small. |
 //! | `agora_jobs` | gauge | `status` | Background job queue depth: a growing `queued` means workers cannot keep up; any `dead` needs a look (`GET /api/jobs?status=dead`). |
 //! | `agora_rate_limited_total` | counter | `policy` | 429s per quota: a quota refusing real users is set too low. |
 //! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory); 0 with `--redis-url`, where keys expire in Redis. |
@@ -82,6 +83,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     cache_hits: Counter,
     cache_misses: Counter,
+    cache_bytes: Gauge,
     jobs: Family<StatusLabels, Gauge>,
     rate_limited: Family<PolicyLabels, Counter>,
     rate_limit_keys: Gauge,
@@ -123,6 +125,12 @@ impl Metrics {
             "cache_misses",
             "Market reads that went to the database",
             cache_misses.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_market_bytes",
+            "Memory the cached markets take, in bytes as the cache weighs them",
+            cache_bytes.clone(),
         );
         let jobs = Family::<StatusLabels, Gauge>::default();
         registry.register("jobs", "Jobs in the queue by status", jobs.clone());
@@ -176,6 +184,7 @@ impl Metrics {
             latency,
             cache_hits,
             cache_misses,
+            cache_bytes,
             jobs,
             rate_limited,
             rate_limit_keys,
@@ -210,6 +219,7 @@ impl Metrics {
             let stats = cache.stats();
             catch_up(&self.cache_hits, stats.hits);
             catch_up(&self.cache_misses, stats.misses);
+            self.cache_bytes.set(cache.market_bytes() as i64);
         }
         if let Ok(counts) = s.queue.counts().await {
             for (status, n) in counts {

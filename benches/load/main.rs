@@ -234,7 +234,7 @@ fn run_other_servers(gen: &Generator, table: &mut Table, bin: &Path, dir: &Path,
     let configs: [(&str, &[&str], Load); 6] = [
         (
             "GET /api/markets/{id} (cache off)",
-            &["--cache-markets", "0"],
+            &["--cache-mb", "0"],
             Load::Get,
         ),
         (

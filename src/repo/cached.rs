@@ -13,6 +13,14 @@
 //! Writes made behind the server's back (another process on the same file) are seen when
 //! entries expire (TTL, checked when an entry is read).
 //!
+//! Markets are kept within a memory budget (`--cache-mb`), each weighed by what it holds in
+//! memory (`market_weight`: the value, its strings and outcomes, the map's slot), not counted:
+//! markets differ in size by their description, and a budget is what an operator can plan
+//! for. At the default 64 MiB, every market of the bench's 100,000-market database fits (about
+//! 620 bytes each as counted, 60 MB in all; the server's PSS grew by about 570 bytes a market),
+//! so a read by random id is a hit once that market was read; with the cache of 10,000 markets
+//! it replaced, nine reads in ten missed (benches/README.md has the figures).
+//!
 //! Why quick_cache and not moka (used before): a read by random id over 100,000 markets misses
 //! a 10,000-market cache nine times in ten, and under moka a miss (a per-key compute with its
 //! waiter map, the insert, and the housekeeping that inserts trigger) cost more than the SQLite
@@ -30,13 +38,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use quick_cache::sync::Cache;
+use quick_cache::{sync::Cache, UnitWeighter, Weighter};
 
 use super::{MarketRepository, NewMarketJobs, RepoError, TradingRepository};
 use crate::domain::{
     authority::Standing,
     job::NewJob,
-    market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket},
+    market::{ListQuery, Market, MarketChanges, MarketPage, NewMarket, Outcome},
     trading::{LedgerEntry, MarketPosition, Placed, Stake, UserPosition},
     Page, Paging,
 };
@@ -44,8 +52,8 @@ use crate::domain::{
 /// Sizes and lifetime of the market cache.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
-    /// Most markets kept (0 disables the cache).
-    pub markets: u64,
+    /// Memory the cached markets may take, in bytes as `market_weight` counts them.
+    pub market_bytes: u64,
     /// Most list pages kept.
     pub pages: u64,
     /// How long an entry may live.
@@ -68,16 +76,52 @@ struct Entry<V> {
     value: V,
 }
 
-/// A map from keys to values loaded once each, expiring `ttl` after loading.
-struct Loaded<K, V> {
-    entries: Cache<K, Entry<V>>,
+/// A cached market (or the knowledge that there is none).
+type MarketEntry = Entry<Option<Arc<Market>>>;
+
+/// Bytes a cached market holds: the entry and the market itself, every string's and the
+/// outcomes' heap blocks, and the cache's slot for it (key, entry and bookkeeping). An
+/// estimate, without the allocator's rounding; on the bench's database it counts a little more
+/// than the PSS the markets add (620 against 570 bytes a market).
+fn market_weight(entry: &MarketEntry) -> u64 {
+    const SLOT: usize = size_of::<i64>() + size_of::<MarketEntry>() + 32;
+    let Some(market) = &entry.value else {
+        return SLOT as u64;
+    };
+    let strings = market.name.capacity()
+        + market.description.as_ref().map_or(0, String::capacity)
+        + market.creator.username.capacity()
+        + market
+            .outcomes
+            .iter()
+            .map(|o| o.label.capacity())
+            .sum::<usize>();
+    let arc = 2 * size_of::<usize>() + size_of::<Market>();
+    (SLOT + arc + strings + market.outcomes.capacity() * size_of::<Outcome>()) as u64
+}
+
+/// Weighs markets by [`market_weight`].
+#[derive(Clone)]
+struct MarketWeigher;
+
+impl Weighter<i64, MarketEntry> for MarketWeigher {
+    fn weight(&self, _id: &i64, entry: &MarketEntry) -> u64 {
+        market_weight(entry)
+    }
+}
+
+/// A map from keys to values loaded once each, expiring `ttl` after loading, within a total
+/// weight.
+struct Loaded<K, V, W = UnitWeighter> {
+    entries: Cache<K, Entry<V>, W>,
     ttl: Duration,
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> Loaded<K, V> {
-    fn new(capacity: u64, ttl: Duration) -> Self {
+impl<K: Eq + Hash + Clone, V: Clone, W: Weighter<K, Entry<V>> + Clone> Loaded<K, V, W> {
+    /// About `items` entries of a total weight of at most `weight`.
+    fn new(items: u64, weight: u64, weigher: W, ttl: Duration) -> Self {
         Loaded {
-            entries: Cache::new(capacity.max(1) as usize),
+            entries: Cache::with_weighter(items.max(1) as usize, weight.max(1), weigher),
             ttl,
         }
     }
@@ -125,7 +169,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Loaded<K, V> {
 
 /// The shared cache state: markets by id, list pages by generation and query.
 pub struct MarketCache {
-    by_id: Loaded<i64, Option<Arc<Market>>>,
+    by_id: Loaded<i64, Option<Arc<Market>>, MarketWeigher>,
     pages: Loaded<(u64, ListQuery), Arc<MarketPage>>,
     generation: AtomicU64,
     hits: AtomicU64,
@@ -136,12 +180,23 @@ impl MarketCache {
     /// A cache sized by `config`.
     pub fn new(config: CacheConfig) -> Arc<Self> {
         Arc::new(MarketCache {
-            by_id: Loaded::new(config.markets, config.ttl),
-            pages: Loaded::new(config.pages, config.ttl),
+            // The map is sized for markets of a typical weight; it grows if they are smaller.
+            by_id: Loaded::new(
+                config.market_bytes / 512,
+                config.market_bytes,
+                MarketWeigher,
+                config.ttl,
+            ),
+            pages: Loaded::new(config.pages, config.pages, UnitWeighter, config.ttl),
             generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
+    }
+
+    /// Bytes the cached markets take, as `market_weight` counts them.
+    pub fn market_bytes(&self) -> u64 {
+        self.by_id.entries.weight()
     }
 
     /// Hit and miss counts so far.
@@ -345,7 +400,7 @@ mod tests {
             .await
             .unwrap();
         let cache = MarketCache::new(CacheConfig {
-            markets: 100,
+            market_bytes: 1 << 20,
             pages: 100,
             ttl: Duration::from_secs(60),
         });
@@ -376,6 +431,73 @@ mod tests {
             .all(|r| r.as_ref().unwrap().as_ref().unwrap().id == id));
         assert_eq!(cache.stats().misses, 1);
         assert_eq!(cache.stats().hits + cache.stats().misses, 50);
+    }
+
+    #[tokio::test]
+    async fn markets_are_weighed_by_size_and_kept_within_the_budget() {
+        let (_dir, _cache, repo, id) = setup().await;
+        let short = repo.get(id).await.unwrap().unwrap();
+        let mut long = (*short).clone();
+        long.description = Some("x".repeat(1000));
+        let weigh = |m: &Market| {
+            market_weight(&Entry {
+                loaded: Instant::now(),
+                value: Some(Arc::new(m.clone())),
+            })
+        };
+        assert!(weigh(&long) >= weigh(&short) + 1000);
+        assert!(weigh(&short) > size_of::<Market>() as u64);
+
+        let budget = 40 * weigh(&long);
+        let cache = MarketCache::new(CacheConfig {
+            market_bytes: budget,
+            pages: 10,
+            ttl: Duration::from_secs(60),
+        });
+        let inner: Arc<dyn MarketRepository> = repo.inner.clone();
+        let user = short.creator.id;
+        let mut ids = Vec::new();
+        for n in 0..200 {
+            let input = NewMarketInput {
+                name: format!("Market {n}?"),
+                description: Some("y".repeat(1000)),
+                creator_id: user,
+                ..Default::default()
+            };
+            let market = NewMarket::parse(input, time::OffsetDateTime::now_utc()).unwrap();
+            ids.push(inner.create(market, |_| Vec::new()).await.unwrap().id);
+        }
+        for id in &ids {
+            assert_eq!(
+                cache.market(*id, inner.as_ref()).await.unwrap().unwrap().id,
+                *id
+            );
+        }
+        let held = cache.market_bytes();
+        assert!(
+            held <= budget,
+            "{held} bytes held over a budget of {budget}"
+        );
+        assert!(
+            held >= budget / 2,
+            "{held} bytes held of a budget of {budget}"
+        );
+        // What the budget holds is served without the database.
+        let misses = cache.stats().misses;
+        let resident: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| cache.by_id.entries.peek(id).is_some())
+            .collect();
+        assert!(
+            (20..=40).contains(&resident.len()),
+            "{} held",
+            resident.len()
+        );
+        for id in &resident {
+            cache.market(*id, inner.as_ref()).await.unwrap();
+        }
+        assert_eq!(cache.stats().misses, misses);
     }
 
     #[tokio::test]

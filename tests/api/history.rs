@@ -154,7 +154,7 @@ async fn scripted(app: &TestApp) -> (Script, [Caller; 3]) {
 async fn every_point_at_every_interval_is_the_last_probability_and_the_volume_staked_in_it() {
     let dir = tempfile::tempdir().unwrap();
     // The shifts change markets by SQL: the read cache must not hold the old creation time.
-    let config = TestApp::config(&dir, &["--cache-markets", "0"]);
+    let config = TestApp::config(&dir, &["--cache-mb", "0"]);
     let app = TestApp::spawn_with(dir, config).await;
     let (script, _) = scripted(&app).await;
     let m = app.get(&format!("/api/markets/{}", script.id)).await.body["data"].clone();
@@ -250,7 +250,7 @@ async fn every_point_at_every_interval_is_the_last_probability_and_the_volume_st
 #[tokio::test]
 async fn several_histories_come_in_the_order_asked_once_each() {
     let dir = tempfile::tempdir().unwrap();
-    let config = TestApp::config(&dir, &["--cache-markets", "0"]);
+    let config = TestApp::config(&dir, &["--cache-mb", "0"]);
     let app = TestApp::spawn_with(dir, config).await;
     let (script, users) = scripted(&app).await;
     let other = users[1]
