@@ -48,7 +48,7 @@ fn benches(c: &mut Criterion) {
     let storage = rt.block_on(agora::app::open_storage(&config)).unwrap();
     let sqlite: Arc<dyn MarketRepository> = storage.markets.clone();
     let cache = MarketCache::new(CacheConfig {
-        markets: 10_000,
+        market_bytes: 64 << 20,
         pages: 1_000,
         ttl: Duration::from_secs(600),
     });

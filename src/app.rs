@@ -425,6 +425,8 @@ impl App {
         let server_limits = crate::server::ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            threads: config.http_threads(),
+            blocking_threads: config.db_readers as usize + 8,
         };
         // Open event streams end first: a connection waits for its response to finish.
         let streams = hub.clone();
@@ -434,7 +436,9 @@ impl App {
             streams.close();
             dispatcher.close();
         };
-        let result = crate::server::serve(listener, routes, server_limits, shutdown).await;
+        // The serving threads are kept to the end: a pooled connection one of their requests
+        // opened may be what the workers use below.
+        let served = crate::server::serve(listener, routes, server_limits, shutdown).await;
         // Every task and thread of ours ends before "agora stopped": the sweeper is joined (not
         // just told to stop), the workers and the database threads are joined below, so what
         // the runtime's drop waits for afterwards is only what a client request left behind.
@@ -448,7 +452,7 @@ impl App {
         storage.engine.close().await;
         drop(lock);
         tracing::info!("agora stopped");
-        result
+        served.map(drop)
     }
 }
 

@@ -41,6 +41,7 @@
 //! | `--db-statement-timeout-ms` | `AGORA_DB_STATEMENT_TIMEOUT_MS` | `5000` | PostgreSQL: a statement running longer is cancelled (the request gets 503); 0 for no limit. |
 //! | `--redis-timeout-ms` | `AGORA_REDIS_TIMEOUT_MS` | `100` | Longest one rate-limit check waits for Redis (1-10000); past it the check counts as failed, and checks skip Redis for the next second. |
 //! | `--redis-prefix` | `AGORA_REDIS_PREFIX` | `agora:rl:` | Prefix of every Redis key agora writes; processes that share quotas use the same one. |
+//! | `--http-threads` | `AGORA_HTTP_THREADS` | `0` | Threads serving HTTP connections, each running its own single-threaded runtime and accepting from the same socket; `0` starts one per core. A connection stays on the thread that accepted it; jobs, the database's threads and event tailing run apart from them. |
 //! | `--header-timeout-secs` | `AGORA_HEADER_TIMEOUT` | `10` | Seconds a connection may take to send a whole request head, counted from when the server starts waiting for it; a connection past it is closed unanswered. Also how long an idle keep-alive connection stays open. |
 //! | `--job-workers` | `AGORA_JOB_WORKERS` | `2` | Background jobs run at once. `0` runs none: jobs (the close sweep and search indexing included) wait in the table for a server with workers. |
 //! | `--job-poll-ms` | `AGORA_JOB_POLL_MS` | `1000` | Longest an idle worker sleeps before looking at the queue (it is also woken at once by a new job and at the next retry time). |
@@ -388,6 +389,15 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub header_timeout_secs: u64,
+    /// Threads serving HTTP connections, each with its own runtime (0: one per core).
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_HTTP_THREADS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=256)
+    )]
+    pub http_threads: u64,
     /// Background jobs run at once (0: jobs wait in the table until a server with workers runs).
     #[arg(long, global = true, env = "AGORA_JOB_WORKERS", default_value_t = 2)]
     pub job_workers: usize,
@@ -616,6 +626,14 @@ impl std::str::FromStr for Secret {
 }
 
 impl Config {
+    /// Threads serving HTTP connections: `--http-threads`, or one per core.
+    pub fn http_threads(&self) -> usize {
+        match self.http_threads {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n as usize,
+        }
+    }
+
     /// Configuration from the given arguments (program name first), for tests and tools.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where

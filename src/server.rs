@@ -15,8 +15,14 @@
 //!   (a malformed request line or header) are answered by hyper itself, with the right status
 //!   and an empty body: no agora code runs for them.
 //!
-//! Shutdown: on the signal the listener is dropped (no new connections), every connection is
-//! told to finish its in-flight request and close, and the loop waits for them up to the
+//! Connections are served by a few threads (`--http-threads`, one per core by default), each
+//! running its own single-threaded tokio runtime and accepting from the same socket; a
+//! connection stays on the thread that accepted it. The rest of the server (jobs, the
+//! database's threads, event tailing, webhooks) runs on the main runtime. See [`serve`] for
+//! why.
+//!
+//! Shutdown: on the signal each thread drops its listener (no new connections once all have)
+//! and tells every connection to finish its in-flight request and close, and waits for them up to the
 //! shutdown timeout; connections still open then are dropped.
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
@@ -32,7 +38,11 @@ use poem::{
     web::{LocalAddr, RemoteAddr},
     Addr, Endpoint, Response,
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinSet,
+};
 
 /// Most headers hyper parses in one request (agora itself refuses more than
 /// [`crate::middleware::head_limits::MAX_HEADERS`] with a JSON 431).
@@ -50,20 +60,52 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Longest wait for open connections after the shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Threads serving connections, each with its own single-threaded runtime.
+    pub threads: usize,
+    /// Most blocking threads each of those runtimes starts (database reads that scan).
+    pub blocking_threads: usize,
 }
 
-/// Serves `endpoint` on `listener` until `shutdown` completes, then shuts down gracefully.
+/// The threads serving connections. They live as long as this value: what a request started
+/// on one of them (a database or Redis connection opened in a pool, a load the cache shares)
+/// keeps running there until it is dropped. Dropping it ends them at once, with whatever is
+/// still running on them, as a crash would; after [`serve`] returned, every connection has
+/// already been closed.
+pub struct HttpThreads {
+    _release: watch::Sender<()>,
+}
+
+/// What every serving thread shares.
+struct Shared<E> {
+    endpoint: E,
+    builder: auto::Builder<TokioExecutor>,
+    local: LocalAddr,
+    limits: ServerLimits,
+}
+
+/// Serves `endpoint` on `listener` until `shutdown` completes, then shuts down gracefully:
+/// each serving thread stops accepting, tells its connections to finish their in-flight
+/// request and close, and waits for them up to the shutdown timeout. The threads are handed
+/// back (see [`HttpThreads`]).
+///
+/// Why a runtime per thread rather than one runtime over all the cores: a connection is
+/// accepted by one of `limits.threads` threads and stays there, so its wake-ups, timers and
+/// tasks never cross to another core (no work stealing, no sibling worker woken to steal). On
+/// the 2-core bench machine, shared with the load generator, `/healthz` went from 18-19 to
+/// 13-14 µs of server CPU a request and a read by id from a warm cache from 29 to 24-26
+/// (benches/README.md). The threads accept from the same listening socket, each through its
+/// own runtime's poller: whichever is free takes the next connection.
 pub async fn serve<E>(
     listener: TcpListener,
     endpoint: E,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()>
+) -> std::io::Result<HttpThreads>
 where
     E: Endpoint<Output = Response> + 'static,
 {
-    let endpoint = Arc::new(endpoint);
     let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
+    let listener = listener.into_std()?;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -73,13 +115,99 @@ where
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        endpoint,
+        builder,
+        local,
+        limits,
+    });
+    let (release, released) = watch::channel(());
+    let (stop, stopping) = watch::channel(false);
+    let mut finished = Vec::new();
+    for n in 0..limits.threads.max(1) {
+        let (done, stopped) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(limits.blocking_threads.max(1))
+            .build()?;
+        let thread = Thread {
+            listener: listener.try_clone()?,
+            shared: shared.clone(),
+            stopping: stopping.clone(),
+            released: released.clone(),
+            done,
+        };
+        std::thread::Builder::new()
+            .name(format!("agora-http-{n}"))
+            .spawn(move || thread.run(runtime))?;
+        finished.push(stopped);
+    }
+    // The socket closes when the last thread drops its copy.
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    for stopped in finished {
+        let _ = stopped.await;
+    }
+    Ok(HttpThreads { _release: release })
+}
+
+/// One serving thread.
+struct Thread<E> {
+    listener: std::net::TcpListener,
+    shared: Arc<Shared<E>>,
+    /// True once the server is shutting down.
+    stopping: watch::Receiver<bool>,
+    /// Closed when the [`HttpThreads`] is dropped.
+    released: watch::Receiver<()>,
+    /// Sent when its connections are closed.
+    done: oneshot::Sender<()>,
+}
+
+impl<E: Endpoint<Output = Response> + 'static> Thread<E> {
+    /// Accepts and serves until the server stops, reports when its connections are closed,
+    /// then keeps its runtime running until released.
+    fn run(self, runtime: tokio::runtime::Runtime) {
+        let Thread {
+            listener,
+            shared,
+            stopping,
+            mut released,
+            done,
+        } = self;
+        runtime.block_on(async move {
+            let serving = async {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve_connections(listener, stopping, shared).await,
+                    Err(e) => tracing::error!(error = %e, "a serving thread could not listen"),
+                }
+                let _ = done.send(());
+                // Until released, so that what requests started here runs on.
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                () = serving => {}
+                _ = released.changed() => {}
+            }
+        });
+        // Whatever is left (a blocking read, an abandoned stream) is dropped, not waited for.
+        runtime.shutdown_background();
+    }
+}
+
+/// Accepts and serves connections until `stopping`, then closes them gracefully.
+async fn serve_connections<E>(
+    listener: TcpListener,
+    mut stopping: watch::Receiver<bool>,
+    shared: Arc<Shared<E>>,
+) where
+    E: Endpoint<Output = Response> + 'static,
+{
+    let (close, closing) = watch::channel(false);
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            _ = stopping.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
             // Reap finished connections so the set does not grow with the server's age.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
@@ -95,34 +223,33 @@ where
         };
         let _ = stream.set_nodelay(true);
         let remote = RemoteAddr(Addr::SocketAddr(peer));
-        let (endpoint, local, builder, mut stop) = (
-            endpoint.clone(),
-            local.clone(),
-            builder.clone(),
-            stop_rx.clone(),
-        );
+        let (shared, mut closing) = (shared.clone(), closing.clone());
         connections.spawn(async move {
+            let for_service = shared.clone();
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let endpoint = endpoint.clone();
-                let req = poem::Request::from((req, local.clone(), remote.clone(), Scheme::HTTP));
+                let shared = for_service.clone();
+                let req =
+                    poem::Request::from((req, shared.local.clone(), remote.clone(), Scheme::HTTP));
                 async move {
-                    let resp = endpoint.get_response(req).await;
+                    let resp = shared.endpoint.get_response(req).await;
                     Ok::<_, Infallible>(hyper::Response::<BoxBody>::from(resp))
                 }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = shared
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = stop.changed() => {}
+                _ = closing.changed() => {}
             }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+    let _ = close.send(true);
+    let drained = tokio::time::timeout(shared.limits.shutdown_timeout, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -133,5 +260,4 @@ where
         );
         connections.shutdown().await;
     }
-    Ok(())
 }

@@ -296,7 +296,16 @@ pub fn error_response(err: poem::Error) -> Response {
             vec![],
         ))
     } else if let Some(ReadBodyError::PayloadTooLarge) = err.downcast_ref::<ReadBodyError>() {
-        ApiError::PayloadTooLarge(body("payload_too_large", "request body too large", vec![]))
+        // The rest of the body is never read, so the connection cannot carry another request:
+        // saying so keeps a client from sending its next request on it as it closes.
+        let mut response =
+            ApiError::PayloadTooLarge(body("payload_too_large", "request body too large", vec![]))
+                .into_response();
+        response.headers_mut().insert(
+            poem::http::header::CONNECTION,
+            poem::http::HeaderValue::from_static("close"),
+        );
+        return response;
     } else if err.status().is_client_error() {
         ApiError::BadRequest(body("bad_request", err.to_string(), vec![]))
     } else {

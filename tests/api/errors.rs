@@ -316,9 +316,10 @@ async fn bodies_over_one_mebibyte_are_413_whether_declared_or_streamed() {
         .send()
         .await
         .unwrap();
-    TestApp::read(declared)
-        .await
-        .assert_error(413, "payload_too_large");
+    let declared = TestApp::read(declared).await;
+    declared.assert_error(413, "payload_too_large");
+    // The body was not read: the connection closes, and says so.
+    assert_eq!(declared.headers["connection"], "close");
 
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
         .into_bytes()
@@ -333,9 +334,9 @@ async fn bodies_over_one_mebibyte_are_413_whether_declared_or_streamed() {
         .send()
         .await
         .unwrap();
-    TestApp::read(streamed)
-        .await
-        .assert_error(413, "payload_too_large");
+    let streamed = TestApp::read(streamed).await;
+    streamed.assert_error(413, "payload_too_large");
+    assert_eq!(streamed.headers["connection"], "close");
     assert_eq!(app.snapshot(), before);
 
     let just_under = format!("{{\"description\": \"{}\"}}", "y".repeat(4000));

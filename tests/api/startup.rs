@@ -126,6 +126,64 @@ async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_format
     }
 }
 
+/// `--http-threads N` serves connections on N threads of their own (named `agora-http-0` ..),
+/// each connection on one of them, and they stop with the server.
+#[tokio::test]
+async fn connections_are_served_by_the_http_threads_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Agora(
+        Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--bind", "127.0.0.1:0", "--http-threads", "3"])
+            .args(database_args(dir.path()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agora starts"),
+    );
+    let lines = stderr_lines(&mut child.0);
+    let line = line_with(&lines, "agora listening on");
+    let base = line
+        .split("agora listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address follows")
+        .to_owned();
+
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+        .unwrap()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|comm| comm.trim().to_owned())
+        .filter(|comm| comm.starts_with("agora-http"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["agora-http-0", "agora-http-1", "agora-http-2"]);
+
+    // Twelve connections at once (a client each), three requests on each.
+    let requests = (0..12).map(|_| {
+        let base = base.clone();
+        async move {
+            let client = reqwest::Client::new();
+            for _ in 0..3 {
+                let resp = client.get(format!("{base}/healthz")).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["status"], "ok", "{body}");
+            }
+        }
+    });
+    futures::future::join_all(requests).await;
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    line_with(&lines, "agora stopped");
+    assert!(child.0.wait().unwrap().success(), "clean exit");
+}
+
 /// `--embedder transformer` refuses to start without all-MiniLM-L6-v2's weights, or with other
 /// files in their place, and says how to fetch them.
 #[tokio::test]

@@ -143,8 +143,8 @@ pub(super) async fn place_stake(
     };
     let balance_after: i64 = debited.try_get(0)?;
     // The rest depends on nothing it writes: sent at once (the driver pipelines statements
-    // issued together on one connection, in order), so a stake costs a round trip here, not
-    // six. The first statement to fail fails the stake (and the transaction).
+    // issued together on one connection), so a stake costs a round trip here, not six. The
+    // first statement to fail fails the stake (and the transaction): see `first_cause`.
     let neg = -amount;
     let bet_params: &Params = &[
         &user_id,
@@ -163,7 +163,7 @@ pub(super) async fn place_stake(
     let tally = tally.with_stake(stake.outcome, amount);
     let (minute, pools) = history_key(now, &tally.pools);
     let history_params: &Params = &[&market_id, &minute, &pools, &tally.volume];
-    let (bet, ..) = futures_util::try_join!(
+    let (bet, ledger, position, pool, market, history) = futures_util::join!(
         c.one(
             "INSERT INTO bets (user_id, market_id, outcome, amount, balance_after, idempotency_key, fingerprint, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -188,7 +188,15 @@ pub(super) async fn place_stake(
             market_params,
         ),
         c.exec(RECORD_HISTORY, history_params),
-    )?;
+    );
+    let rest = [ledger, position, pool, market, history];
+    let bet = match bet {
+        Ok(bet) if rest.iter().all(Result::is_ok) => bet,
+        bet => {
+            let errors = std::iter::once(bet.err()).chain(rest.into_iter().map(Result::err));
+            return Err(first_cause(errors.flatten()));
+        }
+    };
     c.announce(Change::Market(market_id));
     let bet = Bet {
         id: bet.try_get(0)?,
@@ -205,6 +213,25 @@ pub(super) async fn place_stake(
         replayed: false,
     };
     Ok((placed, Some(event)))
+}
+
+/// The error to report when statements sent together failed: the first that is not
+/// PostgreSQL's "current transaction is aborted" (25P02), which only says that a statement the
+/// server ran before it failed. The server runs them in the order they reach it, which is not
+/// the order they are written in when one had to be prepared first (a connection's first use
+/// of it): a lost race on an idempotency key then came back as a 25P02 of a later statement,
+/// which is not retried, instead of the unique violation, which is.
+fn first_cause(errors: impl Iterator<Item = TxError>) -> TxError {
+    let mut first = None;
+    for e in errors {
+        let aborted = matches!(&e, TxError::Db(db)
+            if db.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
+        if !aborted {
+            return e;
+        }
+        first.get_or_insert(e);
+    }
+    first.unwrap_or_else(|| TxError::Repo(RepoError::Internal("no statement failed".into())))
 }
 
 /// Settles a market inside the caller's transaction (its row locked first): pays out
