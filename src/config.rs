@@ -70,7 +70,7 @@
 //! | `--backup-keep` | `AGORA_BACKUP_KEEP` | `7` | Backups kept in `<data-dir>/backups`; older ones are deleted after each backup. |
 //! | `--search-timeout-ms` | `AGORA_SEARCH_TIMEOUT_MS` | `2000` | Longest a search waits for its query's embedding; past it (or when the provider fails) the search answers from the keyword index alone and says so. |
 //! | `--write-batch` | `AGORA_WRITE_BATCH` | `256` | Most concurrent writes that share one SQLite commit (group commit); `1` commits every write on its own. |
-//! | `--cache-mb` | `AGORA_CACHE_MB` | `64` | Memory (MiB) the in-process read cache may give to markets, each weighed by its size (about 540 bytes a market: 64 MiB holds about 120,000); `0` turns the cache off. |
+//! | `--cache-mb` | `AGORA_CACHE_MB` | `64` | Memory (MiB) the in-process read cache may give to markets, each weighed by its size (about 620 bytes a market as counted: 64 MiB holds about 108,000); `0` turns the cache off. |
 //! | `--cache-pages` | `AGORA_CACHE_PAGES` | `1000` | Market list pages kept in the read cache. |
 //! | `--cache-ttl-secs` | `AGORA_CACHE_TTL` | `60` | Seconds a cache entry may live. Writes through the server are seen at once; this only bounds how long a write made behind its back (another process on the same file) can go unseen. |
 //! | `seed --markets` | `AGORA_SEED_MARKETS` | `1000` | Markets `agora seed` creates. |

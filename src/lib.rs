@@ -11,10 +11,10 @@
 //! Connections are served by `server.rs` (hyper with a request-head timeout and parser limits;
 //! poem's own server sets neither) on threads of their own, one per core, each running a
 //! single-threaded tokio runtime; a connection stays on the thread that accepted it, and the
-//! rest (jobs, tailing the outbox, webhooks) runs on the main runtime. Requests pass through middleware (request id and one JSON
-//! access-log line per request, written by a writer thread; request-head limits; request
-//! timeout, panic catcher, rate limiter, body limit), then `api/` (poem-openapi handlers: parse
-//! and validate into domain types, call one service method, map the result to a typed response;
+//! rest (jobs, tailing the outbox, webhooks) runs on the main runtime. Requests pass through
+//! middleware (request id and one JSON access-log line per request, written by a writer
+//! thread; request-head limits; request timeout, panic catcher, rate limiter, body limit),
+//! then `api/` (poem-openapi handlers: parse and validate into domain types, call one service method, map the result to a typed response;
 //! the bearer scheme in `api/security.rs` asks `service/authenticator.rs` for the acting user:
 //! the token's signature, its session still open, the account's current role),
 //! `service/` (business rules, including role and ownership checks), `repo/` (data access behind
@@ -33,9 +33,10 @@
 //! `service/search.rs` puts them together. Reads use a pool of `query_only`
 //! connections and never wait for the writer. Market reads go through a quick_cache cache
 //! (`repo/cached.rs`, decorators that `app.rs` wraps around the SQLite repositories), sized by
-//! memory (`--cache-mb`, each market weighed by its size): a market is loaded once under concurrent misses (a placeholder the others wait on), and every write that
-//! changes a market (edit, stake, close, resolve, cancel, the close sweep) removes its entry, or
-//! the placeholder of a load in flight, after the commit and before the response; a load whose
+//! memory (`--cache-mb`, each market weighed by its size): a market is loaded once under
+//! concurrent misses (a placeholder the others wait on), and every write that changes a market
+//! (edit, stake, close, resolve, cancel, the close sweep) removes its entry, or the placeholder
+//! of a load in flight, after the commit and before the response; a load whose
 //! placeholder was removed does not insert, so no read that starts after a write has returned
 //! sees the older value; list pages are keyed by a generation number every market write bumps.
 //! (moka, used before, cost more per miss than the SQLite read a hit saves: see the module.) The schema is versioned SQL embedded in the binary,

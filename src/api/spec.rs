@@ -110,6 +110,7 @@ pub(super) fn finish(raw: &str) -> String {
         plain_ref(map);
     });
     json_media_types(&mut doc);
+    event_streams(&mut doc);
     for (name, schema) in doc["components"]["schemas"]
         .as_object_mut()
         .into_iter()
@@ -181,6 +182,43 @@ fn plain_ref(map: &mut serde_json::Map<String, Value>) {
     };
     if parts.iter().any(|p| p.get("$ref").is_some()) {
         parts.retain(|p| !only_description(p));
+    }
+}
+
+/// A `text/event-stream` body's schema describes one event, as OpenAPI 3.0 readers take it
+/// (3.2 says so with `itemSchema`): an object of the SSE fields, whose `data` is the event's
+/// JSON (the schema poem-openapi gives, an array of `$ref`, is kept as `x-content-schema` of
+/// `data`). As an array, checkers validated each event of a stream against the array.
+fn event_streams(doc: &mut Value) {
+    for op in operations_mut(doc) {
+        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            let Some(stream) = response.pointer_mut("/content/text~1event-stream") else {
+                continue;
+            };
+            let item = stream["schema"]["items"].take();
+            if item.is_null() {
+                continue;
+            }
+            stream["schema"] = json!({
+                "type": "object",
+                "description": "One Server-Sent Event.",
+                "required": ["data"],
+                "properties": {
+                    "id": {"type": "string", "description": "The event's sequence number."},
+                    "event": {"type": "string", "description": "The event's type."},
+                    "data": {
+                        "type": "string",
+                        "description": "The event as JSON.",
+                        "x-content-media-type": "application/json",
+                        "x-content-schema": item,
+                    },
+                    "retry": {"type": "integer", "minimum": 0},
+                },
+            });
+        }
     }
 }
 

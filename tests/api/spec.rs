@@ -133,6 +133,17 @@ async fn the_spec_avoids_the_shapes_client_generators_choke_on() {
     // ... but a nullable request field stays optional.
     let create = &spec["components"]["schemas"]["CreateMarketBody"];
     assert_eq!(create["required"], json!(["name"]));
+
+    // schemathesis (OpenAPI 3.0) checks each event of a stream against the stream's schema:
+    // it describes one event, whose `data` is an EventView as JSON.
+    let stream = &spec["paths"]["/api/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    assert_eq!(stream["type"], "object", "{stream}");
+    assert_eq!(stream["properties"]["data"]["type"], "string", "{stream}");
+    assert_eq!(
+        stream["properties"]["data"]["x-content-schema"]["$ref"],
+        "#/components/schemas/EventView"
+    );
 }
 
 fn walk(node: &Value, pointer: &str, visit: &mut dyn FnMut(&str, &Value)) {
