@@ -1,7 +1,18 @@
 # syntax=docker/dockerfile:1
 #
 # agora: build with `docker build -t agora .` (BuildKit, the default builder since Docker 23),
-# run with `docker run -p 8080:8080 -v agora-data:/data agora`.
+# run with `docker run -p 8080:8080 -v agora-data:/data agora`. In full:
+#
+#   docker build -t agora .
+#   docker run --rm -v agora-data:/data agora seed --markets 1000   # optional demo data
+#   docker run --rm -i -v agora-data:/data agora users create --username admin --role admin   # password on stdin
+#   docker run -d --name agora -p 8080:8080 -v agora-data:/data agora
+#   curl http://127.0.0.1:8080/healthz
+#   docker stop agora   # SIGTERM: graceful shutdown
+#
+# The image runs as the unprivileged user `agora` (uid 10001) with its data in the volume
+# `/data` (a bind-mounted host directory must be writable by uid 10001); settings are
+# `-e AGORA_...` variables or flags after the image name.
 
 ############################ build ############################
 FROM rust:1-bookworm AS build

@@ -85,29 +85,50 @@ fn line_with(lines: &mpsc::Receiver<String>, needle: &str) -> String {
     }
 }
 
+/// The binary started on `dir` at a free port with `args` added, its stderr lines, and the
+/// start-up line once it has been logged.
+fn start(dir: &std::path::Path, args: &[&str]) -> (Agora, mpsc::Receiver<String>, String) {
+    let mut child = Agora(
+        Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["--data-dir", dir.to_str().unwrap(), "--bind", "127.0.0.1:0"])
+            .args(args)
+            .args(database_args(dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agora starts"),
+    );
+    let lines = stderr_lines(&mut child.0);
+    let line = line_with(&lines, "agora listening on");
+    (child, lines, line)
+}
+
+/// The base URL the start-up line names.
+fn base_url(line: &str) -> String {
+    line.split("agora listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address follows")
+        .to_owned()
+}
+
+/// Sends SIGTERM; the process logs "agora stopped" and exits with success.
+fn terminate(child: &mut Agora, lines: &mpsc::Receiver<String>) {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    line_with(lines, "agora stopped");
+    assert!(child.0.wait().unwrap().success(), "clean exit");
+}
+
 #[tokio::test]
 async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_formats() {
     for format in ["json", "pretty"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Agora(
-            Command::new(env!("CARGO_BIN_EXE_agora"))
-                .args(["--data-dir", dir.path().to_str().unwrap()])
-                .args(["--bind", "127.0.0.1:0", "--log-format", format])
-                .args(database_args(dir.path()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("agora starts"),
-        );
-        let lines = stderr_lines(&mut child.0);
-
-        let line = line_with(&lines, "agora listening on");
-        let base = line
-            .split("agora listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("an address follows")
-            .to_owned();
+        let (mut child, lines, line) = start(dir.path(), &["--log-format", format]);
+        let base = base_url(&line);
         assert!(base.starts_with("http://127.0.0.1:"), "{format}: {line}");
         assert!(
             line.contains(&format!("docs at {base}/docs")),
@@ -116,13 +137,7 @@ async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_format
         let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
         assert_eq!(docs.status(), 200, "{format}: the logged docs URL serves");
 
-        let term = Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
-        line_with(&lines, "agora stopped");
-        assert!(child.0.wait().unwrap().success(), "{format}: clean exit");
+        terminate(&mut child, &lines);
     }
 }
 
@@ -131,24 +146,8 @@ async fn the_start_up_line_names_the_address_and_the_docs_url_in_both_log_format
 #[tokio::test]
 async fn connections_are_served_by_the_http_threads_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Agora(
-        Command::new(env!("CARGO_BIN_EXE_agora"))
-            .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--bind", "127.0.0.1:0", "--http-threads", "3"])
-            .args(database_args(dir.path()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agora starts"),
-    );
-    let lines = stderr_lines(&mut child.0);
-    let line = line_with(&lines, "agora listening on");
-    let base = line
-        .split("agora listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("an address follows")
-        .to_owned();
+    let (mut child, lines, line) = start(dir.path(), &["--http-threads", "3"]);
+    let base = base_url(&line);
 
     let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
         .unwrap()
@@ -175,13 +174,7 @@ async fn connections_are_served_by_the_http_threads_asked_for() {
     });
     futures::future::join_all(requests).await;
 
-    let term = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    line_with(&lines, "agora stopped");
-    assert!(child.0.wait().unwrap().success(), "clean exit");
+    terminate(&mut child, &lines);
 }
 
 /// `--embedder transformer` refuses to start without all-MiniLM-L6-v2's weights, or with other
