@@ -198,10 +198,9 @@ fn event_streams(doc: &mut Value) {
             let Some(stream) = response.pointer_mut("/content/text~1event-stream") else {
                 continue;
             };
-            let item = stream["schema"]["items"].take();
-            if item.is_null() {
+            let Some(item) = stream.pointer_mut("/schema/items").map(Value::take) else {
                 continue;
-            }
+            };
             stream["schema"] = json!({
                 "type": "object",
                 "description": "One Server-Sent Event.",
