@@ -15,7 +15,7 @@ use super::{
     body::JsonBody,
     error::ApiError,
     etag,
-    market_json::MarketEnvelopeJson,
+    market_json,
     market_models::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
@@ -191,7 +191,7 @@ impl MarketsApi {
                 // Rendered on every read, not memoized: straight from the market it costs less
                 // than a second cache lookup, and a miss (most reads over many markets) would
                 // pay a memo insert on top.
-                let body = Rendered::serialized(&MarketEnvelopeJson(&market));
+                let body = Rendered::bytes(market_json::market_envelope(&market));
                 Ok(MarketResponse::Ok(body, tag, CACHE_CONTROL.into()))
             }
         }

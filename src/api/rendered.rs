@@ -31,11 +31,10 @@ impl<T: ToJSON> Rendered<T> {
 }
 
 impl<T> Rendered<T> {
-    /// The body `value` serializes to, which must be what `T`'s `ToJSON` would give (a value
-    /// rendered straight from the domain, as [`super::market_json`] does).
-    pub fn serialized(value: &impl serde::Serialize) -> Self {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        Rendered(bytes.into(), PhantomData)
+    /// A body already written, which must be what `T`'s `ToJSON` would give (a value rendered
+    /// straight from the domain, as [`super::market_json`] does).
+    pub fn bytes(json: Vec<u8>) -> Self {
+        Rendered(json.into(), PhantomData)
     }
 }
 
