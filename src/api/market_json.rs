@@ -85,12 +85,12 @@ fn integer(out: &mut Vec<u8>, n: i64) {
 }
 
 /// `s` as a JSON string, as serde_json writes it: copied when nothing in it is escaped (a
-/// control character, `"` or `\\`), else escaped by serde_json.
+/// control character, `"` or `\`), else escaped by serde_json.
 fn string(out: &mut Vec<u8>, s: &str) {
     // A fold rather than `any`: without an early exit the loop is vectorized.
-    let escaped = s
-        .bytes()
-        .fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let escaped = s.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if escaped {
         let _ = serde_json::to_writer(&mut *out, s);
     } else {

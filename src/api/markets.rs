@@ -14,8 +14,7 @@ use time::OffsetDateTime;
 use super::{
     body::JsonBody,
     error::ApiError,
-    etag,
-    market_json,
+    etag, market_json,
     market_models::{
         CreateMarketBody, MarketEnvelope, MarketListEnvelope, MarketSort, MarketStatusView,
         PatchMarketBody, ReplaceMarketBody, SortOrder,
