@@ -1,7 +1,10 @@
-//! The comparison of issue 21, one server at a time in one run: a bare poem handler (the
-//! reference for `/healthz`), agora, and optionally the Fastify + better-sqlite3 peer
-//! (`AGORA_BENCH_PEER=fastify AGORA_BENCH_PEER_DIR=...`), the same workloads driven by the same
-//! generator, with each server's idle and peak PSS over its process tree.
+//! The comparison of issue 21: a bare poem handler (the reference for `/healthz`), agora, and
+//! optionally the Fastify + better-sqlite3 peer (`AGORA_BENCH_PEER=fastify
+//! AGORA_BENCH_PEER_DIR=...`), the same workloads driven by the same generator, with each
+//! server's idle and peak PSS over its process tree. In rounds (`AGORA_BENCH_ROUNDS`, default
+//! 3), each with fresh servers started together: each workload runs on one server at a time,
+//! the servers in turn, so the two figures of a ratio are seconds apart; a last table puts the
+//! rounds' ratios side by side with their median.
 
 use std::{
     path::{Path, PathBuf},
@@ -102,15 +105,36 @@ struct Side {
 /// while `work` runs on it, and stops it.
 fn measure_server(server: Server, work: impl FnOnce(&str) -> Vec<Figures>) -> Side {
     std::thread::sleep(Duration::from_secs(1));
-    let idle_pss = server.pss_mib();
-    let peak = PeakPss::start(server.pid());
-    let rows = work(&server.base);
-    let peak_pss = peak.finish();
-    server.stop();
-    Side {
-        rows,
-        idle_pss,
-        peak_pss,
+    let up = Up::watch(server);
+    let rows = work(&up.server.base);
+    up.finish(rows)
+}
+
+/// A running server: its PSS when it was first watched, and the sampler of its peak since.
+struct Up {
+    server: Server,
+    idle_pss: f64,
+    peak: PeakPss,
+}
+
+impl Up {
+    fn watch(server: Server) -> Up {
+        Up {
+            idle_pss: server.pss_mib(),
+            peak: PeakPss::start(server.pid()),
+            server,
+        }
+    }
+
+    /// Stops the server; its figures are `rows`.
+    fn finish(self, rows: Vec<Figures>) -> Side {
+        let peak_pss = self.peak.finish();
+        self.server.stop();
+        Side {
+            rows,
+            idle_pss: self.idle_pss,
+            peak_pss,
+        }
     }
 }
 
@@ -122,7 +146,95 @@ fn lines_for(workload: usize) -> usize {
     }
 }
 
-/// Runs the comparison and prints its tables; returns them for `load.json`.
+/// Each of `loads` measured on `base`, in order.
+fn measure_all(gen: &Generator, base: &str, loads: &[Make]) -> Vec<Figures> {
+    (0..loads.len())
+        .map(|i| gen.measure_lines(base, &loads[i], lines_for(i)))
+        .collect()
+}
+
+/// agora's workloads in the order of [`NAMES`] (logging in the users the stakes need).
+fn agora_loads(gen: &Generator, base: &str, by_id: &Make) -> Vec<Make> {
+    let tokens = gen.runtime.block_on(login_all(&gen.client, base, TOKENS));
+    let active = gen
+        .runtime
+        .block_on(active_markets(&gen.client, base, ACTIVE));
+    vec![
+        get_path("/healthz"),
+        by_id.clone(),
+        list_request(),
+        agora_stake(tokens, active),
+    ]
+}
+
+/// The Fastify peer's workloads in the order of [`NAMES`].
+fn peer_loads(peer: &Peer, by_id: &Make) -> Vec<Make> {
+    vec![
+        get_path("/health"),
+        by_id.clone(),
+        list_request(),
+        fastify_stake(USERS, peer.active_markets(ACTIVE)),
+    ]
+}
+
+/// One round of the comparison: every server of it fresh.
+struct Round {
+    reference: Side,
+    ours: Side,
+    theirs: Option<Side>,
+}
+
+/// A round: the bare poem handler, agora and the peer started together (a second later each
+/// one's idle PSS), then each workload on each server in turn, so that the figures compared
+/// are seconds apart rather than minutes (this VM's stolen CPU varies by the minute). Who goes
+/// first alternates by workload and by round.
+fn round(
+    gen: &Generator,
+    agora: &Path,
+    bare_poem: &Path,
+    data_dir: &Path,
+    by_id: &Make,
+    peer: Option<&Peer>,
+    index: usize,
+) -> Round {
+    let addr = free_addr();
+    let mut command = Command::new(bare_poem);
+    command.arg(&addr);
+    let reference = Server::spawn(command, &addr, "/healthz");
+    let ours = Server::agora(agora, data_dir, &[]);
+    let theirs = peer.map(Peer::start);
+    std::thread::sleep(Duration::from_secs(1));
+    let (reference, ours, theirs) = (Up::watch(reference), Up::watch(ours), theirs.map(Up::watch));
+
+    let reference_rows = vec![gen.measure(&reference.server.base, &get_path("/healthz"))];
+    let our_loads = agora_loads(gen, &ours.server.base, by_id);
+    let their_loads = peer.map(|p| peer_loads(p, by_id));
+    let (mut our_rows, mut their_rows) = (Vec::new(), Vec::new());
+    for i in 0..NAMES.len() {
+        let mut ours_now =
+            || our_rows.push(gen.measure_lines(&ours.server.base, &our_loads[i], lines_for(i)));
+        let mut theirs_now = || {
+            if let (Some(up), Some(loads)) = (&theirs, &their_loads) {
+                their_rows.push(gen.measure_lines(&up.server.base, &loads[i], lines_for(i)));
+            }
+        };
+        if (index + i).is_multiple_of(2) {
+            ours_now();
+            theirs_now();
+        } else {
+            theirs_now();
+            ours_now();
+        }
+    }
+    Round {
+        reference: reference.finish(reference_rows),
+        ours: ours.finish(our_rows),
+        theirs: theirs.map(|up| up.finish(their_rows)),
+    }
+}
+
+/// Runs the comparison (`AGORA_BENCH_ROUNDS` rounds, default 3, each with fresh servers) and
+/// prints its tables; returns them for `load.json`.
 pub fn run(
     gen: &Generator,
     agora: &Path,
@@ -132,13 +244,7 @@ pub fn run(
     peer: Option<&Peer>,
     postgres: Option<&Postgres>,
 ) -> Value {
-    let addr = free_addr();
-    let mut command = Command::new(bare_poem);
-    command.arg(&addr);
-    let reference = measure_server(Server::spawn(command, &addr, "/healthz"), |base| {
-        vec![gen.measure(base, &get_path("/healthz"))]
-    });
-
+    let rounds = crate::env_or("AGORA_BENCH_ROUNDS", 3) as usize;
     let by_id: Make = Arc::new(move |c, n| {
         let id = 1 + crate::workloads::spread(c, n) % markets;
         (
@@ -148,42 +254,27 @@ pub fn run(
             None,
         )
     });
-    let agora_loads = |base: &str| -> Vec<Figures> {
-        let tokens = gen.runtime.block_on(login_all(&gen.client, base, TOKENS));
-        let active = gen
-            .runtime
-            .block_on(active_markets(&gen.client, base, ACTIVE));
-        let loads = [
-            get_path("/healthz"),
-            by_id.clone(),
-            list_request(),
-            agora_stake(tokens, active),
-        ];
-        (0..loads.len())
-            .map(|i| gen.measure_lines(base, &loads[i], lines_for(i)))
-            .collect()
-    };
-    let ours = measure_server(Server::agora(agora, data_dir, &[]), agora_loads);
+    let rounds: Vec<Round> = (0..rounds.max(1))
+        .map(|index| round(gen, agora, bare_poem, data_dir, &by_id, peer, index))
+        .collect();
+    for (index, r) in rounds.iter().enumerate() {
+        println!(
+            "\n### Comparison, round {} of {} (one server loaded at a time, in turn)\n",
+            index + 1,
+            rounds.len()
+        );
+        print(&r.reference, &r.ours, r.theirs.as_ref());
+    }
+    if rounds.len() > 1 {
+        print_rounds(&rounds);
+    }
+
+    // agora on PostgreSQL, after the rounds, beside the first round's agora on SQLite.
     let on_postgres = postgres.map(|pg| {
         measure_server(
             Server::agora(agora, pg.data_dir.path(), &["--database-url", &pg.url]),
-            agora_loads,
+            |base| measure_all(gen, base, &agora_loads(gen, base, &by_id)),
         )
-    });
-
-    let theirs = peer.map(|peer| {
-        let active = peer.active_markets(ACTIVE);
-        measure_server(peer.start(), |base| {
-            let loads = [
-                get_path("/health"),
-                by_id.clone(),
-                list_request(),
-                fastify_stake(USERS, active),
-            ];
-            (0..loads.len())
-                .map(|i| gen.measure_lines(base, &loads[i], lines_for(i)))
-                .collect()
-        })
     });
 
     // Two processes on the one PostgreSQL database, the connections divided between them (as
@@ -195,18 +286,7 @@ pub fn run(
             .map(|d| Server::agora(agora, d.path(), &["--database-url", &pg.url]))
             .collect();
         let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
-        let tokens = gen
-            .runtime
-            .block_on(login_all(&gen.client, &bases[0], TOKENS));
-        let active = gen
-            .runtime
-            .block_on(active_markets(&gen.client, &bases[0], ACTIVE));
-        let loads = [
-            get_path("/healthz"),
-            by_id.clone(),
-            list_request(),
-            agora_stake(tokens, active),
-        ];
+        let loads = agora_loads(gen, &bases[0], &by_id);
         let rows: Vec<Figures> = (0..loads.len())
             .map(|i| gen.measure_spread(&bases, &loads[i], lines_for(i)))
             .collect();
@@ -216,9 +296,8 @@ pub fn run(
         rows
     });
 
-    print(&reference, &ours, theirs.as_ref());
     if let Some(pg) = &on_postgres {
-        print_postgres(&ours, pg);
+        print_postgres(&rounds[0].ours, pg);
         if let Some(two) = &two_processes {
             print_two_processes(pg, two);
         }
@@ -233,15 +312,66 @@ pub fn run(
         })
     };
     json!({
-        "bare_poem": side(&reference, &["GET /healthz"]),
-        "agora": side(&ours, &NAMES),
-        "fastify": theirs.as_ref().map(|t| side(t, &NAMES)),
+        "rounds": rounds.iter().map(|r| json!({
+            "bare_poem": side(&r.reference, &["GET /healthz"]),
+            "agora": side(&r.ours, &NAMES),
+            "fastify": r.theirs.as_ref().map(|t| side(t, &NAMES)),
+        })).collect::<Vec<_>>(),
         "agora_postgres": on_postgres.as_ref().map(|p| side(p, &NAMES)),
         "agora_postgres_two_processes": two_processes.as_ref().map(|rows| rows.iter().zip(&NAMES).map(|(f, name)| json!({
             "workload": name, "rps": f.rps, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms,
             "errors": f.errors, "requests": f.requests,
         })).collect::<Vec<_>>()),
     })
+}
+
+/// The rounds side by side: agora against the peer (or, without one, against the bare poem
+/// handler for `/healthz` alone), round by round and the median.
+fn print_rounds(rounds: &[Round]) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let heads: Vec<String> = (1..=rounds.len()).map(|k| format!("round {k}")).collect();
+    println!("### The rounds side by side\n");
+    println!("| | {} | median |", heads.join(" | "));
+    println!("|---|{}---|", "---|".repeat(rounds.len()));
+    let row = |label: &str, ratios: Vec<f64>| {
+        let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "| {label} | {} | {:.2} |",
+            cells.join(" | "),
+            median(ratios)
+        );
+    };
+    row(
+        "/healthz x bare poem",
+        rounds
+            .iter()
+            .map(|r| r.ours.rows[0].rps / r.reference.rows[0].rps)
+            .collect(),
+    );
+    if rounds.iter().all(|r| r.theirs.is_some()) {
+        for (i, name) in NAMES.iter().enumerate() {
+            let ratios = rounds
+                .iter()
+                .map(|r| r.ours.rows[i].rps / r.theirs.as_ref().unwrap().rows[i].rps)
+                .collect();
+            row(&format!("{name}: agora / Fastify"), ratios);
+        }
+        let pss = |label: &str, f: &dyn Fn(&Side) -> f64| {
+            row(
+                label,
+                rounds
+                    .iter()
+                    .map(|r| f(&r.ours) / f(r.theirs.as_ref().unwrap()))
+                    .collect(),
+            )
+        };
+        pss("idle PSS: agora / Fastify", &|s| s.idle_pss);
+        pss("peak PSS: agora / Fastify", &|s| s.peak_pss);
+    }
+    println!();
 }
 
 /// One agora process on PostgreSQL beside two on the same database (the generator's connections
@@ -309,7 +439,6 @@ fn print(reference: &Side, ours: &Side, theirs: Option<&Side>) {
             f.rps, f.p50_ms, f.p99_ms, f.errors
         )
     };
-    println!("\n### Comparison (one server at a time, same generator, same run)\n");
     match theirs {
         Some(_) => {
             println!("| workload | agora req/s | p50 ms | p99 ms | errors | x bare poem | Fastify req/s | p50 ms | p99 ms | errors | agora / Fastify |");

@@ -6,10 +6,12 @@
 //! measured seconds (5 s). The generator is `wrk -t2` when it is on PATH (`apt-get install
 //! wrk`), else an in-process reqwest client; the first line printed says which ran.
 //!
-//! First the comparison ([`compare`]): the bare poem handler's `/healthz`, then agora's
-//! health, read by id, list and stake workloads, then (with `AGORA_BENCH_PEER=fastify
+//! First the comparison ([`compare`]): the bare poem handler's `/healthz` beside agora's
+//! health, read by id, list and stake workloads and (with `AGORA_BENCH_PEER=fastify
 //! AGORA_BENCH_PEER_DIR=<the Fastify server with node_modules>`) the same workloads on the
-//! Fastify peer, one server at a time, with each server's idle and peak PSS.
+//! Fastify peer, one server loaded at a time and the servers in turn for each workload, with
+//! each server's idle and peak PSS; in `AGORA_BENCH_ROUNDS` rounds (default 3) of fresh
+//! servers, then the rounds' ratios side by side.
 //!
 //! Then one table row per workload of agora: requests per second, p50 and p99 latency,
 //! errors, and the ratio to the same server process's `/healthz` (measured at the start of the
@@ -31,10 +33,11 @@
 //!
 //! Environment: `AGORA_BENCH_SECS` (measured seconds per workload, default 5),
 //! `AGORA_BENCH_WARMUP` (default 3), `AGORA_BENCH_MARKETS` (default 100000),
-//! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_ONLY=comparison` (the comparison
-//! tables alone, not the table of every workload), `AGORA_BENCH_ONLY=search` (the search rows
-//! alone: with `AGORA_BENCH_MARKETS=1000000`, search at a million markets),
-//! `AGORA_BENCH_ONLY=streams` (stakes per second with 100 open event streams against none, and
+//! `AGORA_BENCH_CONNECTIONS` (default 64), `AGORA_BENCH_ROUNDS` (the comparison's rounds,
+//! default 3), `AGORA_BENCH_ONLY=comparison` (the comparison tables alone, not the table of
+//! every workload), `AGORA_BENCH_ONLY=search` (the search rows alone: with
+//! `AGORA_BENCH_MARKETS=1000000`, search at a million markets), `AGORA_BENCH_ONLY=streams`
+//! (stakes per second with 100 open event streams against none, and
 //! the memory of an open stream: [`streams`]), `AGORA_BENCH_GENERATOR=reqwest` (the in-process
 //! generator even when wrk is on PATH). With `AGORA_BENCH_SOAK_SECS=600` it runs the soak
 //! instead: the mixed workload for that long, a row per minute with req/s, p50, p99 and the
