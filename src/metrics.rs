@@ -19,6 +19,7 @@
 //! | `agora_rate_limit_keys` | gauge | | Clients the rate limiter tracks after its last sweep (its memory); 0 with `--redis-url`, where keys expire in Redis. |
 //! | `agora_rate_limit_store_errors_total` | counter | | Rate-limit checks Redis did not answer (an error, past `--redis-timeout-ms`, or skipped in the second after a failure); each passed uncounted or got 503 as `--redis-failure` says (logins: 503). Any increase means limits were not enforced as configured: look at Redis. Always 0 without `--redis-url`. |
 //! | `agora_db_pool_waits_total` | counter | | Reads that found every pooled SQLite connection busy and waited: rising fast means `--db-readers` is too small for the load. On PostgreSQL: requests that found no idle pooled connection (`--db-pool-size`). |
+//! | `agora_db_write_commits_total`, `agora_db_batched_writes_total` | counter | | SQLite only: write transactions the single writer committed, and the writes they carried (each in its own savepoint when it shares one). `rate(agora_db_batched_writes_total[1m]) / rate(agora_db_write_commits_total[1m])` is the group commit's mean batch: near 1 under write load means writes arrive one at a time (each pays its own fsync); large batches are how the writer keeps up, and `--write-batch` caps them. |
 //! | `agora_event_streams_open` | gauge | | Open `GET /api/events` streams in this process (each costs a task and a slot in the per-client limit). |
 //! | `agora_event_head` | gauge | | The newest event id this process has seen in the outbox: processes on one database that disagree for long have a tailer stuck. |
 //! | `agora_change_feed_connected` | gauge | | PostgreSQL only: 1 while this process follows the changes other agora processes announce; 0 means their writes reach this process's caches only by the TTL (`--cache-ttl-secs`). |
@@ -89,6 +90,8 @@ pub struct Metrics {
     rate_limit_keys: Gauge,
     rate_limit_store_errors: Counter,
     pool_waits: Counter,
+    write_commits: Counter,
+    batched_writes: Counter,
     change_feed: Gauge,
     streams: Gauge,
     event_head: Gauge,
@@ -158,6 +161,19 @@ impl Metrics {
             "Reads that found no idle database connection and waited for one",
             pool_waits.clone(),
         );
+        let (write_commits, batched_writes) = (Counter::default(), Counter::default());
+        if sources.engine.write_batches().is_some() {
+            registry.register(
+                "db_write_commits",
+                "Write transactions the single writer committed (SQLite)",
+                write_commits.clone(),
+            );
+            registry.register(
+                "db_batched_writes",
+                "Writes those transactions carried: over agora_db_write_commits_total, the group commit's mean batch",
+                batched_writes.clone(),
+            );
+        }
         let change_feed = Gauge::default();
         if sources.changes.is_some() {
             registry.register(
@@ -190,6 +206,8 @@ impl Metrics {
             rate_limit_keys,
             rate_limit_store_errors,
             pool_waits,
+            write_commits,
+            batched_writes,
             change_feed,
             streams,
             event_head,
@@ -238,6 +256,10 @@ impl Metrics {
         self.rate_limit_keys.set(s.limits.tracked_keys() as i64);
         catch_up(&self.rate_limit_store_errors, s.limits.store_errors());
         catch_up(&self.pool_waits, s.engine.pool_waits());
+        if let Some((commits, writes)) = s.engine.write_batches() {
+            catch_up(&self.write_commits, commits);
+            catch_up(&self.batched_writes, writes);
+        }
         if let Some(changes) = &s.changes {
             self.change_feed.set(i64::from(changes.connected()));
         }

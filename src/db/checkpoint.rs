@@ -39,13 +39,31 @@ pub(super) struct WalState {
     commits: AtomicU64,
     /// The WAL is long: the writer should checkpoint after its next commit.
     restart: AtomicBool,
+    /// Transactions committed and the writes they carried (a metric: their ratio is the
+    /// group commit's mean batch).
+    committed_batches: AtomicU64,
+    committed_writes: AtomicU64,
 }
 
 impl WalState {
-    /// Called by the writer after each commit; true when it should checkpoint now.
-    pub(super) fn committed(&self) -> bool {
+    /// Called by the writer after each transaction, `writes` the writes a successful commit
+    /// carried (0 when it rolled back or failed); true when it should checkpoint now.
+    pub(super) fn committed(&self, writes: usize) -> bool {
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if writes > 0 {
+            self.committed_batches.fetch_add(1, Ordering::Relaxed);
+            self.committed_writes
+                .fetch_add(writes as u64, Ordering::Relaxed);
+        }
         self.restart.swap(false, Ordering::Relaxed)
+    }
+
+    /// Transactions committed so far, and the writes they carried.
+    pub(super) fn batches(&self) -> (u64, u64) {
+        (
+            self.committed_batches.load(Ordering::Relaxed),
+            self.committed_writes.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -197,6 +197,8 @@ pub struct Db {
     threads: Mutex<Option<Threads>>,
     /// Reads that found no idle connection.
     waits: Arc<AtomicU64>,
+    /// What the writer and the checkpointer tell each other, and the writer's commits.
+    wal: Arc<checkpoint::WalState>,
 }
 
 impl Db {
@@ -223,9 +225,10 @@ impl Db {
             readers,
             threads: Mutex::new(Some(Threads {
                 writer: writer::Writer::start(conn, options.write_batch, wal.clone()),
-                checkpointer: checkpoint::Checkpointer::start(checkpointer, wal),
+                checkpointer: checkpoint::Checkpointer::start(checkpointer, wal.clone()),
             })),
             waits: Arc::new(AtomicU64::new(0)),
+            wal,
         })
     }
 
@@ -288,6 +291,12 @@ impl Db {
     /// Reads so far that found every pooled connection busy and waited (a metric).
     pub fn pool_waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
+    }
+
+    /// Write transactions the writer has committed so far, and the writes they carried (a
+    /// metric: their ratio is the group commit's mean batch).
+    pub fn write_batches(&self) -> (u64, u64) {
+        self.wal.batches()
     }
 
     /// True when a write transaction can be started (used by readiness checks).

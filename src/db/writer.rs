@@ -111,10 +111,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, wal: &WalSta
         if let Err(e) = &commit {
             tracing::error!(error = %e, db.batch = replies.len(), "write transaction failed to commit");
         }
+        let committed = if commit.is_ok() && end == "COMMIT" {
+            replies.len()
+        } else {
+            0
+        };
         for reply in replies {
             reply(commit.as_ref().err());
         }
-        if wal.committed() {
+        if wal.committed(committed) {
             // The checkpointer has copied nearly all of a long WAL; finishing here, between
             // transactions, lets the next one restart the WAL from its beginning.
             if let Err(e) = checkpoint::checkpoint(&conn) {

@@ -22,6 +22,10 @@ pub trait Engine: Send + Sync {
     async fn ready(&self) -> Result<i64, String>;
     /// Reads so far that found every connection busy and waited (a metric).
     fn pool_waits(&self) -> u64;
+    /// On an engine whose writes share transactions (SQLite's single writer): the
+    /// transactions committed so far and the writes they carried (metrics; their ratio is the
+    /// mean batch of the group commit). `None` where each write is its own transaction.
+    fn write_batches(&self) -> Option<(u64, u64)>;
     /// Lets the queued writes finish, then closes the database: the last step of a shutdown.
     async fn close(&self);
 }

@@ -1,10 +1,15 @@
 //! `GET /metrics`: Prometheus (OpenMetrics) text with requests by route template and status,
-//! latency histograms, the cache, the job queue, rate-limit refusals and database pool waits.
+//! latency histograms, the cache, the job queue, rate-limit refusals, database pool waits and
+//! the SQLite writer's commits.
 
+use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::{helpers::TestApp, jobs::indexed};
+use crate::{
+    helpers::{on_postgres, TestApp},
+    jobs::indexed,
+};
 
 /// The value of the sample line starting with `prefix` (name and labels).
 pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
@@ -88,4 +93,49 @@ async fn metrics_count_requests_by_route_and_status_and_read_every_source() {
     assert!(sample(&text, "agora_db_pool_waits_total").is_some());
     assert_eq!(sample(&text, "agora_event_streams_open"), Some(0.0));
     assert!(sample(&text, "agora_event_head").is_some(), "{text}");
+}
+
+/// The writes and write transactions of `/metrics` (SQLite's group commit), or `None` when the
+/// engine has no such counters.
+async fn write_batches(app: &TestApp) -> Option<(f64, f64)> {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let commits = sample(&text, "agora_db_write_commits_total");
+    let writes = sample(&text, "agora_db_batched_writes_total");
+    assert_eq!(commits.is_some(), writes.is_some(), "{text}");
+    commits.zip(writes)
+}
+
+#[tokio::test]
+async fn the_writers_commits_and_the_writes_they_carried_give_its_mean_batch() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let market = alice
+        .create_market(json!({"name": "Will writes share commits?"}))
+        .await;
+    let before = write_batches(&app).await;
+    if on_postgres() {
+        // Each write is its own transaction there: no such counters.
+        assert_eq!(before, None);
+        return;
+    }
+    let (commits, writes) = before.expect("SQLite counts its commits");
+    assert!(commits >= 1.0 && writes >= commits, "{commits} {writes}");
+    let replies = join_all((0..20).map(|_| alice.stake(&market["id"], 0, 1))).await;
+    assert!(replies.iter().all(|r| r.status == StatusCode::CREATED));
+    let (commits_after, writes_after) = write_batches(&app).await.unwrap();
+    let (commits, writes) = (commits_after - commits, writes_after - writes);
+    // Every stake is a write of a committed transaction, each of which carried at least one.
+    assert!(writes >= 20.0, "{writes} writes for 20 stakes");
+    assert!(
+        commits >= 1.0 && commits <= writes,
+        "{commits} commits, {writes} writes"
+    );
 }

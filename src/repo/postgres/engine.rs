@@ -48,6 +48,10 @@ impl Engine for PgEngine {
         self.pg.waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    fn write_batches(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     async fn close(&self) {
         self.pg.announcer.close().await;
         self.pg.pool.close();

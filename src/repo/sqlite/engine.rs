@@ -44,6 +44,10 @@ impl Engine for SqliteEngine {
         self.db.pool_waits()
     }
 
+    fn write_batches(&self) -> Option<(u64, u64)> {
+        Some(self.db.write_batches())
+    }
+
     async fn close(&self) {
         self.db.close().await;
     }
