@@ -10,8 +10,8 @@
 //!
 //! Connections are served by `server.rs` (hyper with a request-head timeout and parser limits;
 //! poem's own server sets neither) on threads of their own, one per core, each running a
-//! single-threaded tokio runtime; a connection stays on the thread that accepted it, and the
-//! rest (jobs, tailing the outbox, webhooks) runs on the main runtime. Requests pass through
+//! single-threaded tokio runtime; a connection goes to the thread serving the fewest and stays
+//! there, and the rest (jobs, tailing the outbox, webhooks) runs on the main runtime. Requests pass through
 //! middleware (request id and one JSON access-log line per request, written by a writer
 //! thread; request-head limits; request timeout, panic catcher, rate limiter, body limit),
 //! then `api/` (poem-openapi handlers: parse and validate into domain types, call one service method, map the result to a typed response;
