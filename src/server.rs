@@ -361,6 +361,9 @@ async fn serve_connections<E>(
         });
     }
     drop(listener);
+    // Connections other threads handed over but this one has not taken are closed now, and
+    // any handed over from here on are closed by the thread that accepted them.
+    drop(inbox);
     let _ = close.send(true);
     let drained = tokio::time::timeout(shared.limits.shutdown_timeout, async {
         while connections.join_next().await.is_some() {}
