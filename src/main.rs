@@ -1,4 +1,15 @@
 //! The `agora` binary: parses the command line and runs the chosen subcommand.
+//!
+//! - `agora serve` (the default): serve the API. `agora openapi`: print the OpenAPI document.
+//! - `agora seed --markets N [--users M]`: add demo users (`demo<id>`, password `agora-demo`,
+//!   the signup grant) and markets with a few stakes each; running it again adds more.
+//! - `agora users create --username NAME [--role admin|moderator|user]`: create an account;
+//!   the password comes from `--password`, `AGORA_USER_PASSWORD` or one line of stdin. This is
+//!   how to make the first admin, on a fresh data directory or while the server runs.
+//! - `agora backup PATH` / `agora restore PATH`: a consistent copy of the database while the
+//!   server runs; put a checked copy back while no server runs (see `db`'s docs).
+//!
+//! With cargo, put the subcommand after `--`: `cargo run --release -- seed --markets 50`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
